@@ -1,0 +1,298 @@
+//! Command line and environment: parsed by clap, validated into a [`Config`]. Pure.
+//!
+//! Every flag has a `WMGWD2_*` environment equivalent. A bad value is a one-line error naming the
+//! flag, and exit code 2 (clap's usage-error code).
+
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, ValueEnum};
+
+use crate::reconcile::NamePattern;
+
+/// Largest VNI: VXLAN network identifiers are 24 bits.
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// Linux interface names hold at most 15 bytes.
+pub const IFNAMSIZ_MAX: usize = 15;
+/// Shortest heartbeat interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest heartbeat interval accepted (the hold time must fit the wire's u32 milliseconds).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Keeps the default gateways of VXLAN overlay networks highly available.
+///
+/// Every gateway host runs one instance. The instances find each other with UDP heartbeats on a
+/// shared L2 segment; for every VNI in [--minvni, --maxvni] rendezvous hashing over the live
+/// gateways names one owner. The owner clears `protodown` on the interface `vrrp4-<VNI>` and
+/// sends gratuitous ARPs for its IPv4 addresses; every other gateway sets `protodown`.
+#[derive(Debug, Parser)]
+#[command(name = "wmgwd2", version)]
+pub struct Args {
+    /// This gateway's unique ID, hex (0x1a2b) or decimal, not 0. Default: derived from
+    /// /etc/machine-id, so it survives restarts.
+    #[arg(long, env = "WMGWD2_UID", value_parser = parse_uid)]
+    pub uid: Option<u64>,
+
+    /// First VNI managed (0 to 16777215).
+    #[arg(long, env = "WMGWD2_MINVNI", default_value_t = 1, value_parser = parse_vni)]
+    pub minvni: u32,
+
+    /// Last VNI managed (0 to 16777215, not below --minvni).
+    #[arg(long, env = "WMGWD2_MAXVNI", default_value_t = 100, value_parser = parse_vni)]
+    pub maxvni: u32,
+
+    /// Address heartbeats are sent to: the gateways' shared segment's broadcast address, or a
+    /// single peer.
+    #[arg(long, env = "WMGWD2_BROADCAST", default_value = "10.0.1.255")]
+    pub broadcast: Ipv4Addr,
+
+    /// UDP port heartbeats are sent to and received on.
+    #[arg(long, env = "WMGWD2_PORT", default_value_t = 3000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Send and receive heartbeats only on this interface (SO_BINDTODEVICE).
+    #[arg(long, env = "WMGWD2_BIND_INTERFACE")]
+    pub bind_interface: Option<String>,
+
+    /// Time between heartbeats (10ms to 60s; e.g. 1s, 100ms).
+    #[arg(long, env = "WMGWD2_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// A peer is dead after this many intervals without a heartbeat (2 to 255). Peers use the
+    /// value the sender announces, so all of them expire it at the same moment.
+    #[arg(long, env = "WMGWD2_DEAD_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=255))]
+    pub dead_after: u32,
+
+    /// At start, listen this many intervals before owning anything (0 to 255).
+    #[arg(long, env = "WMGWD2_HOLD_DOWN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub hold_down: u32,
+
+    /// Name of the managed interface of a VNI; `{vni}` stands for the VNI in decimal.
+    #[arg(long, env = "WMGWD2_INTERFACE_PATTERN", default_value = "vrrp4-{vni}")]
+    pub interface_pattern: String,
+
+    /// Gratuitous ARPs per address when this gateway takes a VNI over (1 to 100).
+    #[arg(long, env = "WMGWD2_GARP_COUNT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub garp_count: u32,
+
+    /// Time between the gratuitous ARPs of one takeover (1ms to 10s).
+    #[arg(long, env = "WMGWD2_GARP_SPACING", default_value = "200ms", value_parser = parse_garp_spacing)]
+    pub garp_spacing: Duration,
+
+    /// Resend a gratuitous ARP for every owned VNI this often; 0s turns it off.
+    #[arg(long, env = "WMGWD2_GARP_REFRESH", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub garp_refresh: Duration,
+
+    /// The IFLA_PROTO_DOWN_REASON bit this daemon sets and clears (0 to 31). FRR's zebra uses its
+    /// own bit; the two must differ.
+    #[arg(long, env = "WMGWD2_PROTODOWN_REASON", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub protodown_reason: u8,
+
+    /// Re-read every managed interface from the kernel this often, besides following its events
+    /// (100ms to 1h).
+    #[arg(long, env = "WMGWD2_RESYNC", default_value = "10s", value_parser = parse_resync)]
+    pub resync: Duration,
+
+    /// On stop, wait at most this long for the peers to confirm they took over before setting
+    /// protodown (0s to 10s).
+    #[arg(long, env = "WMGWD2_LEAVE_WAIT", default_value = "300ms", value_parser = parse_leave_wait)]
+    pub leave_wait: Duration,
+
+    /// Log format.
+    #[arg(long, env = "WMGWD2_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log detail: -v debug, -vv trace. WMGWD2_LOG (an EnvFilter directive) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `None`: derive it from /etc/machine-id (done by `main`, the only place that reads files).
+    pub uid: Option<u64>,
+    pub minvni: u32,
+    pub maxvni: u32,
+    pub broadcast: Ipv4Addr,
+    pub port: u16,
+    pub bind_interface: Option<String>,
+    pub interval: Duration,
+    pub dead_after: u32,
+    pub hold_down: u32,
+    pub pattern: NamePattern,
+    pub garp_count: u32,
+    pub garp_spacing: Duration,
+    pub garp_refresh: Option<Duration>,
+    pub protodown_reason: u8,
+    pub resync: Duration,
+    pub leave_wait: Duration,
+    pub log_format: LogFormat,
+    pub verbose: u8,
+}
+
+impl Config {
+    pub fn vnis(&self) -> RangeInclusive<u32> {
+        self.minvni..=self.maxvni
+    }
+
+    /// How long peers keep us after one heartbeat.
+    pub fn hold(&self) -> Duration {
+        self.interval * self.dead_after
+    }
+
+    /// How long we listen at start before owning anything.
+    pub fn hold_down(&self) -> Duration {
+        self.interval * self.hold_down
+    }
+
+    /// A configuration with the defaults, for tests and examples.
+    pub fn defaults() -> Config {
+        // The defaults parse; this cannot fail.
+        Config::parse_from(["wmgwd2"]).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses and validates the command line; `Err` carries clap's message and exit code 2.
+    pub fn parse_from<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let a = Args::try_parse_from(args)?;
+        Config::try_from(a)
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = clap::Error;
+
+    fn try_from(a: Args) -> Result<Config, clap::Error> {
+        let err = |msg: String| Args::command().error(ErrorKind::ValueValidation, msg);
+        if a.minvni > a.maxvni {
+            return Err(err(format!(
+                "--minvni {} is above --maxvni {}",
+                a.minvni, a.maxvni
+            )));
+        }
+        let pattern = NamePattern::new(&a.interface_pattern).ok_or_else(|| {
+            err(format!(
+                "--interface-pattern '{}' must contain {} exactly once",
+                a.interface_pattern,
+                NamePattern::PLACEHOLDER
+            ))
+        })?;
+        let longest = pattern.name(a.maxvni);
+        if longest.len() > IFNAMSIZ_MAX {
+            return Err(err(format!(
+                "--interface-pattern gives '{longest}', longer than {IFNAMSIZ_MAX} bytes"
+            )));
+        }
+        if let Some(dev) = &a.bind_interface {
+            if dev.is_empty() || dev.len() > IFNAMSIZ_MAX {
+                return Err(err(format!("--bind-interface '{dev}' is not an interface name")));
+            }
+        }
+        if a.broadcast.is_unspecified() {
+            return Err(err("--broadcast 0.0.0.0 is not a destination".into()));
+        }
+        let garp_refresh = match a.garp_refresh {
+            d if d.is_zero() => None,
+            d if d < Duration::from_secs(1) => {
+                return Err(err(format!(
+                    "--garp-refresh {} is below 1s (0s turns it off)",
+                    humantime::format_duration(d)
+                )))
+            }
+            d => Some(d),
+        };
+        Ok(Config {
+            uid: a.uid,
+            minvni: a.minvni,
+            maxvni: a.maxvni,
+            broadcast: a.broadcast,
+            port: a.port,
+            bind_interface: a.bind_interface,
+            interval: a.interval,
+            dead_after: a.dead_after,
+            hold_down: a.hold_down,
+            pattern,
+            garp_count: a.garp_count,
+            garp_spacing: a.garp_spacing,
+            garp_refresh,
+            protodown_reason: a.protodown_reason,
+            resync: a.resync,
+            leave_wait: a.leave_wait,
+            log_format: a.log_format,
+            verbose: a.verbose,
+        })
+    }
+}
+
+/// `0x1a2b` (hex) or `6699` (decimal); 0 is reserved.
+pub fn parse_uid(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse::<u64>(),
+    }
+    .map_err(|e| format!("'{s}' is not a 64-bit hex (0x...) or decimal number: {e}"))?;
+    if v == 0 {
+        return Err("0 is reserved (omit --uid to derive one from /etc/machine-id)".into());
+    }
+    Ok(v)
+}
+
+fn parse_vni(s: &str) -> Result<u32, String> {
+    let v: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a VNI (0 to {MAX_VNI})"))?;
+    if v > MAX_VNI {
+        return Err(format!("{v} is above the largest VNI {MAX_VNI}"));
+    }
+    Ok(v)
+}
+
+fn duration_in(s: &str, lo: Duration, hi: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("'{s}': {e}"))?;
+    if d < lo || d > hi {
+        return Err(format!(
+            "{} is outside {} to {}",
+            humantime::format_duration(d),
+            humantime::format_duration(lo),
+            humantime::format_duration(hi)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = duration_in(s, MIN_INTERVAL, MAX_INTERVAL)?;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!(
+            "{} is not a whole number of milliseconds",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_garp_spacing(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::from_millis(1), Duration::from_secs(10))
+}
+
+fn parse_resync(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_leave_wait(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::ZERO, Duration::from_secs(10))
+}

@@ -1,0 +1,687 @@
+//! The one event loop: the only place that combines time, state and I/O.
+//!
+//! Inputs (all in one task, one `select!`): heartbeat datagrams, kernel events, the heartbeat
+//! timer, the peers' deadlines, the end of the hold-down, the GARP schedule, the periodic resync,
+//! and the shutdown token. Every input updates state, then the same two pure steps run:
+//! `assign::owned` (who owns what) and `reconcile::plan` (what the kernel must change).
+//! See docs/architecture.md.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::pending;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use thiserror::Error;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, trace, warn};
+
+use crate::arp;
+use crate::assign;
+use crate::cli::Config;
+use crate::kernel::{Kernel, KernelError, KernelEvent, Snapshot};
+use crate::liveness::{Liveness, Observation};
+use crate::reconcile::{self, Action, Addresses, LinkState};
+use crate::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
+
+/// How many kernel requests are in flight at once when applying a plan.
+const APPLY_CONCURRENCY: usize = 64;
+/// A VNI acted on less than this long ago waits before the next action (stops a hot loop if the
+/// kernel keeps undoing what we set).
+const ACTION_BACKOFF: Duration = Duration::from_millis(50);
+/// A failed kernel request is retried after this long (or sooner, on the next event).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// At most one line per this period for each kind of repeated warning.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Errors that stop the daemon (at start). Everything later is logged, counted and retried.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("reading interfaces from the kernel: {0}")]
+    Snapshot(#[source] KernelError),
+}
+
+/// Counters, logged at shutdown and on demand.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub frames_received: u64,
+    pub frames_malformed: BTreeMap<&'static str, u64>,
+    pub frames_stale: u64,
+    pub uid_conflicts: u64,
+    pub heartbeats_sent: u64,
+    pub send_errors: u64,
+    pub actions_applied: u64,
+    pub actions_failed: u64,
+    pub garps_sent: u64,
+    pub garp_errors: u64,
+    pub resyncs: u64,
+}
+
+/// A log line at most once per period.
+#[derive(Debug, Default)]
+struct Throttle(Option<Instant>);
+
+impl Throttle {
+    fn ready(&mut self, now: Instant) -> bool {
+        match self.0 {
+            Some(t) if now < t + LOG_EVERY => false,
+            _ => {
+                self.0 = Some(now);
+                true
+            }
+        }
+    }
+}
+
+/// The GARP schedule: for every owned, active VNI the next due time and how many of its takeover
+/// burst remain.
+#[derive(Debug, Default)]
+struct Garps {
+    due: BTreeSet<(Instant, u32)>,
+    by_vni: HashMap<u32, (Instant, u32)>,
+}
+
+impl Garps {
+    fn put(&mut self, vni: u32, at: Instant, remaining: u32) {
+        self.remove(vni);
+        self.due.insert((at, vni));
+        self.by_vni.insert(vni, (at, remaining));
+    }
+    fn remove(&mut self, vni: u32) {
+        if let Some((at, _)) = self.by_vni.remove(&vni) {
+            self.due.remove(&(at, vni));
+        }
+    }
+    fn next(&self) -> Option<Instant> {
+        self.due.first().map(|&(t, _)| t)
+    }
+    /// Removes and returns every VNI due at `now`, with its remaining burst.
+    fn take_due(&mut self, now: Instant) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        while let Some(&(t, vni)) = self.due.first() {
+            if t > now {
+                break;
+            }
+            self.due.pop_first();
+            if let Some((_, rem)) = self.by_vni.remove(&vni) {
+                out.push((vni, rem));
+            }
+        }
+        out
+    }
+}
+
+/// Everything the loop knows.
+pub struct Daemon<K: Kernel> {
+    cfg: Config,
+    me: u64,
+    incarnation: u64,
+    kernel: K,
+    live: Liveness,
+    /// False during the start-up hold-down and at shutdown: we own nothing.
+    ready: bool,
+    /// Managed links by VNI, as the kernel last reported them.
+    links: BTreeMap<u32, LinkState>,
+    /// ifindex -> VNI for the managed links.
+    index: HashMap<u32, u32>,
+    /// IPv4 addresses of the managed links.
+    addrs: Addresses,
+    owned: BTreeSet<u32>,
+    /// Owned VNIs whose interface was active at the last reconcile: VNI -> ifindex. A VNI that
+    /// enters this map (or changes ifindex) starts a GARP burst.
+    active: BTreeMap<u32, u32>,
+    garps: Garps,
+    /// When each VNI was last acted on.
+    acted: HashMap<u32, Instant>,
+    /// Earliest moment a deferred action may run.
+    retry_at: Option<Instant>,
+    missing: BTreeSet<u32>,
+    blocked: BTreeMap<u32, u32>,
+    sequence: u64,
+    /// A membership change asks for a heartbeat now, not at the next tick.
+    heartbeat_now: bool,
+    pub stats: Stats,
+    log_malformed: Throttle,
+    log_conflict: Throttle,
+    log_send: Throttle,
+    log_apply: Throttle,
+}
+
+/// The moment `now` on the clock the daemon uses (tokio's, so tests can pause it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => pending().await,
+    }
+}
+
+impl<K: Kernel> Daemon<K> {
+    pub fn new(cfg: Config, me: u64, incarnation: u64, kernel: K) -> Self {
+        Daemon {
+            live: Liveness::new(me, incarnation),
+            cfg,
+            me,
+            incarnation,
+            kernel,
+            ready: false,
+            links: BTreeMap::new(),
+            index: HashMap::new(),
+            addrs: Addresses::new(),
+            owned: BTreeSet::new(),
+            active: BTreeMap::new(),
+            garps: Garps::default(),
+            acted: HashMap::new(),
+            retry_at: None,
+            missing: BTreeSet::new(),
+            blocked: BTreeMap::new(),
+            sequence: 0,
+            heartbeat_now: false,
+            stats: Stats::default(),
+            log_malformed: Throttle::default(),
+            log_conflict: Throttle::default(),
+            log_send: Throttle::default(),
+            log_apply: Throttle::default(),
+        }
+    }
+
+    pub fn owned(&self) -> &BTreeSet<u32> {
+        &self.owned
+    }
+
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    /// Runs until `shutdown` is cancelled, then leaves gracefully (see docs/operations.md).
+    pub async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut events: mpsc::UnboundedReceiver<KernelEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<Stats, DaemonError> {
+        // 1. Protodown on everything we manage, before anything else.
+        let snap = self.kernel.snapshot().await.map_err(DaemonError::Snapshot)?;
+        self.load(snap);
+        self.reconcile().await;
+        info!(
+            uid = %format_args!("{:#x}", self.me),
+            managed = self.links.len(),
+            missing = self.missing.len(),
+            "started, all managed interfaces protodown"
+        );
+
+        // 2. Announce ourselves as starting, listen for the hold-down.
+        let start = now();
+        let hold_until = start + self.cfg.hold_down();
+        let mut next_heartbeat = start;
+        let mut next_resync = start + self.cfg.resync;
+        let mut events_open = true;
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+
+        loop {
+            let next_expiry = self.live.next_deadline();
+            let hold = if self.ready { None } else { Some(hold_until) };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        let t = now();
+                        if self.on_datagram(&buf[..n], from, t) {
+                            self.reassign(t);
+                            self.reconcile().await;
+                        }
+                    }
+                    Err(e) => {
+                        if self.log_send.ready(now()) {
+                            warn!(error = %e, "heartbeat receive failed");
+                        }
+                    }
+                },
+                ev = events.recv(), if events_open => {
+                    let Some(ev) = ev else {
+                        error!("kernel event stream ended; relying on periodic resync");
+                        events_open = false;
+                        continue;
+                    };
+                    let mut lost = self.on_event(ev);
+                    while let Ok(ev) = events.try_recv() {
+                        lost |= self.on_event(ev);
+                    }
+                    if lost {
+                        warn!("kernel events lost; resyncing");
+                        self.resync().await;
+                    }
+                    self.reconcile().await;
+                }
+                _ = sleep_opt(hold) => {
+                    self.ready = true;
+                    info!(peers = self.live.ready_peers().count(), "hold-down over, taking ownership");
+                    self.reassign(now());
+                    self.reconcile().await;
+                    self.heartbeat_now = true;
+                }
+                _ = sleep_opt(next_expiry) => {
+                    let t = now();
+                    let gone = self.live.expire(t);
+                    for uid in &gone {
+                        info!(peer = %format_args!("{uid:#x}"), "peer dead");
+                    }
+                    if !gone.is_empty() {
+                        self.heartbeat_now = true;
+                        self.reassign(t);
+                        self.reconcile().await;
+                    }
+                }
+                _ = sleep_opt(self.garps.next()) => self.send_due_garps(now()),
+                _ = sleep_opt(self.retry_at) => {
+                    self.retry_at = None;
+                    self.reconcile().await;
+                }
+                _ = tokio::time::sleep_until(next_resync.into()) => {
+                    next_resync = now() + self.cfg.resync;
+                    self.resync().await;
+                    self.reconcile().await;
+                }
+                _ = tokio::time::sleep_until(next_heartbeat.into()) => {
+                    self.heartbeat_now = true;
+                }
+            }
+            if self.heartbeat_now {
+                self.heartbeat_now = false;
+                let flags = if self.ready { 0 } else { FLAG_STARTING };
+                self.send_heartbeat(&socket, flags).await;
+                next_heartbeat = now() + self.cfg.interval;
+            }
+        }
+        self.leave(&socket).await;
+        Ok(self.stats)
+    }
+
+    /// Graceful stop: LEAVING, wait for the peers' confirmation, protodown everything, LEAVING.
+    async fn leave(&mut self, socket: &UdpSocket) {
+        let t0 = now();
+        info!(owned = self.owned.len(), "stopping: announcing leave");
+        self.ready = false;
+        self.send_heartbeat(socket, FLAG_LEAVING).await;
+        let mut waiting: BTreeSet<u64> = self.live.ready_peers().collect();
+        let deadline = t0 + self.cfg.leave_wait;
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        while !waiting.is_empty() {
+            let r = tokio::select! {
+                r = socket.recv_from(&mut buf) => r,
+                _ = tokio::time::sleep_until(deadline.into()) => break,
+            };
+            if let Ok((n, _)) = r {
+                if let Ok(Frame::Heartbeat(hb)) = wire::decode(&buf[..n]) {
+                    waiting.remove(&hb.uid);
+                }
+            }
+        }
+        let confirmed = waiting.is_empty();
+        self.reassign(now());
+        self.reconcile().await;
+        self.send_heartbeat(socket, FLAG_LEAVING).await;
+        info!(
+            confirmed,
+            unconfirmed = waiting.len(),
+            elapsed_ms = now().duration_since(t0).as_millis() as u64,
+            heartbeats_sent = self.stats.heartbeats_sent,
+            frames_received = self.stats.frames_received,
+            actions_failed = self.stats.actions_failed,
+            garps_sent = self.stats.garps_sent,
+            "stopped, all managed interfaces protodown"
+        );
+    }
+
+    async fn send_heartbeat(&mut self, socket: &UdpSocket, flags: u8) {
+        self.sequence += 1;
+        let hb = Heartbeat {
+            uid: self.me,
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            flags,
+            interval_ms: u32::try_from(self.cfg.interval.as_millis()).unwrap_or(u32::MAX),
+            hold_ms: u32::try_from(self.cfg.hold().as_millis()).unwrap_or(u32::MAX),
+        };
+        let to = SocketAddrV4::new(self.cfg.broadcast, self.cfg.port);
+        match socket.send_to(&wire::encode(&hb), to).await {
+            Ok(_) => {
+                self.stats.heartbeats_sent += 1;
+                trace!(seq = self.sequence, flags, "heartbeat sent");
+            }
+            Err(e) => {
+                self.stats.send_errors += 1;
+                if self.log_send.ready(now()) {
+                    warn!(error = %e, to = %to, errors = self.stats.send_errors, "heartbeat send failed");
+                }
+            }
+        }
+    }
+
+    /// Takes one datagram; true when the candidate owners changed.
+    pub fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr, t: Instant) -> bool {
+        self.stats.frames_received += 1;
+        let frame = match wire::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                let n = self.stats.frames_malformed.entry(e.kind()).or_default();
+                *n += 1;
+                let total: u64 = self.stats.frames_malformed.values().sum();
+                if self.log_malformed.ready(t) {
+                    warn!(from = %from, error = %e, malformed = total, "malformed heartbeat dropped");
+                } else {
+                    trace!(from = %from, error = %e, "malformed heartbeat dropped");
+                }
+                return false;
+            }
+        };
+        let obs = self.live.observe(&frame, from, t);
+        trace!(from = %from, ?obs, "heartbeat");
+        match obs {
+            Observation::Joined { uid, starting } => {
+                info!(peer = %format_args!("{uid:#x}"), %from, starting, "peer joined")
+            }
+            Observation::Ready { uid } => info!(peer = %format_args!("{uid:#x}"), "peer ready"),
+            Observation::Restarted { uid, starting } => {
+                info!(peer = %format_args!("{uid:#x}"), starting, "peer restarted")
+            }
+            Observation::Left { uid } => info!(peer = %format_args!("{uid:#x}"), "peer left"),
+            Observation::Stale { .. } => self.stats.frames_stale += 1,
+            Observation::Conflict {
+                uid,
+                incarnation,
+                addr,
+            } => {
+                self.stats.uid_conflicts += 1;
+                if self.log_conflict.ready(t) {
+                    error!(
+                        peer = %format_args!("{uid:#x}"),
+                        from = %addr,
+                        incarnation = ?incarnation,
+                        conflicts = self.stats.uid_conflicts,
+                        "another gateway uses our uid: fix --uid on one of them"
+                    );
+                }
+            }
+            Observation::Refreshed { .. } | Observation::Echo => {}
+        }
+        let changed = obs.changes_candidates();
+        if changed {
+            self.heartbeat_now = true;
+        }
+        changed
+    }
+
+    /// Recomputes what we own and logs every change.
+    fn reassign(&mut self, _t: Instant) {
+        let peers: BTreeSet<u64> = self.live.ready_peers().collect();
+        let owned = if self.ready {
+            assign::owned(self.me, &peers, self.cfg.vnis())
+        } else {
+            BTreeSet::new()
+        };
+        for vni in owned.difference(&self.owned) {
+            info!(vni, ifname = %self.cfg.pattern.name(*vni), "taking vni");
+        }
+        for vni in self.owned.difference(&owned) {
+            let to = assign::owner(*vni, peers.iter().copied());
+            info!(
+                vni,
+                ifname = %self.cfg.pattern.name(*vni),
+                peer = %to.map(|u| format!("{u:#x}")).unwrap_or_else(|| "none".into()),
+                "releasing vni"
+            );
+        }
+        self.owned = owned;
+    }
+
+    /// Replaces the managed links and addresses with a snapshot.
+    fn load(&mut self, snap: Snapshot) {
+        self.links.clear();
+        self.index.clear();
+        for l in snap.links {
+            self.put_link(l);
+        }
+        self.addrs = snap
+            .addrs
+            .into_iter()
+            .filter(|(i, _)| self.index.contains_key(i))
+            .collect();
+    }
+
+    fn put_link(&mut self, l: LinkState) {
+        if let Some(old) = self.index.get(&l.ifindex).copied() {
+            // Renamed: forget the old name's entry.
+            if self.links.get(&old).map(|x| x.ifindex) == Some(l.ifindex) {
+                self.links.remove(&old);
+            }
+            self.index.remove(&l.ifindex);
+        }
+        let Some(vni) = self.cfg.pattern.vni(&l.ifname) else {
+            self.addrs.remove(&l.ifindex);
+            return;
+        };
+        if !self.cfg.vnis().contains(&vni) {
+            return;
+        }
+        if let Some(prev) = self.links.get(&vni) {
+            if prev.ifindex != l.ifindex {
+                self.index.remove(&prev.ifindex);
+                self.addrs.remove(&prev.ifindex);
+            }
+        }
+        self.index.insert(l.ifindex, vni);
+        self.links.insert(vni, l);
+    }
+
+    /// Applies one kernel event to the model; true when events were lost.
+    pub fn on_event(&mut self, ev: KernelEvent) -> bool {
+        match ev {
+            KernelEvent::Link(l) => {
+                trace!(ifname = %l.ifname, protodown = l.protodown, carrier = l.carrier, "link event");
+                self.put_link(l);
+            }
+            KernelEvent::LinkGone { ifindex } => {
+                if let Some(vni) = self.index.remove(&ifindex) {
+                    debug!(vni, ifindex, "managed interface deleted");
+                    self.links.remove(&vni);
+                }
+                self.addrs.remove(&ifindex);
+            }
+            KernelEvent::Address {
+                ifindex,
+                addr,
+                added,
+            } => {
+                if self.index.contains_key(&ifindex) {
+                    let list = self.addrs.entry(ifindex).or_default();
+                    list.retain(|a| *a != addr);
+                    if added {
+                        list.push(addr);
+                    }
+                }
+            }
+            KernelEvent::Lost => return true,
+        }
+        false
+    }
+
+    async fn resync(&mut self) {
+        match self.kernel.snapshot().await {
+            Ok(s) => {
+                self.stats.resyncs += 1;
+                self.load(s);
+            }
+            Err(e) => {
+                if self.log_apply.ready(now()) {
+                    warn!(error = %e, "resync failed; keeping the last known state");
+                }
+            }
+        }
+    }
+
+    /// Plans against the kernel's reported state and applies the difference; then starts GARP
+    /// bursts for VNIs that just became active.
+    pub async fn reconcile(&mut self) {
+        let t = now();
+        let plan = reconcile::plan(
+            &self.owned,
+            self.cfg.vnis(),
+            &self.links,
+            self.cfg.protodown_reason,
+        );
+        self.report_missing(&plan.missing);
+        self.report_blocked(&plan.blocked);
+
+        let mut todo = Vec::with_capacity(plan.actions.len());
+        for a in plan.actions {
+            let Action::SetProtodown { vni, .. } = a;
+            match self.acted.get(&vni) {
+                Some(&last) if t < last + ACTION_BACKOFF => {
+                    let at = last + ACTION_BACKOFF;
+                    self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+                }
+                _ => {
+                    self.acted.insert(vni, t);
+                    todo.push(a);
+                }
+            }
+        }
+        if !todo.is_empty() {
+            self.apply(todo).await;
+        }
+        self.update_active(now());
+    }
+
+    async fn apply(&mut self, actions: Vec<Action>) {
+        let n = actions.len();
+        let kernel = &self.kernel;
+        let results: Vec<(Action, Result<(), KernelError>)> = futures::stream::iter(actions)
+            .map(|a| async move {
+                let Action::SetProtodown { ifindex, on, .. } = a;
+                let r = kernel.set_protodown(ifindex, on).await;
+                (a, r)
+            })
+            .buffer_unordered(APPLY_CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = 0u64;
+        for (a, r) in results {
+            let Action::SetProtodown { vni, on, .. } = a;
+            let ifname = self.cfg.pattern.name(vni);
+            match r {
+                Ok(()) => debug!(vni, %ifname, protodown = on, action = "set_protodown", "applied"),
+                // Another reason holds it down: reported by report_blocked, not an error here.
+                Err(KernelError::Busy { .. }) => {}
+                Err(e) => {
+                    failed += 1;
+                    if self.log_apply.ready(now()) {
+                        warn!(vni, %ifname, protodown = on, error = %e, kind = e.kind(), "protodown failed; will retry");
+                    }
+                    let at = now() + RETRY_AFTER_FAILURE;
+                    self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+                }
+            }
+        }
+        self.stats.actions_applied += n as u64 - failed;
+        self.stats.actions_failed += failed;
+    }
+
+    fn report_missing(&mut self, missing: &[u32]) {
+        let now_missing: BTreeSet<u32> = missing.iter().copied().collect();
+        let appeared: Vec<u32> = self.missing.difference(&now_missing).copied().collect();
+        let vanished: Vec<u32> = now_missing.difference(&self.missing).copied().collect();
+        if !vanished.is_empty() {
+            let first = vanished[0];
+            warn!(
+                count = vanished.len(),
+                vni = first,
+                ifname = %self.cfg.pattern.name(first),
+                "managed interfaces missing; will manage them when they appear"
+            );
+        }
+        for vni in appeared {
+            info!(vni, ifname = %self.cfg.pattern.name(vni), "managed interface appeared");
+        }
+        self.missing = now_missing;
+    }
+
+    fn report_blocked(&mut self, blocked: &[(u32, u32)]) {
+        let now_blocked: BTreeMap<u32, u32> = blocked.iter().copied().collect();
+        for (&vni, &bits) in &now_blocked {
+            if self.blocked.get(&vni) != Some(&bits) {
+                warn!(
+                    vni,
+                    ifname = %self.cfg.pattern.name(vni),
+                    reason_bits = %format_args!("{bits:#x}"),
+                    "owned, but protodown is held by another reason; not clearing it"
+                );
+            }
+        }
+        self.blocked = now_blocked;
+    }
+
+    /// Starts a GARP burst for every owned VNI whose interface just became active (takeover, or
+    /// carrier back), drops the schedule of the others, and sends what is due.
+    fn update_active(&mut self, t: Instant) {
+        let mut active = BTreeMap::new();
+        for &vni in &self.owned {
+            if let Some(l) = self.links.get(&vni) {
+                if l.active() {
+                    active.insert(vni, l.ifindex);
+                    if self.active.get(&vni) != Some(&l.ifindex) {
+                        self.garps.put(vni, t, self.cfg.garp_count);
+                    }
+                }
+            }
+        }
+        for vni in self.active.keys() {
+            if !active.contains_key(vni) {
+                self.garps.remove(*vni);
+            }
+        }
+        self.active = active;
+        self.send_due_garps(t);
+    }
+
+    fn send_due_garps(&mut self, t: Instant) {
+        for (vni, remaining) in self.garps.take_due(t) {
+            let Some(&ifindex) = self.active.get(&vni) else {
+                continue;
+            };
+            let Some(link) = self.links.get(&vni) else {
+                continue;
+            };
+            let addrs = self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[]);
+            if addrs.is_empty() {
+                debug!(vni, ifname = %link.ifname, "no IPv4 address to announce");
+            }
+            for &ip in addrs {
+                match self.kernel.send_frame(ifindex, &arp::garp(link.mac, ip)) {
+                    Ok(()) => {
+                        self.stats.garps_sent += 1;
+                        debug!(vni, ifname = %link.ifname, %ip, remaining, "garp sent");
+                    }
+                    Err(e) => {
+                        self.stats.garp_errors += 1;
+                        if self.log_send.ready(t) {
+                            warn!(vni, ifname = %link.ifname, %ip, error = %e, "garp failed");
+                        }
+                    }
+                }
+            }
+            if remaining > 1 {
+                self.garps.put(vni, t + self.cfg.garp_spacing, remaining - 1);
+            } else if let Some(r) = self.cfg.garp_refresh {
+                self.garps.put(vni, t + r, 1);
+            }
+        }
+    }
+}

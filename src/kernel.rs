@@ -1,0 +1,189 @@
+//! The boundary to the kernel: the [`Kernel`] trait, its events and errors, and [`FakeKernel`], a
+//! public in-memory implementation for tests of the daemon loop without root.
+//!
+//! The real implementation is [`crate::sys::NetlinkKernel`].
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::reconcile::{Addresses, LinkState};
+
+/// What the kernel reports between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A link appeared or changed (RTM_NEWLINK).
+    Link(LinkState),
+    /// A link is gone (RTM_DELLINK).
+    LinkGone { ifindex: u32 },
+    /// An IPv4 address was added to or removed from a link.
+    Address {
+        ifindex: u32,
+        addr: Ipv4Addr,
+        added: bool,
+    },
+    /// Events were lost (the event stream broke): take a new snapshot.
+    Lost,
+}
+
+/// Every link and every IPv4 address, read at one time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub links: Vec<LinkState>,
+    pub addrs: Addresses,
+}
+
+/// Errors at the kernel boundary. Per-interface errors are logged and retried by the daemon.
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("packet socket: {0}")]
+    PacketSocket(#[source] std::io::Error),
+    #[error("interface {ifindex} is gone")]
+    NoDevice { ifindex: u32 },
+    #[error("interface {ifindex}: protodown held by another reason")]
+    Busy { ifindex: u32 },
+    #[error("interface {ifindex} does not support protodown")]
+    NotSupported { ifindex: u32 },
+    #[error("{op} on interface {ifindex}: errno {errno}")]
+    Errno {
+        op: &'static str,
+        ifindex: u32,
+        errno: i32,
+    },
+    #[error("{op}: {detail}")]
+    Netlink { op: &'static str, detail: String },
+    #[error("sending on interface {ifindex}: {source}")]
+    Send {
+        ifindex: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl KernelError {
+    /// A short constant label for counters and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KernelError::Socket(_) => "socket",
+            KernelError::PacketSocket(_) => "packet_socket",
+            KernelError::NoDevice { .. } => "no_device",
+            KernelError::Busy { .. } => "busy",
+            KernelError::NotSupported { .. } => "not_supported",
+            KernelError::Errno { .. } => "errno",
+            KernelError::Netlink { .. } => "netlink",
+            KernelError::Send { .. } => "send",
+        }
+    }
+}
+
+/// What the daemon needs from the kernel. Events arrive separately, on the receiver handed out
+/// with the implementation.
+pub trait Kernel {
+    /// Reads every link and IPv4 address.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, KernelError>>;
+    /// Sets (`on`) or releases our protodown reason bit and the protodown flag of one link.
+    fn set_protodown(
+        &self,
+        ifindex: u32,
+        on: bool,
+    ) -> impl Future<Output = Result<(), KernelError>>;
+    /// Sends one Ethernet frame out of one link.
+    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError>;
+}
+
+/// An in-memory kernel: links whose protodown follows the requests, events on a channel, and a
+/// record of every frame sent. For tests; it needs no privileges.
+#[derive(Debug)]
+pub struct FakeKernel {
+    reason_bit: u8,
+    links: RefCell<BTreeMap<u32, LinkState>>,
+    addrs: RefCell<Addresses>,
+    sent: RefCell<Vec<(u32, Vec<u8>)>>,
+    events: mpsc::UnboundedSender<KernelEvent>,
+}
+
+impl FakeKernel {
+    pub fn new(reason_bit: u8) -> (FakeKernel, mpsc::UnboundedReceiver<KernelEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let k = FakeKernel {
+            reason_bit,
+            links: RefCell::default(),
+            addrs: RefCell::default(),
+            sent: RefCell::default(),
+            events: tx,
+        };
+        (k, rx)
+    }
+
+    /// Adds or replaces a link (as if created by hand) and reports it.
+    pub fn put_link(&self, link: LinkState, addrs: Vec<Ipv4Addr>) {
+        self.addrs.borrow_mut().insert(link.ifindex, addrs);
+        self.links.borrow_mut().insert(link.ifindex, link.clone());
+        let _ = self.events.send(KernelEvent::Link(link));
+    }
+
+    /// Changes a link with `f` and reports it.
+    pub fn edit_link(&self, ifindex: u32, f: impl FnOnce(&mut LinkState)) {
+        let changed = {
+            let mut links = self.links.borrow_mut();
+            links.get_mut(&ifindex).map(|l| {
+                f(l);
+                l.clone()
+            })
+        };
+        if let Some(l) = changed {
+            let _ = self.events.send(KernelEvent::Link(l));
+        }
+    }
+
+    pub fn link(&self, ifindex: u32) -> Option<LinkState> {
+        self.links.borrow().get(&ifindex).cloned()
+    }
+
+    /// Every frame sent so far, with its interface.
+    pub fn take_sent(&self) -> Vec<(u32, Vec<u8>)> {
+        std::mem::take(&mut self.sent.borrow_mut())
+    }
+}
+
+impl Kernel for FakeKernel {
+    async fn snapshot(&self) -> Result<Snapshot, KernelError> {
+        Ok(Snapshot {
+            links: self.links.borrow().values().cloned().collect(),
+            addrs: self.addrs.borrow().clone(),
+        })
+    }
+
+    async fn set_protodown(&self, ifindex: u32, on: bool) -> Result<(), KernelError> {
+        let ours = 1u32 << self.reason_bit;
+        let mut result = Ok(());
+        self.edit_link(ifindex, |l| {
+            if on {
+                l.reason |= ours;
+            } else {
+                l.reason &= !ours;
+            }
+            if !on && l.reason != 0 {
+                result = Err(KernelError::Busy { ifindex });
+                return;
+            }
+            l.protodown = on;
+            l.carrier = !on;
+        });
+        if self.link(ifindex).is_none() {
+            return Err(KernelError::NoDevice { ifindex });
+        }
+        result
+    }
+
+    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
+        self.sent.borrow_mut().push((ifindex, frame.to_vec()));
+        Ok(())
+    }
+}

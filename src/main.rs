@@ -1,0 +1,128 @@
+//! The `wmgwd2` binary: parse the command line, set up logging, open the sockets, run the
+//! daemon until SIGTERM or SIGINT, and map errors to exit codes (2: bad flags, 1: start-up failed).
+
+use std::hash::Hasher;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use siphasher::sip::SipHasher24;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use wmgwd2::announce::heartbeat_socket;
+use wmgwd2::cli::{Config, LogFormat};
+use wmgwd2::daemon::Daemon;
+use wmgwd2::sys::NetlinkKernel;
+
+const MACHINE_ID: &str = "/etc/machine-id";
+/// Key for deriving a UID from /etc/machine-id (not the assignment key).
+const UID_KEY: (u64, u64) = (0x776d_6777_6432_2075, 0x6964_2066_726f_6d20);
+
+fn init_logging(cfg: &Config) {
+    let level = match cfg.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("WMGWD2_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+/// A stable UID from /etc/machine-id: SipHash of its contents, never 0.
+fn uid_from_machine_id() -> Result<u64, String> {
+    let id = std::fs::read_to_string(MACHINE_ID)
+        .map_err(|e| format!("no --uid given and {MACHINE_ID} is unreadable: {e}"))?;
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(format!("no --uid given and {MACHINE_ID} is empty"));
+    }
+    let mut h = SipHasher24::new_with_keys(UID_KEY.0, UID_KEY.1);
+    h.write(id.as_bytes());
+    Ok(h.finish().max(1))
+}
+
+/// Distinguishes this process from earlier ones with the same UID: microseconds since the epoch,
+/// so a restart normally carries a larger incarnation.
+fn incarnation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn main() -> ExitCode {
+    let cfg = match Config::parse_from(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    init_logging(&cfg);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            error!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cfg: Config) -> Result<(), String> {
+    let uid = match cfg.uid {
+        Some(u) => u,
+        None => {
+            let u = uid_from_machine_id()?;
+            info!(uid = %format_args!("{u:#x}"), source = MACHINE_ID, "derived uid");
+            u
+        }
+    };
+    let inc = incarnation();
+    let shutdown = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!(signal = "SIGTERM", "stop requested"),
+            _ = int.recv() => info!(signal = "SIGINT", "stop requested"),
+        }
+        token.cancel();
+    });
+
+    let (kernel, events) =
+        NetlinkKernel::open(cfg.protodown_reason).map_err(|e| format!("netlink: {e}"))?;
+    let socket = heartbeat_socket(cfg.port, cfg.bind_interface.as_deref()).map_err(|e| e.to_string())?;
+    info!(
+        uid = %format_args!("{uid:#x}"),
+        minvni = cfg.minvni,
+        maxvni = cfg.maxvni,
+        broadcast = %cfg.broadcast,
+        port = cfg.port,
+        interval_ms = cfg.interval.as_millis() as u64,
+        dead_after = cfg.dead_after,
+        hold_down = cfg.hold_down,
+        "wmgwd2 starting"
+    );
+    Daemon::new(cfg, uid, inc, kernel)
+        .run(socket, events, shutdown)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
