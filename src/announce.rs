@@ -35,8 +35,8 @@ pub enum SocketError {
 /// A non-blocking UDP socket bound to 0.0.0.0:`port` with SO_REUSEADDR and SO_BROADCAST, and
 /// SO_BINDTODEVICE when `device` is given. Must be called inside a tokio runtime.
 pub fn heartbeat_socket(port: u16, device: Option<&str>) -> Result<UdpSocket, SocketError> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(SocketError::Create)?;
+    let s =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(SocketError::Create)?;
     let opt = |option: &'static str| move |source| SocketError::Option { option, source };
     s.set_reuse_address(true).map_err(opt("SO_REUSEADDR"))?;
     s.set_broadcast(true).map_err(opt("SO_BROADCAST"))?;

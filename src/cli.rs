@@ -197,7 +197,9 @@ impl TryFrom<Args> for Config {
         }
         if let Some(dev) = &a.bind_interface {
             if dev.is_empty() || dev.len() > IFNAMSIZ_MAX {
-                return Err(err(format!("--bind-interface '{dev}' is not an interface name")));
+                return Err(err(format!(
+                    "--bind-interface '{dev}' is not an interface name"
+                )));
             }
         }
         if a.broadcast.is_unspecified() {

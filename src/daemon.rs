@@ -206,7 +206,11 @@ impl<K: Kernel> Daemon<K> {
         shutdown: CancellationToken,
     ) -> Result<Stats, DaemonError> {
         // 1. Protodown on everything we manage, before anything else.
-        let snap = self.kernel.snapshot().await.map_err(DaemonError::Snapshot)?;
+        let snap = self
+            .kernel
+            .snapshot()
+            .await
+            .map_err(DaemonError::Snapshot)?;
         self.load(snap);
         self.reconcile().await;
         info!(
@@ -678,7 +682,8 @@ impl<K: Kernel> Daemon<K> {
                 }
             }
             if remaining > 1 {
-                self.garps.put(vni, t + self.cfg.garp_spacing, remaining - 1);
+                self.garps
+                    .put(vni, t + self.cfg.garp_spacing, remaining - 1);
             } else if let Some(r) = self.cfg.garp_refresh {
                 self.garps.put(vni, t + r, 1);
             }

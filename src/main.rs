@@ -108,7 +108,8 @@ async fn run(cfg: Config) -> Result<(), String> {
 
     let (kernel, events) =
         NetlinkKernel::open(cfg.protodown_reason).map_err(|e| format!("netlink: {e}"))?;
-    let socket = heartbeat_socket(cfg.port, cfg.bind_interface.as_deref()).map_err(|e| e.to_string())?;
+    let socket =
+        heartbeat_socket(cfg.port, cfg.bind_interface.as_deref()).map_err(|e| e.to_string())?;
     info!(
         uid = %format_args!("{uid:#x}"),
         minvni = cfg.minvni,

@@ -8,9 +8,7 @@ use std::os::fd::AsRawFd;
 use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{
-    LinkAttribute, LinkFlags, LinkMessage, LinkProtocolDownReason,
-};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkProtocolDownReason};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::AsyncSocket;
 use rtnetlink::{Handle, MulticastGroup};
@@ -33,7 +31,9 @@ pub struct NetlinkKernel {
 impl NetlinkKernel {
     /// Opens the request and event netlink sockets and the packet socket, and spawns their tasks
     /// on the current runtime.
-    pub fn open(reason_bit: u8) -> Result<(Self, mpsc::UnboundedReceiver<KernelEvent>), KernelError> {
+    pub fn open(
+        reason_bit: u8,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<KernelEvent>), KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
         tokio::spawn(conn);
 
@@ -195,11 +195,10 @@ impl Kernel for NetlinkKernel {
         let bit = 1u32 << self.reason_bit;
         let mut msg = LinkMessage::default();
         msg.header.index = ifindex;
-        msg.attributes
-            .push(LinkAttribute::ProtoDownReason(vec![
-                LinkProtocolDownReason::Mask(bit),
-                LinkProtocolDownReason::Value(if on { bit } else { 0 }),
-            ]));
+        msg.attributes.push(LinkAttribute::ProtoDownReason(vec![
+            LinkProtocolDownReason::Mask(bit),
+            LinkProtocolDownReason::Value(if on { bit } else { 0 }),
+        ]));
         msg.attributes.push(LinkAttribute::ProtoDown(u8::from(on)));
         let mut req = NetlinkMessage::from(RouteNetlinkMessage::SetLink(msg));
         req.header.flags = NLM_F_REQUEST | NLM_F_ACK;

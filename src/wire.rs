@@ -80,7 +80,9 @@ impl Heartbeat {
 pub enum Frame {
     Heartbeat(Heartbeat),
     /// The Go original's 8-byte frame: only a UID.
-    Legacy { uid: u64 },
+    Legacy {
+        uid: u64,
+    },
 }
 
 /// Why a datagram was dropped. Every variant is counted by the daemon; none panics.
