@@ -231,8 +231,8 @@ impl<K: Kernel> Daemon<K> {
         loop {
             let next_expiry = self.live.next_deadline();
             let hold = if self.ready { None } else { Some(hold_until) };
+            // Not `biased`: a flood of datagrams must not starve the heartbeat timer.
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => break,
                 r = socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
@@ -504,11 +504,15 @@ impl<K: Kernel> Daemon<K> {
                 addr,
                 added,
             } => {
-                if self.index.contains_key(&ifindex) {
+                if let Some(&vni) = self.index.get(&ifindex) {
                     let list = self.addrs.entry(ifindex).or_default();
                     list.retain(|a| *a != addr);
                     if added {
                         list.push(addr);
+                        // A new address on an interface we announce: announce it too.
+                        if self.active.get(&vni) == Some(&ifindex) {
+                            self.garps.put(vni, now(), self.cfg.garp_count);
+                        }
                     }
                 }
             }
