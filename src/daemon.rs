@@ -11,23 +11,19 @@ use std::future::pending;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::arp;
 use crate::assign;
 use crate::cli::Config;
-use crate::kernel::{Kernel, KernelError, KernelEvent, Snapshot};
+use crate::kernel::{EventSource, Kernel, KernelError, KernelEvent, Snapshot};
 use crate::liveness::{Liveness, Observation};
 use crate::reconcile::{self, Action, Addresses, LinkState};
 use crate::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
 
-/// How many kernel requests are in flight at once when applying a plan.
-const APPLY_CONCURRENCY: usize = 64;
 /// A VNI acted on less than this long ago waits before the next action (stops a hot loop if the
 /// kernel keeps undoing what we set).
 const ACTION_BACKOFF: Duration = Duration::from_millis(50);
@@ -202,7 +198,7 @@ impl<K: Kernel> Daemon<K> {
     pub async fn run(
         mut self,
         socket: UdpSocket,
-        mut events: mpsc::UnboundedReceiver<KernelEvent>,
+        mut events: impl EventSource,
         shutdown: CancellationToken,
     ) -> Result<Stats, DaemonError> {
         // 1. Protodown on everything we manage, before anything else.
@@ -248,14 +244,14 @@ impl<K: Kernel> Daemon<K> {
                         }
                     }
                 },
-                ev = events.recv(), if events_open => {
-                    let Some(ev) = ev else {
+                batch = events.next_batch(), if events_open => {
+                    let Some(batch) = batch else {
                         error!("kernel event stream ended; relying on periodic resync");
                         events_open = false;
                         continue;
                     };
-                    let mut lost = self.on_event(ev);
-                    while let Ok(ev) = events.try_recv() {
+                    let mut lost = false;
+                    for ev in batch {
                         lost |= self.on_event(ev);
                     }
                     if lost {
@@ -556,32 +552,42 @@ impl<K: Kernel> Daemon<K> {
                     let at = last + ACTION_BACKOFF;
                     self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
                 }
-                _ => {
-                    self.acted.insert(vni, t);
-                    todo.push(a);
-                }
+                _ => todo.push(a),
             }
         }
+        let planned = todo.len();
+        let plan_done = todo.clone();
         if !todo.is_empty() {
             self.apply(todo).await;
         }
-        self.update_active(now());
+        let applied = now();
+        for a in &plan_done {
+            let Action::SetProtodown { vni, .. } = *a;
+            self.acted.insert(vni, applied);
+        }
+        self.update_active(applied);
+        if planned > 0 {
+            debug!(
+                actions = planned,
+                apply_us = applied.duration_since(t).as_micros() as u64,
+                garp_us = now().duration_since(applied).as_micros() as u64,
+                "reconciled"
+            );
+        }
     }
 
     async fn apply(&mut self, actions: Vec<Action>) {
         let n = actions.len();
-        let kernel = &self.kernel;
-        let results: Vec<(Action, Result<(), KernelError>)> = futures::stream::iter(actions)
-            .map(|a| async move {
-                let Action::SetProtodown { ifindex, on, .. } = a;
-                let r = kernel.set_protodown(ifindex, on).await;
-                (a, r)
+        let changes: Vec<(u32, bool)> = actions
+            .iter()
+            .map(|a| {
+                let Action::SetProtodown { ifindex, on, .. } = *a;
+                (ifindex, on)
             })
-            .buffer_unordered(APPLY_CONCURRENCY)
-            .collect()
-            .await;
+            .collect();
+        let results = self.kernel.set_protodown(&changes).await;
         let mut failed = 0u64;
-        for (a, r) in results {
+        for (a, r) in actions.into_iter().zip(results) {
             let Action::SetProtodown { vni, on, .. } = a;
             let ifname = self.cfg.pattern.name(vni);
             match r {

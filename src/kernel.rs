@@ -87,14 +87,32 @@ impl KernelError {
 pub trait Kernel {
     /// Reads every link and IPv4 address.
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, KernelError>>;
-    /// Sets (`on`) or releases our protodown reason bit and the protodown flag of one link.
+    /// For every `(ifindex, on)`: sets (`on`) or releases our protodown reason bit and the
+    /// protodown flag of that link. One result per change, in order.
     fn set_protodown(
         &self,
-        ifindex: u32,
-        on: bool,
-    ) -> impl Future<Output = Result<(), KernelError>>;
+        changes: &[(u32, bool)],
+    ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
     /// Sends one Ethernet frame out of one link.
     fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError>;
+}
+
+/// Where kernel events come from.
+pub trait EventSource {
+    /// Waits for the next event, then returns it with every other event already queued, so that
+    /// the daemon plans against the kernel's latest word. `None`: the source is gone.
+    fn next_batch(&mut self) -> impl Future<Output = Option<Vec<KernelEvent>>>;
+}
+
+impl EventSource for mpsc::UnboundedReceiver<KernelEvent> {
+    async fn next_batch(&mut self) -> Option<Vec<KernelEvent>> {
+        let first = self.recv().await?;
+        let mut out = vec![first];
+        while let Ok(ev) = self.try_recv() {
+            out.push(ev);
+        }
+        Some(out)
+    }
 }
 
 /// An in-memory kernel: links whose protodown follows the requests, events on a channel, and a
@@ -160,7 +178,24 @@ impl Kernel for FakeKernel {
         })
     }
 
-    async fn set_protodown(&self, ifindex: u32, on: bool) -> Result<(), KernelError> {
+    async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
+        changes
+            .iter()
+            .map(|&(ifindex, on)| self.set_one(ifindex, on))
+            .collect()
+    }
+
+    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
+        self.sent.borrow_mut().push((ifindex, frame.to_vec()));
+        Ok(())
+    }
+}
+
+impl FakeKernel {
+    fn set_one(&self, ifindex: u32, on: bool) -> Result<(), KernelError> {
+        if self.link(ifindex).is_none() {
+            return Err(KernelError::NoDevice { ifindex });
+        }
         let ours = 1u32 << self.reason_bit;
         let mut result = Ok(());
         self.edit_link(ifindex, |l| {
@@ -176,14 +211,6 @@ impl Kernel for FakeKernel {
             l.protodown = on;
             l.carrier = !on;
         });
-        if self.link(ifindex).is_none() {
-            return Err(KernelError::NoDevice { ifindex });
-        }
         result
-    }
-
-    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
-        self.sent.borrow_mut().push((ifindex, frame.to_vec()));
-        Ok(())
     }
 }

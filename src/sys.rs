@@ -1,21 +1,23 @@
 //! The real [`Kernel`]: rtnetlink for links, addresses and protodown; one AF_PACKET socket for
 //! gratuitous ARPs. The only module that needs CAP_NET_ADMIN and CAP_NET_RAW.
 
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkProtocolDownReason};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::AsyncSocket;
-use rtnetlink::{Handle, MulticastGroup};
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NlSocketAddr, TokioSocket};
+use rtnetlink::Handle;
 use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
-use tokio::sync::mpsc;
 
-use crate::kernel::{Kernel, KernelError, KernelEvent, Snapshot};
+use crate::kernel::{EventSource, Kernel, KernelError, KernelEvent, Snapshot};
 use crate::reconcile::LinkState;
 
 /// Receive buffer for the event socket: a takeover of thousands of VNIs makes thousands of
@@ -24,55 +26,119 @@ const EVENT_RCVBUF: usize = 8 << 20;
 
 pub struct NetlinkKernel {
     handle: Handle,
+    /// Protodown requests go out in batches on their own socket: one datagram carries up to
+    /// [`BATCH`] requests, and the acks are matched by sequence number.
+    batch: TokioSocket,
+    seq: Cell<u32>,
     packet: Socket,
     reason_bit: u8,
 }
 
+/// Requests per datagram. Their acks (one per request) must fit the batch socket's receive buffer.
+const BATCH: usize = 256;
+/// Receive buffer of the batch socket.
+const BATCH_RCVBUF: usize = 4 << 20;
+/// How long to wait for the kernel's acks to one batch before calling them failed.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl NetlinkKernel {
     /// Opens the request and event netlink sockets and the packet socket, and spawns their tasks
     /// on the current runtime.
-    pub fn open(
-        reason_bit: u8,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<KernelEvent>), KernelError> {
+    pub fn open(reason_bit: u8) -> Result<(Self, NetlinkEvents), KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
         tokio::spawn(conn);
 
-        let (mut econn, _ehandle, mut messages) = rtnetlink::new_multicast_connection(&[
-            MulticastGroup::Link,
-            MulticastGroup::Ipv4Ifaddr,
-        ])
-        .map_err(KernelError::Socket)?;
-        let sock = econn.socket_mut().socket_mut();
-        // Forcing needs CAP_NET_ADMIN; fall back to the capped size without it.
-        if let Err(e) = set_rcvbuf_force(sock.as_raw_fd(), EVENT_RCVBUF) {
-            tracing::debug!(error = %e, "SO_RCVBUFFORCE refused, using SO_RCVBUF");
-            let _ = sock.set_rx_buf_sz(EVENT_RCVBUF);
-        }
-        tokio::spawn(econn);
+        let events = NetlinkEvents::open()?;
 
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some((msg, _)) = messages.next().await {
-                if let Some(ev) = event(msg) {
-                    if tx.send(ev).is_err() {
-                        return;
-                    }
-                }
-            }
-            // The event connection ended (for instance on an overrun): ask for a snapshot.
-            let _ = tx.send(KernelEvent::Lost);
-        });
+        let mut batch = TokioSocket::new(NETLINK_ROUTE).map_err(KernelError::Socket)?;
+        batch
+            .socket_mut()
+            .bind_auto()
+            .map_err(KernelError::Socket)?;
+        let _ = batch.socket_mut().set_cap_ack(true);
+        if set_rcvbuf_force(batch.as_raw_fd(), BATCH_RCVBUF).is_err() {
+            let _ = batch.socket_mut().set_rx_buf_sz(BATCH_RCVBUF);
+        }
 
         let packet = Socket::new(Domain::PACKET, Type::RAW.nonblocking().cloexec(), None)
             .map_err(KernelError::PacketSocket)?;
         Ok((
             NetlinkKernel {
                 handle,
+                batch,
+                seq: Cell::new(1),
                 packet,
                 reason_bit,
             },
-            rx,
+            events,
         ))
+    }
+}
+
+/// Link and IPv4-address events, read straight from a multicast netlink socket by the daemon's
+/// loop, so that "every event queued so far" is well defined: [`EventSource::next_batch`] drains
+/// the socket until it would block.
+pub struct NetlinkEvents {
+    sock: TokioSocket,
+    buf: Vec<u8>,
+}
+
+/// RTMGRP_LINK | RTMGRP_IPV4_IFADDR.
+const EVENT_GROUPS: u32 = 0x1 | 0x10;
+const EVENT_BUF: usize = 64 << 10;
+
+impl NetlinkEvents {
+    fn open() -> Result<Self, KernelError> {
+        let mut sock = TokioSocket::new(NETLINK_ROUTE).map_err(KernelError::Socket)?;
+        sock.socket_mut()
+            .bind(&NlSocketAddr::new(0, EVENT_GROUPS))
+            .map_err(KernelError::Socket)?;
+        // Forcing needs CAP_NET_ADMIN; fall back to the capped size without it.
+        if let Err(e) = set_rcvbuf_force(sock.as_raw_fd(), EVENT_RCVBUF) {
+            tracing::debug!(error = %e, "SO_RCVBUFFORCE refused, using SO_RCVBUF");
+            let _ = sock.socket_mut().set_rx_buf_sz(EVENT_RCVBUF);
+        }
+        Ok(NetlinkEvents {
+            sock,
+            buf: Vec::with_capacity(EVENT_BUF),
+        })
+    }
+
+    fn parse_into(&self, out: &mut Vec<KernelEvent>) {
+        for m in messages(&self.buf) {
+            if let Some(ev) = event(m) {
+                out.push(ev);
+            }
+        }
+    }
+}
+
+impl EventSource for NetlinkEvents {
+    async fn next_batch(&mut self) -> Option<Vec<KernelEvent>> {
+        let mut out = Vec::new();
+        self.buf.clear();
+        match self.sock.recv(&mut self.buf).await {
+            Ok(()) => self.parse_into(&mut out),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(KernelEvent::Lost),
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel event socket failed");
+                return None;
+            }
+        }
+        // Everything else already queued, without waiting.
+        loop {
+            self.buf.clear();
+            match self
+                .sock
+                .socket_ref()
+                .recv(&mut self.buf, libc::MSG_DONTWAIT)
+            {
+                Ok(_) => self.parse_into(&mut out),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(KernelEvent::Lost),
+                Err(_) => break,
+            }
+        }
+        Some(out)
     }
 }
 
@@ -191,39 +257,71 @@ impl Kernel for NetlinkKernel {
         Ok(snap)
     }
 
-    async fn set_protodown(&self, ifindex: u32, on: bool) -> Result<(), KernelError> {
-        let bit = 1u32 << self.reason_bit;
-        let mut msg = LinkMessage::default();
-        msg.header.index = ifindex;
-        msg.attributes.push(LinkAttribute::ProtoDownReason(vec![
-            LinkProtocolDownReason::Mask(bit),
-            LinkProtocolDownReason::Value(if on { bit } else { 0 }),
-        ]));
-        msg.attributes.push(LinkAttribute::ProtoDown(u8::from(on)));
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::SetLink(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-        let mut handle = self.handle.clone();
-        let mut resp = handle
-            .request(req)
-            .map_err(|e| netlink_err("protodown", e))?;
-        while let Some(m) = resp.next().await {
-            if let NetlinkPayload::Error(e) = m.payload {
-                if let Some(code) = e.code {
-                    let errno = -code.get();
-                    return Err(match errno {
-                        libc::EBUSY => KernelError::Busy { ifindex },
-                        libc::ENODEV => KernelError::NoDevice { ifindex },
-                        libc::EOPNOTSUPP => KernelError::NotSupported { ifindex },
-                        _ => KernelError::Errno {
-                            op: "protodown",
-                            ifindex,
-                            errno,
-                        },
-                    });
+    async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
+        let mut results: Vec<Option<Result<(), KernelError>>> =
+            (0..changes.len()).map(|_| None).collect();
+        let mut out = Vec::new();
+        for (c, chunk) in changes.chunks(BATCH).enumerate() {
+            let base = self.seq.get();
+            self.seq.set(base.wrapping_add(chunk.len() as u32));
+            out.clear();
+            for (i, &(ifindex, on)) in chunk.iter().enumerate() {
+                let mut m = NetlinkMessage::from(RouteNetlinkMessage::SetLink(
+                    self.protodown_message(ifindex, on),
+                ));
+                m.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+                m.header.sequence_number = base.wrapping_add(i as u32);
+                m.finalize();
+                let at = out.len();
+                out.resize(at + m.buffer_len(), 0);
+                m.serialize(&mut out[at..]);
+            }
+            let done = &mut results[c * BATCH..c * BATCH + chunk.len()];
+            if let Err(e) = self.batch.send(&out).await {
+                for r in done.iter_mut() {
+                    *r = Some(Err(KernelError::Netlink {
+                        op: "protodown",
+                        detail: e.to_string(),
+                    }));
+                }
+                continue;
+            }
+            let mut pending = chunk.len();
+            let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+            while pending > 0 {
+                buf.clear();
+                match tokio::time::timeout(ACK_TIMEOUT, self.batch.recv(&mut buf)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        // ENOBUFS: acks were dropped. The ones we lack count as failed; the
+                        // daemon retries them.
+                        tracing::debug!(error = %e, "protodown ack receive failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+                for (seq, r) in acks(&buf) {
+                    let i = seq.wrapping_sub(base) as usize;
+                    if let Some(slot) = done.get_mut(i) {
+                        if slot.is_none() {
+                            *slot = Some(r.map_err(|errno| errno_error(chunk[i].0, errno)));
+                            pending -= 1;
+                        }
+                    }
                 }
             }
         }
-        Ok(())
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(KernelError::Netlink {
+                        op: "protodown",
+                        detail: "no acknowledgement from the kernel".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
     fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
@@ -233,6 +331,68 @@ impl Kernel for NetlinkKernel {
             .map(|_| ())
             .map_err(|source| KernelError::Send { ifindex, source })
     }
+}
+
+impl NetlinkKernel {
+    fn protodown_message(&self, ifindex: u32, on: bool) -> LinkMessage {
+        let bit = 1u32 << self.reason_bit;
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        msg.attributes.push(LinkAttribute::ProtoDownReason(vec![
+            LinkProtocolDownReason::Mask(bit),
+            LinkProtocolDownReason::Value(if on { bit } else { 0 }),
+        ]));
+        msg.attributes.push(LinkAttribute::ProtoDown(u8::from(on)));
+        msg
+    }
+}
+
+fn errno_error(ifindex: u32, errno: i32) -> KernelError {
+    match errno {
+        libc::EBUSY => KernelError::Busy { ifindex },
+        libc::ENODEV => KernelError::NoDevice { ifindex },
+        libc::EOPNOTSUPP => KernelError::NotSupported { ifindex },
+        _ => KernelError::Errno {
+            op: "protodown",
+            ifindex,
+            errno,
+        },
+    }
+}
+
+/// The netlink messages in one datagram (malformed ones are skipped).
+fn messages(mut buf: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len]) {
+            out.push(m);
+        }
+        // Messages are 4-byte aligned.
+        let step = (len + 3) & !3;
+        if step > buf.len() {
+            break;
+        }
+        buf = &buf[step..];
+    }
+    out
+}
+
+/// The acknowledgements in one datagram: (sequence number, Ok or Err(errno)).
+fn acks(buf: &[u8]) -> Vec<(u32, Result<(), i32>)> {
+    messages(buf)
+        .into_iter()
+        .filter_map(|m| match m.payload {
+            NetlinkPayload::Error(e) => Some((
+                m.header.sequence_number,
+                e.code.map_or(Ok(()), |c| Err(-c.get())),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `sockaddr_ll` for sending `frame` (an Ethernet frame) out of `ifindex`.
