@@ -116,8 +116,16 @@ pub struct Daemon<K: Kernel> {
     incarnation: u64,
     kernel: K,
     live: Liveness,
-    /// False during the start-up hold-down and at shutdown: we own nothing.
+    /// False during the start-up hold-down, while the uplink is down, and at shutdown: we own
+    /// nothing.
     ready: bool,
+    /// When the current hold-down ends (`None`: not in a hold-down).
+    hold_until: Option<Instant>,
+    /// The heartbeat interface (`--bind-interface`), when tracked: its ifindex and whether it is up
+    /// with carrier. Without carrier we are cut off from the segment and own nothing.
+    uplink: Option<(Option<u32>, bool)>,
+    /// The uplink state the last [`Self::check_uplink`] acted on.
+    uplink_was: bool,
     /// Managed links by VNI, as the kernel last reported them.
     links: BTreeMap<u32, LinkState>,
     /// ifindex -> VNI for the managed links.
@@ -159,6 +167,7 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl<K: Kernel> Daemon<K> {
     pub fn new(cfg: Config, me: u64, incarnation: u64, kernel: K) -> Self {
+        let cfg_uplink = cfg.bind_interface.as_ref().map(|_| (None, false));
         Daemon {
             live: Liveness::new(me, incarnation),
             cfg,
@@ -166,6 +175,9 @@ impl<K: Kernel> Daemon<K> {
             incarnation,
             kernel,
             ready: false,
+            hold_until: None,
+            uplink: cfg_uplink,
+            uplink_was: true,
             links: BTreeMap::new(),
             index: HashMap::new(),
             addrs: Addresses::new(),
@@ -218,7 +230,12 @@ impl<K: Kernel> Daemon<K> {
 
         // 2. Announce ourselves as starting, listen for the hold-down.
         let start = now();
-        let hold_until = start + self.cfg.hold_down();
+        self.uplink_was = self.uplink_up();
+        if self.uplink_was {
+            self.hold_until = Some(start + self.cfg.hold_down());
+        } else {
+            warn!(ifname = ?self.cfg.bind_interface, "uplink down at start: owning nothing until it is up");
+        }
         let mut next_heartbeat = start;
         let mut next_resync = start + self.cfg.resync;
         let mut events_open = true;
@@ -226,7 +243,6 @@ impl<K: Kernel> Daemon<K> {
 
         loop {
             let next_expiry = self.live.next_deadline();
-            let hold = if self.ready { None } else { Some(hold_until) };
             // Not `biased`: a flood of datagrams must not starve the heartbeat timer.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -258,9 +274,11 @@ impl<K: Kernel> Daemon<K> {
                         warn!("kernel events lost; resyncing");
                         self.resync().await;
                     }
+                    self.check_uplink(now());
                     self.reconcile().await;
                 }
-                _ = sleep_opt(hold) => {
+                _ = sleep_opt(self.hold_until) => {
+                    self.hold_until = None;
                     self.ready = true;
                     info!(peers = self.live.ready_peers().count(), "hold-down over, taking ownership");
                     self.reassign(now());
@@ -287,6 +305,7 @@ impl<K: Kernel> Daemon<K> {
                 _ = tokio::time::sleep_until(next_resync.into()) => {
                     next_resync = now() + self.cfg.resync;
                     self.resync().await;
+                    self.check_uplink(now());
                     self.reconcile().await;
                 }
                 _ = tokio::time::sleep_until(next_heartbeat.into()) => {
@@ -309,6 +328,7 @@ impl<K: Kernel> Daemon<K> {
         let t0 = now();
         info!(owned = self.owned.len(), "stopping: announcing leave");
         self.ready = false;
+        self.hold_until = None;
         self.send_heartbeat(socket, FLAG_LEAVING).await;
         let mut waiting: BTreeSet<u64> = self.live.ready_peers().collect();
         let deadline = t0 + self.cfg.leave_wait;
@@ -442,10 +462,39 @@ impl<K: Kernel> Daemon<K> {
         self.owned = owned;
     }
 
+    /// Is the heartbeat interface up with carrier (always true when not tracked)?
+    fn uplink_up(&self) -> bool {
+        self.uplink.is_none_or(|(_, up)| up)
+    }
+
+    /// Acts on a change of the uplink: down → own nothing at once; up → a new hold-down, as at
+    /// start, so that the peers keep our VNIs until we have heard them again.
+    fn check_uplink(&mut self, t: Instant) {
+        let up = self.uplink_up();
+        if up == self.uplink_was {
+            return;
+        }
+        self.uplink_was = up;
+        let ifname = self.cfg.bind_interface.clone().unwrap_or_default();
+        if up {
+            info!(%ifname, "uplink up: hold-down before taking ownership");
+            self.hold_until = Some(t + self.cfg.hold_down());
+        } else {
+            warn!(%ifname, owned = self.owned.len(), "uplink down: releasing every vni");
+            self.ready = false;
+            self.hold_until = None;
+            self.reassign(t);
+        }
+        self.heartbeat_now = true;
+    }
+
     /// Replaces the managed links and addresses with a snapshot.
     fn load(&mut self, snap: Snapshot) {
         self.links.clear();
         self.index.clear();
+        if let Some(up) = self.uplink.as_mut() {
+            *up = (None, false);
+        }
         for l in snap.links {
             self.put_link(l);
         }
@@ -457,6 +506,14 @@ impl<K: Kernel> Daemon<K> {
     }
 
     fn put_link(&mut self, l: LinkState) {
+        if let Some(up) = self.uplink.as_mut() {
+            if self.cfg.bind_interface.as_deref() == Some(l.ifname.as_str()) {
+                *up = (Some(l.ifindex), l.admin_up && l.carrier);
+            } else if up.0 == Some(l.ifindex) {
+                // Renamed away.
+                *up = (None, false);
+            }
+        }
         if let Some(old) = self.index.get(&l.ifindex).copied() {
             // Renamed: forget the old name's entry.
             if self.links.get(&old).map(|x| x.ifindex) == Some(l.ifindex) {
@@ -489,6 +546,11 @@ impl<K: Kernel> Daemon<K> {
                 self.put_link(l);
             }
             KernelEvent::LinkGone { ifindex } => {
+                if let Some(up) = self.uplink.as_mut() {
+                    if up.0 == Some(ifindex) {
+                        *up = (None, false);
+                    }
+                }
                 if let Some(vni) = self.index.remove(&ifindex) {
                     debug!(vni, ifindex, "managed interface deleted");
                     self.links.remove(&vni);
