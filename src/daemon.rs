@@ -130,6 +130,8 @@ pub struct Daemon<K: Kernel> {
     links: BTreeMap<u32, LinkState>,
     /// ifindex -> VNI for the managed links.
     index: HashMap<u32, u32>,
+    /// Every link by ifindex: the topology around the managed ones (lower devices, bridge ports).
+    all: BTreeMap<u32, LinkState>,
     /// IPv4 addresses of the managed links.
     addrs: Addresses,
     owned: BTreeSet<u32>,
@@ -180,6 +182,7 @@ impl<K: Kernel> Daemon<K> {
             uplink_was: true,
             links: BTreeMap::new(),
             index: HashMap::new(),
+            all: BTreeMap::new(),
             addrs: Addresses::new(),
             owned: BTreeSet::new(),
             active: BTreeMap::new(),
@@ -492,6 +495,7 @@ impl<K: Kernel> Daemon<K> {
     fn load(&mut self, snap: Snapshot) {
         self.links.clear();
         self.index.clear();
+        self.all.clear();
         if let Some(up) = self.uplink.as_mut() {
             *up = (None, false);
         }
@@ -506,6 +510,7 @@ impl<K: Kernel> Daemon<K> {
     }
 
     fn put_link(&mut self, l: LinkState) {
+        self.all.insert(l.ifindex, l.clone());
         if let Some(up) = self.uplink.as_mut() {
             if self.cfg.bind_interface.as_deref() == Some(l.ifname.as_str()) {
                 *up = (Some(l.ifindex), l.admin_up && l.carrier);
@@ -546,6 +551,7 @@ impl<K: Kernel> Daemon<K> {
                 self.put_link(l);
             }
             KernelEvent::LinkGone { ifindex } => {
+                self.all.remove(&ifindex);
                 if let Some(up) = self.uplink.as_mut() {
                     if up.0 == Some(ifindex) {
                         *up = (None, false);
@@ -620,7 +626,8 @@ impl<K: Kernel> Daemon<K> {
         let planned = todo.len();
         let plan_done = todo.clone();
         if !todo.is_empty() {
-            self.apply(todo).await;
+            let done = self.apply(todo).await;
+            self.flush_fdb(&done).await;
         }
         let applied = now();
         for a in &plan_done {
@@ -638,7 +645,8 @@ impl<K: Kernel> Daemon<K> {
         }
     }
 
-    async fn apply(&mut self, actions: Vec<Action>) {
+    /// Carries out the actions; returns the ones that succeeded.
+    async fn apply(&mut self, actions: Vec<Action>) -> Vec<Action> {
         let n = actions.len();
         let changes: Vec<(u32, bool)> = actions
             .iter()
@@ -649,11 +657,15 @@ impl<K: Kernel> Daemon<K> {
             .collect();
         let results = self.kernel.set_protodown(&changes).await;
         let mut failed = 0u64;
+        let mut done = Vec::with_capacity(n);
         for (a, r) in actions.into_iter().zip(results) {
             let Action::SetProtodown { vni, on, .. } = a;
             let ifname = self.cfg.pattern.name(vni);
             match r {
-                Ok(()) => debug!(vni, %ifname, protodown = on, action = "set_protodown", "applied"),
+                Ok(()) => {
+                    debug!(vni, %ifname, protodown = on, action = "set_protodown", "applied");
+                    done.push(a);
+                }
                 // Another reason holds it down: reported by report_blocked, not an error here.
                 Err(KernelError::Busy { .. }) => {}
                 Err(e) => {
@@ -668,6 +680,42 @@ impl<K: Kernel> Daemon<K> {
         }
         self.stats.actions_applied += n as u64 - failed;
         self.stats.actions_failed += failed;
+        done
+    }
+
+    /// Removes the MACs of interfaces just put into protodown from the bridges they feed.
+    async fn flush_fdb(&mut self, done: &[Action]) {
+        let ports: BTreeMap<u32, u32> = done
+            .iter()
+            .filter_map(|a| {
+                let Action::SetProtodown { vni, on: true, .. } = *a else {
+                    return None;
+                };
+                Some((
+                    vni,
+                    reconcile::bridge_port(self.links.get(&vni)?, &self.all)?,
+                ))
+            })
+            .collect();
+        let flushes = reconcile::fdb_flushes(done, &self.links, &ports);
+        if flushes.is_empty() {
+            return;
+        }
+        let results = self.kernel.flush_fdb(&flushes).await;
+        for (f, r) in flushes.iter().zip(results) {
+            let ifname = self.cfg.pattern.name(f.vni);
+            match r {
+                Ok(()) => {
+                    debug!(vni = f.vni, %ifname, port = f.port, action = "flush_fdb", "applied")
+                }
+                Err(e) => {
+                    self.stats.actions_failed += 1;
+                    if self.log_apply.ready(now()) {
+                        warn!(vni = f.vni, %ifname, port = f.port, error = %e, "fdb flush failed");
+                    }
+                }
+            }
+        }
     }
 
     fn report_missing(&mut self, missing: &[u32]) {

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::reconcile::{Addresses, LinkState};
+use crate::reconcile::{Addresses, FdbFlush, LinkState};
 
 /// What the kernel reports between two snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,9 @@ pub trait Kernel {
         &self,
         changes: &[(u32, bool)],
     ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
+    /// Removes MACs from bridge forwarding databases; an entry that is not there is no error.
+    fn flush_fdb(&self, flushes: &[FdbFlush])
+        -> impl Future<Output = Vec<Result<(), KernelError>>>;
     /// Sends one Ethernet frame out of one link.
     fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError>;
 }
@@ -123,6 +126,7 @@ pub struct FakeKernel {
     links: RefCell<BTreeMap<u32, LinkState>>,
     addrs: RefCell<Addresses>,
     sent: RefCell<Vec<(u32, Vec<u8>)>>,
+    flushed: RefCell<Vec<FdbFlush>>,
     events: mpsc::UnboundedSender<KernelEvent>,
 }
 
@@ -134,6 +138,7 @@ impl FakeKernel {
             links: RefCell::default(),
             addrs: RefCell::default(),
             sent: RefCell::default(),
+            flushed: RefCell::default(),
             events: tx,
         };
         (k, rx)
@@ -164,6 +169,11 @@ impl FakeKernel {
         self.links.borrow().get(&ifindex).cloned()
     }
 
+    /// Every FDB flush requested so far.
+    pub fn take_flushed(&self) -> Vec<FdbFlush> {
+        std::mem::take(&mut self.flushed.borrow_mut())
+    }
+
     /// Every frame sent so far, with its interface.
     pub fn take_sent(&self) -> Vec<(u32, Vec<u8>)> {
         std::mem::take(&mut self.sent.borrow_mut())
@@ -183,6 +193,11 @@ impl Kernel for FakeKernel {
             .iter()
             .map(|&(ifindex, on)| self.set_one(ifindex, on))
             .collect()
+    }
+
+    async fn flush_fdb(&self, flushes: &[FdbFlush]) -> Vec<Result<(), KernelError>> {
+        self.flushed.borrow_mut().extend_from_slice(flushes);
+        flushes.iter().map(|_| Ok(())).collect()
     }
 
     fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {

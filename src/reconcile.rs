@@ -27,8 +27,10 @@ pub struct LinkState {
     /// IFF_LOWER_UP: the kernel's carrier.
     pub carrier: bool,
     pub mac: [u8; 6],
-    /// IFLA_LINK: the lower device.
+    /// IFLA_LINK: the lower device (for a veth: its peer).
     pub lower: Option<u32>,
+    /// IFLA_MASTER: the bridge (or other master) this link is a port of.
+    pub master: Option<u32>,
 }
 
 impl LinkState {
@@ -43,6 +45,47 @@ impl LinkState {
 pub enum Action {
     /// `on`: set our reason bit and protodown. `!on`: clear our reason bit and protodown.
     SetProtodown { vni: u32, ifindex: u32, on: bool },
+}
+
+/// Removal of a MAC from a bridge's forwarding database, learnt on one of its ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbFlush {
+    pub vni: u32,
+    /// The bridge port the MAC was learnt on.
+    pub port: u32,
+    pub mac: [u8; 6],
+}
+
+/// The bridge port a managed interface's frames enter a bridge through: the macvlan's lower
+/// device is a veth whose peer is a bridge port. `links` holds every link by ifindex.
+pub fn bridge_port(link: &LinkState, links: &BTreeMap<u32, LinkState>) -> Option<u32> {
+    let lower = links.get(&link.lower?)?;
+    let peer = links.get(&lower.lower?)?;
+    (peer.master.is_some() && peer.ifindex != lower.ifindex).then_some(peer.ifindex)
+}
+
+/// For every interface that `actions` put into protodown, the removal of its MAC from the bridge
+/// it feeds (`ports`: VNI -> bridge port). A released gateway MAC left in the bridge keeps FRR
+/// advertising it (EVPN type-2) from the old owner; with a shared virtual MAC that black-holes
+/// traffic. Harmless with distinct MACs.
+pub fn fdb_flushes(
+    actions: &[Action],
+    links: &BTreeMap<u32, LinkState>,
+    ports: &BTreeMap<u32, u32>,
+) -> Vec<FdbFlush> {
+    actions
+        .iter()
+        .filter_map(|a| {
+            let Action::SetProtodown { vni, on: true, .. } = *a else {
+                return None;
+            };
+            Some(FdbFlush {
+                vni,
+                port: *ports.get(&vni)?,
+                mac: links.get(&vni)?.mac,
+            })
+        })
+        .collect()
 }
 
 /// The result of [`plan`].

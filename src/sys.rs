@@ -11,6 +11,7 @@ use futures::StreamExt;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkProtocolDownReason};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NlSocketAddr, TokioSocket};
@@ -18,7 +19,7 @@ use rtnetlink::Handle;
 use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
 
 use crate::kernel::{EventSource, Kernel, KernelError, KernelEvent, Snapshot};
-use crate::reconcile::LinkState;
+use crate::reconcile::{FdbFlush, LinkState};
 
 /// Receive buffer for the event socket: a takeover of thousands of VNIs makes thousands of
 /// events at once.
@@ -172,6 +173,7 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
         carrier: msg.header.flags.contains(LinkFlags::LowerUp),
         mac: [0; 6],
         lower: None,
+        master: None,
     };
     for a in &msg.attributes {
         match a {
@@ -186,6 +188,7 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
             }
             LinkAttribute::Address(a) if a.len() == 6 => l.mac.copy_from_slice(a),
             LinkAttribute::Link(i) => l.lower = Some(*i),
+            LinkAttribute::Controller(i) => l.master = Some(*i),
             _ => {}
         }
     }
@@ -258,68 +261,39 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
-        let mut results: Vec<Option<Result<(), KernelError>>> =
-            (0..changes.len()).map(|_| None).collect();
-        let mut out = Vec::new();
-        for (c, chunk) in changes.chunks(BATCH).enumerate() {
-            let base = self.seq.get();
-            self.seq.set(base.wrapping_add(chunk.len() as u32));
-            out.clear();
-            for (i, &(ifindex, on)) in chunk.iter().enumerate() {
-                let mut m = NetlinkMessage::from(RouteNetlinkMessage::SetLink(
-                    self.protodown_message(ifindex, on),
-                ));
-                m.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-                m.header.sequence_number = base.wrapping_add(i as u32);
-                m.finalize();
-                let at = out.len();
-                out.resize(at + m.buffer_len(), 0);
-                m.serialize(&mut out[at..]);
-            }
-            let done = &mut results[c * BATCH..c * BATCH + chunk.len()];
-            if let Err(e) = self.batch.send(&out).await {
-                for r in done.iter_mut() {
-                    *r = Some(Err(KernelError::Netlink {
-                        op: "protodown",
-                        detail: e.to_string(),
-                    }));
-                }
-                continue;
-            }
-            let mut pending = chunk.len();
-            let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
-            while pending > 0 {
-                buf.clear();
-                match tokio::time::timeout(ACK_TIMEOUT, self.batch.recv(&mut buf)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        // ENOBUFS: acks were dropped. The ones we lack count as failed; the
-                        // daemon retries them.
-                        tracing::debug!(error = %e, "protodown ack receive failed");
-                        break;
-                    }
-                    Err(_) => break,
-                }
-                for (seq, r) in acks(&buf) {
-                    let i = seq.wrapping_sub(base) as usize;
-                    if let Some(slot) = done.get_mut(i) {
-                        if slot.is_none() {
-                            *slot = Some(r.map_err(|errno| errno_error(chunk[i].0, errno)));
-                            pending -= 1;
-                        }
-                    }
-                }
-            }
-        }
-        results
+        let msgs = changes
+            .iter()
+            .map(|&(ifindex, on)| RouteNetlinkMessage::SetLink(self.protodown_message(ifindex, on)))
+            .collect();
+        self.batch(msgs, "protodown")
+            .await
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(KernelError::Netlink {
-                        op: "protodown",
-                        detail: "no acknowledgement from the kernel".into(),
-                    })
-                })
+            .zip(changes)
+            .map(|(r, &(ifindex, _))| r.map_err(|e| e.for_link(ifindex)))
+            .collect()
+    }
+
+    async fn flush_fdb(&self, flushes: &[FdbFlush]) -> Vec<Result<(), KernelError>> {
+        let msgs = flushes
+            .iter()
+            .map(|f| {
+                let mut m = NeighbourMessage::default();
+                m.header.family = AddressFamily::Bridge;
+                m.header.ifindex = f.port;
+                m.header.flags = NeighbourFlags::Controller;
+                m.attributes
+                    .push(NeighbourAttribute::LinkLayerAddress(f.mac.to_vec()));
+                RouteNetlinkMessage::DelNeighbour(m)
+            })
+            .collect();
+        self.batch(msgs, "fdb flush")
+            .await
+            .into_iter()
+            .zip(flushes)
+            .map(|(r, f)| match r {
+                // Nothing learnt there: nothing to flush.
+                Err(BatchError::Errno(libc::ENOENT)) => Ok(()),
+                r => r.map_err(|e| e.for_link(f.port)),
             })
             .collect()
     }
@@ -333,7 +307,91 @@ impl Kernel for NetlinkKernel {
     }
 }
 
+/// Why one request of a batch failed.
+#[derive(Debug)]
+enum BatchError {
+    Errno(i32),
+    Io(&'static str, String),
+}
+
+impl BatchError {
+    fn for_link(self, ifindex: u32) -> KernelError {
+        match self {
+            BatchError::Errno(errno) => errno_error(ifindex, errno),
+            BatchError::Io(op, detail) => KernelError::Netlink { op, detail },
+        }
+    }
+}
+
 impl NetlinkKernel {
+    /// Sends `msgs` as acknowledged requests, [`BATCH`] per datagram, and returns one result per
+    /// message, matched by sequence number.
+    async fn batch(
+        &self,
+        msgs: Vec<RouteNetlinkMessage>,
+        op: &'static str,
+    ) -> Vec<Result<(), BatchError>> {
+        let n = msgs.len();
+        let mut results: Vec<Option<Result<(), BatchError>>> = (0..n).map(|_| None).collect();
+        let mut msgs = msgs.into_iter();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+        for c in 0..n.div_ceil(BATCH) {
+            let base = self.seq.get();
+            let len = BATCH.min(n - c * BATCH);
+            self.seq.set(base.wrapping_add(len as u32));
+            out.clear();
+            for (i, msg) in msgs.by_ref().take(len).enumerate() {
+                let mut m = NetlinkMessage::from(msg);
+                m.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+                m.header.sequence_number = base.wrapping_add(i as u32);
+                m.finalize();
+                let at = out.len();
+                out.resize(at + m.buffer_len(), 0);
+                m.serialize(&mut out[at..]);
+            }
+            let done = &mut results[c * BATCH..c * BATCH + len];
+            if let Err(e) = self.batch.send(&out).await {
+                for r in done.iter_mut() {
+                    *r = Some(Err(BatchError::Io(op, e.to_string())));
+                }
+                continue;
+            }
+            let mut pending = len;
+            while pending > 0 {
+                buf.clear();
+                match tokio::time::timeout(ACK_TIMEOUT, self.batch.recv(&mut buf)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        // ENOBUFS: acks were dropped. The ones we lack count as failed; the
+                        // daemon retries them.
+                        tracing::debug!(error = %e, op, "ack receive failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+                for (seq, r) in acks(&buf) {
+                    let i = seq.wrapping_sub(base) as usize;
+                    if let Some(slot @ None) = done.get_mut(i) {
+                        *slot = Some(r.map_err(BatchError::Errno));
+                        pending -= 1;
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(BatchError::Io(
+                        op,
+                        "no acknowledgement from the kernel".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+
     fn protodown_message(&self, ifindex: u32, on: bool) -> LinkMessage {
         let bit = 1u32 << self.reason_bit;
         let mut msg = LinkMessage::default();

@@ -1,0 +1,319 @@
+//! The kernel edge for real: `sys::NetlinkKernel` in a network namespace of its own, against
+//! real macvlans, a real bridge and the kernel's own answers. Root only; without root each test
+//! says it was skipped and why.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use wmgwd2::kernel::{EventSource, Kernel, KernelError, KernelEvent};
+use wmgwd2::reconcile::{bridge_port, FdbFlush, LinkState};
+use wmgwd2::sys::NetlinkKernel;
+
+const REASON_BIT: u8 = 3;
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ip(ns: &str, args: &str) -> String {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args.split_whitespace())
+        .output()
+        .expect("ip");
+    assert!(
+        out.status.success(),
+        "ip -n {ns} {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A namespace deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(test: &str) -> Option<Netns> {
+        if !is_root() {
+            eprintln!("SKIPPED {test}: netlink tests need root to create a network namespace");
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("wn{:05}{n}", std::process::id() % 100_000);
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add");
+        assert!(st.success());
+        Some(Netns(name))
+    }
+
+    /// Runs `f` on a thread inside the namespace, with a current-thread tokio runtime.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
+            + Send
+            + 'static,
+    ) -> T {
+        let name = self.0.clone();
+        std::thread::spawn(move || {
+            let nsf = File::open(format!("/run/netns/{name}")).expect("netns");
+            // SAFETY: setns on a valid namespace fd affects only this thread.
+            assert_eq!(
+                unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f(name))
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// `ip -j -d link show DEV` as JSON.
+fn link_json(ns: &str, dev: &str) -> serde_json::Value {
+    let out = ip(ns, &format!("-j -d link show {dev}"));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v[0].clone()
+}
+
+/// A veth pair with `n` macvlans `m1..mn` on one end, all up.
+fn macvlans(ns: &str, n: u32) {
+    ip(ns, "link add vetha type veth peer name vethb");
+    ip(ns, "link set vetha up");
+    ip(ns, "link set vethb up");
+    for i in 1..=n {
+        ip(
+            ns,
+            &format!("link add m{i} link vetha type macvlan mode bridge"),
+        );
+        ip(ns, &format!("addr add 10.9.{i}.1/24 dev m{i}"));
+        ip(ns, &format!("link set m{i} up"));
+    }
+}
+
+fn by_name(links: &[LinkState]) -> BTreeMap<String, LinkState> {
+    links
+        .iter()
+        .map(|l| (l.ifname.clone(), l.clone()))
+        .collect()
+}
+
+#[test]
+fn protodown_batches_set_and_release_our_reason_bit() {
+    let Some(ns) = Netns::new("protodown") else {
+        return;
+    };
+    macvlans(&ns.0, 40);
+    let snap = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let links = by_name(&snap.links);
+            let on: Vec<(u32, bool)> = (1..=40)
+                .map(|i| (links[&format!("m{i}")].ifindex, true))
+                .collect();
+            for r in k.set_protodown(&on).await {
+                r.expect("protodown on");
+            }
+            snap
+        })
+    });
+    let links = by_name(&snap.links);
+    // The snapshot saw every macvlan with its address, lower device and MAC.
+    for i in 1..=40 {
+        let l = &links[&format!("m{i}")];
+        assert_eq!(l.lower, Some(links["vetha"].ifindex));
+        assert!(l.admin_up && l.carrier && !l.protodown);
+        assert_ne!(l.mac, [0; 6]);
+        assert_eq!(
+            snap.addrs[&l.ifindex],
+            vec![format!("10.9.{i}.1").parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+    }
+    // The kernel's own view: protodown on with reason bit 3, no carrier.
+    for i in [1, 17, 40] {
+        let j = link_json(&ns.0, &format!("m{i}"));
+        assert_eq!(j["proto_down"], true, "m{i}: {j}");
+        assert_eq!(j["proto_down_reason"], serde_json::json!(["3"]), "m{i}");
+        assert!(
+            !j["flags"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!("LOWER_UP")),
+            "m{i} still has carrier"
+        );
+    }
+    // Release them all again.
+    ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let off: Vec<(u32, bool)> = snap
+                .links
+                .iter()
+                .filter(|l| l.ifname.starts_with('m'))
+                .map(|l| {
+                    assert!(l.protodown && l.reason == 1 << REASON_BIT, "{l:?}");
+                    (l.ifindex, false)
+                })
+                .collect();
+            assert_eq!(off.len(), 40);
+            for r in k.set_protodown(&off).await {
+                r.expect("protodown off");
+            }
+        })
+    });
+    let j = link_json(&ns.0, "m23");
+    assert_ne!(j["proto_down"], true, "{j}");
+}
+
+#[test]
+fn a_foreign_reason_bit_is_reported_busy_and_ours_is_still_cleared() {
+    let Some(ns) = Netns::new("busy") else {
+        return;
+    };
+    macvlans(&ns.0, 1);
+    // Someone else (FRR's zebra uses bit 7 by default) holds m1 down too.
+    ip(&ns.0, "link set m1 protodown_reason 7 on protodown on");
+    let (busy, missing) = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let m1 = by_name(&snap.links)["m1"].ifindex;
+            k.set_protodown(&[(m1, true)]).await.remove(0).expect("on");
+            let busy = k.set_protodown(&[(m1, false)]).await.remove(0);
+            let missing = k.set_protodown(&[(999_999, true)]).await.remove(0);
+            (busy, missing)
+        })
+    });
+    assert!(matches!(busy, Err(KernelError::Busy { .. })), "{busy:?}");
+    assert!(
+        matches!(missing, Err(KernelError::NoDevice { .. })),
+        "{missing:?}"
+    );
+    let j = link_json(&ns.0, "m1");
+    assert_eq!(j["proto_down"], true);
+    assert_eq!(j["proto_down_reason"], serde_json::json!(["7"]), "{j}");
+}
+
+#[test]
+fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
+    let Some(ns) = Netns::new("fdb") else {
+        return;
+    };
+    let n = &ns.0;
+    // br100 <- b (veth) ... a -> macvlan vrrp4-100, as on an EVPN gateway.
+    ip(n, "link add br100 type bridge");
+    ip(n, "link set br100 up");
+    ip(n, "link add vetha type veth peer name vethb");
+    ip(n, "link set vethb master br100");
+    ip(n, "link set vetha up");
+    ip(n, "link set vethb up");
+    ip(n, "link add vrrp4-100 link vetha type macvlan mode bridge");
+    ip(n, "link set vrrp4-100 up");
+    let mac = link_json(n, "vrrp4-100")["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Teach the bridge the MAC: a static entry stands in for one learnt from traffic, so the test
+    // does not depend on timing (`bridge fdb add ... master` makes a learnable, deletable one).
+    let st = Command::new("bridge")
+        .args(["-n", n, "fdb", "add", &mac, "dev", "vethb", "master"])
+        .status()
+        .expect("bridge");
+    assert!(st.success());
+    let fdb = || {
+        let out = Command::new("bridge")
+            .args(["-n", n, "fdb", "show", "br", "br100"])
+            .output()
+            .expect("bridge fdb");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(fdb().contains(&mac), "{}", fdb());
+
+    let (port, b, again) = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let all: BTreeMap<u32, LinkState> =
+                snap.links.iter().map(|l| (l.ifindex, l.clone())).collect();
+            let names = by_name(&snap.links);
+            let gw = &names["vrrp4-100"];
+            let port = bridge_port(gw, &all);
+            let f = FdbFlush {
+                vni: 100,
+                port: port.expect("port"),
+                mac: gw.mac,
+            };
+            k.flush_fdb(&[f]).await.remove(0).expect("flush");
+            // Flushing what is not there is fine.
+            let again = k.flush_fdb(&[f]).await.remove(0);
+            (port, names["vethb"].ifindex, again)
+        })
+    });
+    assert_eq!(
+        port,
+        Some(b),
+        "the bridge port is the peer of the macvlan's lower veth"
+    );
+    assert!(again.is_ok(), "{again:?}");
+    assert!(!fdb().contains(&mac), "{}", fdb());
+}
+
+#[test]
+fn events_report_changes_made_by_others() {
+    let Some(ns) = Netns::new("events") else {
+        return;
+    };
+    macvlans(&ns.0, 1);
+    let name = ns.0.clone();
+    let seen = ns.run(move |_| {
+        Box::pin(async move {
+            let (_k, mut ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            ip(&name, "link set m1 protodown on");
+            ip(&name, "addr add 10.8.0.1/24 dev m1");
+            let mut seen = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !(seen
+                .iter()
+                .any(|e| matches!(e, KernelEvent::Link(l) if l.ifname == "m1" && l.protodown))
+                && seen
+                    .iter()
+                    .any(|e| matches!(e, KernelEvent::Address { added: true, .. })))
+            {
+                match tokio::time::timeout_at(deadline, ev.next_batch()).await {
+                    Ok(Some(b)) => seen.extend(b),
+                    _ => break,
+                }
+            }
+            seen
+        })
+    });
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, KernelEvent::Link(l) if l.ifname == "m1" && l.protodown)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, KernelEvent::Address { addr, added: true, .. } if addr.octets() == [10, 8, 0, 1])),
+        "{seen:?}"
+    );
+}
