@@ -548,7 +548,15 @@ impl<K: Kernel> Daemon<K> {
         match ev {
             KernelEvent::Link(l) => {
                 trace!(ifname = %l.ifname, protodown = l.protodown, carrier = l.carrier, "link event");
+                let inactive = (!l.active()).then_some(l.ifindex);
                 self.put_link(l);
+                // A flap (carrier lost and back) may arrive in one batch: remember the loss, so
+                // that the interface counts as newly active and announces itself again.
+                if let Some(vni) = inactive.and_then(|i| self.index.get(&i).copied()) {
+                    if self.active.remove(&vni).is_some() {
+                        self.garps.remove(vni);
+                    }
+                }
             }
             KernelEvent::LinkGone { ifindex } => {
                 self.all.remove(&ifindex);

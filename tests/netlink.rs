@@ -234,9 +234,10 @@ fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
         .unwrap()
         .to_owned();
     // Teach the bridge the MAC: a static entry stands in for one learnt from traffic, so the test
-    // does not depend on timing (`bridge fdb add ... master` makes a learnable, deletable one).
+    // does not depend on timing (the bridge may also have learnt it already from the macvlan's own
+    // IPv6 traffic, hence `replace`).
     let st = Command::new("bridge")
-        .args(["-n", n, "fdb", "add", &mac, "dev", "vethb", "master"])
+        .args(["-n", n, "fdb", "replace", &mac, "dev", "vethb", "master"])
         .status()
         .expect("bridge");
     assert!(st.success());
