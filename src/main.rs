@@ -59,10 +59,26 @@ fn incarnation() -> u64 {
         .max(1)
 }
 
+/// `--help` and `--version` as clap prints them; any other error as one line naming the flag,
+/// exit code 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error");
+    eprintln!("wmgwd2: {}", line.trim_start_matches("error: "));
+    std::process::exit(2);
+}
+
 fn main() -> ExitCode {
     let cfg = match Config::parse_from(std::env::args_os()) {
         Ok(c) => c,
-        Err(e) => e.exit(),
+        Err(e) => usage_error(e),
     };
     init_logging(&cfg);
     let rt = match tokio::runtime::Builder::new_current_thread()
