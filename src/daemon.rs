@@ -29,6 +29,9 @@ use crate::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
 const ACTION_BACKOFF: Duration = Duration::from_millis(50);
 /// A failed kernel request is retried after this long (or sooner, on the next event).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// GARP frames sent per wake-up at most; the rest follow after [`GARP_PACE`].
+const GARP_BATCH: usize = 128;
+const GARP_PACE: Duration = Duration::from_millis(2);
 /// At most one line per this period for each kind of repeated warning.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -636,6 +639,7 @@ impl<K: Kernel> Daemon<K> {
         if !todo.is_empty() {
             let done = self.apply(todo).await;
             self.flush_fdb(&done).await;
+            self.flush_neighbours(&done).await;
         }
         let applied = now();
         for a in &plan_done {
@@ -689,6 +693,35 @@ impl<K: Kernel> Daemon<K> {
         self.stats.actions_applied += n as u64 - failed;
         self.stats.actions_failed += failed;
         done
+    }
+
+    /// Deletes the neighbour entries that interfaces just taken over collected while protodown.
+    async fn flush_neighbours(&mut self, done: &[Action]) {
+        let taken: Vec<u32> = done
+            .iter()
+            .filter_map(|a| match *a {
+                Action::SetProtodown {
+                    ifindex, on: false, ..
+                } => Some(ifindex),
+                _ => None,
+            })
+            .collect();
+        if taken.is_empty() {
+            return;
+        }
+        match self.kernel.flush_neighbours(&taken).await {
+            Ok(n) => debug!(
+                interfaces = taken.len(),
+                deleted = n,
+                action = "flush_neighbours",
+                "applied"
+            ),
+            Err(e) => {
+                if self.log_apply.ready(now()) {
+                    warn!(error = %e, "neighbour flush failed");
+                }
+            }
+        }
     }
 
     /// Removes the MACs of interfaces just put into protodown from the bridges they feed.
@@ -784,22 +817,36 @@ impl<K: Kernel> Daemon<K> {
     }
 
     fn send_due_garps(&mut self, t: Instant) {
-        for (vni, remaining) in self.garps.take_due(t) {
+        let mut due = self.garps.take_due(t).into_iter();
+        let mut frames = 0usize;
+        while let Some((vni, remaining)) = due.next() {
             let Some(&ifindex) = self.active.get(&vni) else {
                 continue;
             };
             let Some(link) = self.links.get(&vni) else {
                 continue;
             };
+            // Pace: at most GARP_BATCH frames per wake-up, the rest a moment later; and when the
+            // socket is full, wait for it rather than drop the announcement.
+            let mut blocked = frames >= GARP_BATCH;
             let addrs = self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[]);
-            if addrs.is_empty() {
+            if addrs.is_empty() && !blocked {
                 debug!(vni, ifname = %link.ifname, "no IPv4 address to announce");
             }
             for &ip in addrs {
+                if blocked {
+                    break;
+                }
                 match self.kernel.send_frame(ifindex, &arp::garp(link.mac, ip)) {
                     Ok(()) => {
+                        frames += 1;
                         self.stats.garps_sent += 1;
                         debug!(vni, ifname = %link.ifname, %ip, remaining, "garp sent");
+                    }
+                    Err(KernelError::Send { source, .. })
+                        if source.kind() == std::io::ErrorKind::WouldBlock =>
+                    {
+                        blocked = true;
                     }
                     Err(e) => {
                         self.stats.garp_errors += 1;
@@ -808,6 +855,14 @@ impl<K: Kernel> Daemon<K> {
                         }
                     }
                 }
+            }
+            if blocked {
+                let later = t + GARP_PACE;
+                self.garps.put(vni, later, remaining);
+                for (vni, remaining) in due.by_ref() {
+                    self.garps.put(vni, later, remaining);
+                }
+                break;
             }
             if remaining > 1 {
                 self.garps

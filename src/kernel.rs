@@ -93,6 +93,13 @@ pub trait Kernel {
         &self,
         changes: &[(u32, bool)],
     ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
+    /// Deletes the dynamic IPv4 neighbour entries of these links (entries left unresolved while a
+    /// link was protodown delay the first replies after a takeover by a full ARP retry, ~1 s).
+    /// Returns how many were deleted.
+    fn flush_neighbours(
+        &self,
+        ifindexes: &[u32],
+    ) -> impl Future<Output = Result<usize, KernelError>>;
     /// Removes MACs from bridge forwarding databases; an entry that is not there is no error.
     fn flush_fdb(&self, flushes: &[FdbFlush])
         -> impl Future<Output = Vec<Result<(), KernelError>>>;
@@ -127,6 +134,7 @@ pub struct FakeKernel {
     addrs: RefCell<Addresses>,
     sent: RefCell<Vec<(u32, Vec<u8>)>>,
     flushed: RefCell<Vec<FdbFlush>>,
+    neigh_flushed: RefCell<Vec<u32>>,
     events: mpsc::UnboundedSender<KernelEvent>,
 }
 
@@ -139,6 +147,7 @@ impl FakeKernel {
             addrs: RefCell::default(),
             sent: RefCell::default(),
             flushed: RefCell::default(),
+            neigh_flushed: RefCell::default(),
             events: tx,
         };
         (k, rx)
@@ -174,6 +183,11 @@ impl FakeKernel {
         std::mem::take(&mut self.flushed.borrow_mut())
     }
 
+    /// Every interface whose neighbours were flushed so far.
+    pub fn take_neighbour_flushes(&self) -> Vec<u32> {
+        std::mem::take(&mut self.neigh_flushed.borrow_mut())
+    }
+
     /// Every frame sent so far, with its interface.
     pub fn take_sent(&self) -> Vec<(u32, Vec<u8>)> {
         std::mem::take(&mut self.sent.borrow_mut())
@@ -193,6 +207,11 @@ impl Kernel for FakeKernel {
             .iter()
             .map(|&(ifindex, on)| self.set_one(ifindex, on))
             .collect()
+    }
+
+    async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
+        self.neigh_flushed.borrow_mut().extend_from_slice(ifindexes);
+        Ok(0)
     }
 
     async fn flush_fdb(&self, flushes: &[FdbFlush]) -> Vec<Result<(), KernelError>> {
@@ -225,6 +244,7 @@ impl FakeKernel {
             }
             l.protodown = on;
             l.carrier = !on;
+            l.running = !on;
         });
         result
     }

@@ -2,6 +2,7 @@
 //! daemon until SIGTERM or SIGINT, and map errors to exit codes (2: bad flags, 1: start-up failed).
 
 use std::hash::Hasher;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,8 +28,10 @@ fn init_logging(cfg: &Config) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("WMGWD2_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    // Colours only on a terminal: journald and log files get plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Json => b.json().init(),

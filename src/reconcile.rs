@@ -26,6 +26,9 @@ pub struct LinkState {
     pub admin_up: bool,
     /// IFF_LOWER_UP: the kernel's carrier.
     pub carrier: bool,
+    /// IFF_RUNNING: operationally up. It follows carrier by a moment (the kernel's link watch);
+    /// frames sent in between are dropped, so GARPs wait for it.
+    pub running: bool,
     pub mac: [u8; 6],
     /// IFLA_LINK: the lower device (for a veth: its peer).
     pub lower: Option<u32>,
@@ -36,7 +39,7 @@ pub struct LinkState {
 impl LinkState {
     /// Can this interface carry traffic right now?
     pub fn active(&self) -> bool {
-        !self.protodown && self.admin_up && self.carrier
+        !self.protodown && self.admin_up && self.carrier && self.running
     }
 }
 

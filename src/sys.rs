@@ -10,7 +10,9 @@ use std::time::Duration;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkProtocolDownReason};
-use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NlSocketAddr, TokioSocket};
@@ -34,6 +36,8 @@ pub struct NetlinkKernel {
 
 /// Requests per datagram. Their acks (one per request) must fit the batch socket's receive buffer.
 const BATCH: usize = 256;
+/// Send buffer of the GARP socket.
+const PACKET_SNDBUF: usize = 1 << 20;
 /// Receive buffer for one dump datagram (the kernel fills at most 32 KiB).
 const DUMP_BUF: usize = 64 << 10;
 /// Receive buffer of the batch socket.
@@ -63,6 +67,8 @@ impl NetlinkKernel {
 
         let packet = Socket::new(Domain::PACKET, Type::RAW.nonblocking().cloexec(), None)
             .map_err(KernelError::PacketSocket)?;
+        // Room for a takeover's burst of GARPs; beyond it the daemon paces and retries.
+        let _ = packet.set_send_buffer_size(PACKET_SNDBUF);
         Ok((
             NetlinkKernel {
                 batch,
@@ -170,6 +176,7 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
         reason: 0,
         admin_up: msg.header.flags.contains(LinkFlags::Up),
         carrier: msg.header.flags.contains(LinkFlags::LowerUp),
+        running: msg.header.flags.contains(LinkFlags::Running),
         mac: [0; 6],
         lower: None,
         master: None,
@@ -275,6 +282,45 @@ impl Kernel for NetlinkKernel {
             .zip(changes)
             .map(|(r, &(ifindex, _))| r.map_err(|e| e.for_link(ifindex)))
             .collect()
+    }
+
+    async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
+        let mut get = NeighbourMessage::default();
+        get.header.family = AddressFamily::Inet;
+        let mut doomed = Vec::new();
+        self.dump(
+            RouteNetlinkMessage::GetNeighbour(get),
+            "neighbour dump",
+            |m| {
+                if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                    let keep = matches!(
+                        n.header.state,
+                        NeighbourState::Permanent | NeighbourState::Noarp
+                    );
+                    if !keep && ifindexes.contains(&n.header.ifindex) {
+                        doomed.push(n);
+                    }
+                }
+            },
+        )
+        .await?;
+        let n = doomed.len();
+        let msgs = doomed
+            .into_iter()
+            .map(|mut m| {
+                m.attributes
+                    .retain(|a| matches!(a, NeighbourAttribute::Destination(_)));
+                RouteNetlinkMessage::DelNeighbour(m)
+            })
+            .collect();
+        // An entry that went away meanwhile is fine; anything else is logged by the caller.
+        for r in self.batch(msgs, "neighbour flush").await {
+            match r {
+                Ok(()) | Err(BatchError::Errno(libc::ENOENT)) => {}
+                Err(e) => return Err(e.for_link(0)),
+            }
+        }
+        Ok(n)
     }
 
     async fn flush_fdb(&self, flushes: &[FdbFlush]) -> Vec<Result<(), KernelError>> {

@@ -318,3 +318,41 @@ fn events_report_changes_made_by_others() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn neighbour_flush_deletes_dynamic_entries_of_the_given_links_only() {
+    let Some(ns) = Netns::new("neigh") else {
+        return;
+    };
+    let n = &ns.0;
+    macvlans(n, 2);
+    ip(
+        n,
+        "neigh add 10.9.1.50 dev m1 lladdr 02:00:00:00:00:50 nud stale",
+    );
+    ip(
+        n,
+        "neigh add 10.9.1.51 dev m1 lladdr 02:00:00:00:00:51 nud permanent",
+    );
+    ip(
+        n,
+        "neigh add 10.9.2.50 dev m2 lladdr 02:00:00:00:00:52 nud stale",
+    );
+    let deleted = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let m1 = by_name(&snap.links)["m1"].ifindex;
+            k.flush_neighbours(&[m1]).await.expect("flush")
+        })
+    });
+    assert_eq!(deleted, 1);
+    let m1 = ip(n, "neigh show dev m1");
+    assert!(!m1.contains("10.9.1.50"), "{m1}");
+    assert!(m1.contains("10.9.1.51"), "permanent entry deleted: {m1}");
+    let m2 = ip(n, "neigh show dev m2");
+    assert!(
+        m2.contains("10.9.2.50"),
+        "another link's entry deleted: {m2}"
+    );
+}
