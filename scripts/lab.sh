@@ -46,7 +46,8 @@
 # Speed: every namespace's links, addresses and fdb entries are written to a command file and
 # applied with one `ip -n NS -batch` and one `bridge -n NS -batch` per namespace (gateways in
 # parallel), never one process per interface. Measured on 2 cores, kernel 6.18, iproute2 6.1:
-#   up G=3 V=1000 (7000 links, 12000 fdb entries): 1.8-2.1 s;  G=3 V=100: 0.25 s;  G=3 V=16: 0.1 s.
+#   up G=3 V=1000 (7000 links, 12000 fdb entries): 1.8-2.1 s idle, 3.8 s beside other labs;
+#   G=3 V=100: 0.25-0.5 s;  G=3 V=16: 0.1 s.
 #   Right after a large lab was torn down, expect up to ~2 s more: the kernel frees namespaces in
 #   the background, so `down` returns at once while the next `up` competes with that cleanup.
 
@@ -110,6 +111,7 @@ lab_down() {
 
 # Writes the namespace's sysctls: IPv6 off, and for gateways the ARP settings. Runs before any
 # interface other than lo exists, so the `default` values apply to all of them.
+# shellcheck disable=SC2016  # $f is expanded by the sh inside the namespace
 lab_sysctls() {
   local ns=$1 role=$2
   local script='
