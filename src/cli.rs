@@ -18,6 +18,8 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 pub const IFNAMSIZ_MAX: usize = 15;
 /// Shortest heartbeat interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest periodic GARP interval accepted.
+pub const MAX_GARP_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Longest heartbeat interval accepted (the hold time must fit the wire's u32 milliseconds).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -87,7 +89,7 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_GARP_SPACING", default_value = "200ms", value_parser = parse_garp_spacing)]
     pub garp_spacing: Duration,
 
-    /// Resend a gratuitous ARP for every owned VNI this often; 0s turns it off.
+    /// Resend a gratuitous ARP for every owned VNI this often (1s to 1day); 0s turns it off.
     #[arg(long, env = "WMGWD2_GARP_REFRESH", default_value = "30s", value_parser = humantime::parse_duration)]
     pub garp_refresh: Duration,
 
@@ -207,10 +209,11 @@ impl TryFrom<Args> for Config {
         }
         let garp_refresh = match a.garp_refresh {
             d if d.is_zero() => None,
-            d if d < Duration::from_secs(1) => {
+            d if d < Duration::from_secs(1) || d > MAX_GARP_REFRESH => {
                 return Err(err(format!(
-                    "--garp-refresh {} is below 1s (0s turns it off)",
-                    humantime::format_duration(d)
+                    "--garp-refresh {} is outside 1s to {} (0s turns it off)",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_GARP_REFRESH)
                 )))
             }
             d => Some(d),

@@ -352,6 +352,8 @@ impl<K: Kernel> Daemon<K> {
         }
         let confirmed = waiting.is_empty();
         self.reassign(now());
+        // The last word: no backoff may keep an interface up after we exit.
+        self.acted.clear();
         self.reconcile().await;
         self.send_heartbeat(socket, FLAG_LEAVING).await;
         info!(

@@ -1,0 +1,346 @@
+//! The command line: the production invocation, the documented defaults, and one bad value per
+//! check, each an error with exit code 2 that names the flag.
+//!
+//! Every flag also reads a `WMGWD2_*` variable. The environment is process-global and the tests of
+//! this file run in parallel threads, so every parse holds a read lock and the one test that sets a
+//! variable holds the write lock.
+
+use std::net::Ipv4Addr;
+use std::sync::{RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use wmgwd2::cli::{parse_uid, Config, LogFormat, MAX_VNI};
+
+static ENV: RwLock<()> = RwLock::new(());
+
+fn env_read() -> RwLockReadGuard<'static, ()> {
+    ENV.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+    let _g = env_read();
+    Config::parse_from(std::iter::once("wmgwd2").chain(args.iter().copied()))
+}
+
+fn ok(args: &[&str]) -> Config {
+    parse(args).unwrap_or_else(|e| panic!("{args:?} rejected: {e}"))
+}
+
+/// `args` are rejected with exit code 2 and a message that names `flag`.
+fn rejected(args: &[&str], flag: &str) {
+    match parse(args) {
+        Ok(c) => panic!("{args:?} accepted: {c:?}"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {msg}");
+            assert!(
+                msg.contains(flag),
+                "{args:?}: message does not name {flag}: {msg}"
+            );
+        }
+    }
+}
+
+fn s(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn production_command_line_with_defaults() {
+    let c = ok(&["--uid", "0x1a2b", "--minvni", "1", "--maxvni", "100"]);
+    assert_eq!(c.uid, Some(0x1a2b));
+    assert_eq!((c.minvni, c.maxvni), (1, 100));
+    assert_eq!(c.vnis(), 1..=100);
+    assert_eq!(c.interval, s(1));
+    assert_eq!(c.dead_after, 3);
+    assert_eq!(c.hold_down, 3);
+    assert_eq!(c.hold(), s(3));
+    assert_eq!(c.hold_down(), s(3));
+    assert_eq!(c.broadcast, Ipv4Addr::new(10, 0, 1, 255));
+    assert_eq!(c.port, 3000);
+    assert_eq!(c.bind_interface, None);
+    assert_eq!(c.pattern.name(42), "vrrp4-42");
+    assert_eq!(c.pattern.vni("vrrp4-42"), Some(42));
+    assert_eq!(c.protodown_reason, 3);
+    assert_eq!(c.garp_count, 3);
+    assert_eq!(c.garp_spacing, ms(200));
+    assert_eq!(c.garp_refresh, Some(s(30)));
+    assert_eq!(c.resync, s(10));
+    assert_eq!(c.leave_wait, ms(300));
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.verbose, 0);
+}
+
+#[test]
+fn no_flags_at_all_is_the_defaults() {
+    let c = ok(&[]);
+    assert_eq!(
+        c.uid, None,
+        "no --uid: derived from /etc/machine-id by main"
+    );
+    assert_eq!(c.vnis(), 1..=100);
+    let _g = env_read();
+    assert_eq!(Config::defaults(), c);
+}
+
+#[test]
+fn every_flag_is_read() {
+    let c = ok(&[
+        "--uid=42",
+        "--minvni=0",
+        "--maxvni=16777215",
+        "--broadcast=192.0.2.255",
+        "--port=4000",
+        "--bind-interface=br-gw",
+        "--interval=100ms",
+        "--dead-after=5",
+        "--hold-down=0",
+        "--interface-pattern=gw{vni}",
+        "--garp-count=1",
+        "--garp-spacing=1ms",
+        "--garp-refresh=0s",
+        "--protodown-reason=31",
+        "--resync=1h",
+        "--leave-wait=0s",
+        "--log-format=json",
+        "-vv",
+    ]);
+    assert_eq!(c.uid, Some(42));
+    assert_eq!(c.vnis(), 0..=MAX_VNI);
+    assert_eq!(c.broadcast, Ipv4Addr::new(192, 0, 2, 255));
+    assert_eq!(c.port, 4000);
+    assert_eq!(c.bind_interface.as_deref(), Some("br-gw"));
+    assert_eq!(c.interval, ms(100));
+    assert_eq!(c.dead_after, 5);
+    assert_eq!(c.hold(), ms(500));
+    assert_eq!(c.hold_down(), Duration::ZERO);
+    assert_eq!(c.pattern.name(7), "gw7");
+    assert_eq!(c.garp_count, 1);
+    assert_eq!(c.garp_spacing, ms(1));
+    assert_eq!(c.garp_refresh, None, "0s turns the refresh off");
+    assert_eq!(c.protodown_reason, 31);
+    assert_eq!(c.resync, s(3600));
+    assert_eq!(c.leave_wait, Duration::ZERO);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.verbose, 2);
+}
+
+#[test]
+fn uid_hex_and_decimal() {
+    assert_eq!(ok(&["--uid", "6699"]).uid, Some(0x1a2b));
+    assert_eq!(ok(&["--uid", "0X1A2B"]).uid, Some(0x1a2b));
+    assert_eq!(ok(&["--uid", "1"]).uid, Some(1));
+    assert_eq!(ok(&["--uid", "0xffffffffffffffff"]).uid, Some(u64::MAX));
+    assert_eq!(ok(&["--uid", "18446744073709551615"]).uid, Some(u64::MAX));
+    assert_eq!(parse_uid(" 0x10 "), Ok(16));
+}
+
+#[test]
+fn bad_uid() {
+    for v in [
+        "0",
+        "0x0",
+        "xyz",
+        "0x",
+        "0x10000000000000000",
+        "0x1_0000_0000_0000_0000",
+        "18446744073709551616",
+        "",
+    ] {
+        rejected(&["--uid", v], "--uid");
+        rejected(&[&format!("--uid={v}")], "--uid");
+    }
+    rejected(&["--uid=-1"], "--uid");
+}
+
+#[test]
+fn bad_vni_range() {
+    rejected(&["--minvni", "10", "--maxvni", "9"], "--minvni");
+    rejected(&["--maxvni", "16777216"], "--maxvni");
+    rejected(
+        &["--minvni", "16777216", "--maxvni", "16777215"],
+        "--minvni",
+    );
+    rejected(&["--maxvni=-1"], "--maxvni");
+    rejected(&["--maxvni", "ten"], "--maxvni");
+    // One VNI is a valid range.
+    assert_eq!(ok(&["--minvni", "7", "--maxvni", "7"]).vnis(), 7..=7);
+}
+
+#[test]
+fn interval_bounds() {
+    assert_eq!(ok(&["--interval", "10ms"]).interval, ms(10));
+    assert_eq!(ok(&["--interval", "60s"]).interval, s(60));
+    assert_eq!(ok(&["--interval", "1500ms"]).interval, ms(1500));
+    for v in ["5ms", "9ms", "61s", "1500us", "1m 1ms", "fast", "0s"] {
+        rejected(&["--interval", v], "--interval");
+    }
+}
+
+/// The wire carries whole milliseconds: an interval between two of them would be rounded.
+#[test]
+fn interval_must_be_whole_milliseconds() {
+    for v in ["10500us", "1s 1us", "20ms 1ns"] {
+        rejected(&["--interval", v], "--interval");
+    }
+}
+
+#[test]
+fn bad_dead_after_and_hold_down() {
+    assert_eq!(ok(&["--dead-after", "2"]).dead_after, 2);
+    assert_eq!(ok(&["--dead-after", "255"]).dead_after, 255);
+    rejected(&["--dead-after", "1"], "--dead-after");
+    rejected(&["--dead-after", "0"], "--dead-after");
+    rejected(&["--dead-after", "256"], "--dead-after");
+    assert_eq!(ok(&["--hold-down", "255"]).hold_down, 255);
+    rejected(&["--hold-down", "256"], "--hold-down");
+}
+
+/// The longest hold time must fit the wire's u32 milliseconds.
+#[test]
+fn longest_hold_fits_the_wire() {
+    let c = ok(&["--interval", "60s", "--dead-after", "255"]);
+    assert!(c.hold().as_millis() <= u128::from(u32::MAX));
+}
+
+#[test]
+fn bad_interface_pattern() {
+    rejected(&["--interface-pattern", "vrrp4-"], "--interface-pattern");
+    rejected(
+        &["--interface-pattern", "{vni}-{vni}"],
+        "--interface-pattern",
+    );
+    // "vxlan-gateway-100" is 17 bytes; Linux names hold 15.
+    rejected(
+        &["--interface-pattern", "vxlan-gateway-{vni}"],
+        "--interface-pattern",
+    );
+    // The length is checked for the largest managed VNI: 15 bytes fit, 16 do not.
+    let c = ok(&[
+        "--interface-pattern",
+        "gateway-{vni}",
+        "--maxvni",
+        "9999999",
+    ]);
+    assert_eq!(c.pattern.name(9_999_999), "gateway-9999999");
+    rejected(
+        &[
+            "--interface-pattern",
+            "gateway-{vni}",
+            "--maxvni",
+            "10000000",
+        ],
+        "--interface-pattern",
+    );
+    // The default pattern fits every VNI.
+    ok(&["--maxvni", "16777215"]);
+}
+
+#[test]
+fn bad_garp_settings() {
+    rejected(&["--garp-refresh", "500ms"], "--garp-refresh");
+    assert_eq!(ok(&["--garp-refresh", "1s"]).garp_refresh, Some(s(1)));
+    rejected(&["--garp-count", "0"], "--garp-count");
+    rejected(&["--garp-count", "101"], "--garp-count");
+    rejected(&["--garp-spacing", "0s"], "--garp-spacing");
+    rejected(&["--garp-spacing", "11s"], "--garp-spacing");
+}
+
+/// A refresh period so long that `now + period` overflows `Instant` is accepted, and the daemon
+/// panics at its first takeover (`Instant + Duration` in `send_due_garps`).
+#[test]
+fn garp_refresh_has_an_upper_bound() {
+    rejected(
+        &["--garp-refresh", "18446744073709551615s"],
+        "--garp-refresh",
+    );
+    rejected(&["--garp-refresh", "100years"], "--garp-refresh");
+}
+
+#[test]
+fn bad_protodown_reason_port_and_the_rest() {
+    rejected(&["--protodown-reason", "32"], "--protodown-reason");
+    rejected(&["--port", "0"], "--port");
+    rejected(&["--port", "65536"], "--port");
+    rejected(&["--broadcast", "0.0.0.0"], "--broadcast");
+    rejected(&["--broadcast", "10.0.1"], "--broadcast");
+    rejected(&["--bind-interface", ""], "--bind-interface");
+    rejected(
+        &["--bind-interface", "a-very-long-ifname"],
+        "--bind-interface",
+    );
+    rejected(&["--resync", "99ms"], "--resync");
+    rejected(&["--resync", "2h"], "--resync");
+    rejected(&["--leave-wait", "11s"], "--leave-wait");
+    rejected(&["--log-format", "xml"], "--log-format");
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let e = parse(&["--vni", "3"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    for flag in ["--help", "--version"] {
+        let e = parse(&[flag]).unwrap_err();
+        assert_eq!(e.exit_code(), 0, "{flag}");
+    }
+    let help = parse(&["--help"]).unwrap_err().to_string();
+    for documented in ["--uid", "--maxvni", "WMGWD2_MAXVNI", "--interface-pattern"] {
+        assert!(help.contains(documented), "--help lacks {documented}");
+    }
+}
+
+/// Removes the variables it set, also when the test fails.
+struct EnvVars(Vec<&'static str>);
+
+impl EnvVars {
+    fn set(&mut self, k: &'static str, v: &str) {
+        std::env::set_var(k, v);
+        self.0.push(k);
+    }
+}
+
+impl Drop for EnvVars {
+    fn drop(&mut self) {
+        for k in &self.0 {
+            std::env::remove_var(k);
+        }
+    }
+}
+
+#[test]
+fn environment_equivalents() {
+    let _w = ENV.write().unwrap_or_else(|e| e.into_inner());
+    let mut env = EnvVars(vec![]);
+    env.set("WMGWD2_UID", "0x1a2b");
+    env.set("WMGWD2_MAXVNI", "200");
+    env.set("WMGWD2_INTERVAL", "250ms");
+    env.set("WMGWD2_GARP_REFRESH", "0s");
+    let c = Config::parse_from(["wmgwd2"]).unwrap();
+    assert_eq!(c.uid, Some(0x1a2b));
+    assert_eq!(c.maxvni, 200);
+    assert_eq!(c.interval, ms(250));
+    assert_eq!(c.garp_refresh, None);
+
+    // A flag beats its variable.
+    let c = Config::parse_from(["wmgwd2", "--maxvni", "50"]).unwrap();
+    assert_eq!(c.maxvni, 50);
+
+    // A bad variable is an error like a bad flag.
+    env.set("WMGWD2_MAXVNI", "16777216");
+    let e = Config::parse_from(["wmgwd2"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("--maxvni"), "{e}");
+    env.set("WMGWD2_MAXVNI", "5");
+    env.set("WMGWD2_MINVNI", "6");
+    let e = Config::parse_from(["wmgwd2"]).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("--minvni"), "{e}");
+}

@@ -1,0 +1,1140 @@
+//! The event loop without root: `FakeKernel`, loopback UDP and paused tokio time.
+//!
+//! The daemon sends its heartbeats to 127.0.0.1:<port of `Harness::hb_rx`>; the test plays the
+//! peers by sending encoded frames to the daemon's socket. `hb_rx` is a non-blocking std socket so
+//! that the fake kernel can look into it synchronously (did a heartbeat leave before protodown?).
+//! Every wait is on a condition with a bound in virtual time; the oracle for ownership is
+//! `assign::owned`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, LocalSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wmgwd2::arp::garp;
+use wmgwd2::assign;
+use wmgwd2::cli::Config;
+use wmgwd2::daemon::{Daemon, DaemonError, Stats};
+use wmgwd2::kernel::{EventSource, FakeKernel, Kernel, KernelError, KernelEvent, Snapshot};
+use wmgwd2::reconcile::{FdbFlush, LinkState};
+use wmgwd2::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
+
+const ME: u64 = 0x1001;
+const MY_INC: u64 = 77;
+const PEER: u64 = 0x1002;
+const VNIS: u32 = 16;
+const REASON: u8 = 3;
+const OURS: u32 = 1 << REASON;
+/// The veth pair and bridge every managed macvlan sits on (for the FDB flush).
+const VETH: u32 = 200;
+const VETH_PEER: u32 = 201;
+const BRIDGE: u32 = 300;
+/// An unmanaged link and a link outside the managed range: never touched.
+const ETH0: u32 = 2;
+const OUTSIDE: u32 = 999;
+/// The daemon's settings in these tests.
+const INTERVAL: Duration = Duration::from_millis(100);
+const HOLD_DOWN: Duration = Duration::from_millis(300);
+const GARP_SPACING: Duration = Duration::from_millis(200);
+const LEAVE_WAIT: Duration = Duration::from_millis(300);
+/// Bound for anything that should happen within a few intervals.
+const SOON: Duration = Duration::from_secs(2);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn ifindex(vni: u32) -> u32 {
+    100 + vni
+}
+
+fn mac(vni: u32) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x10, vni as u8]
+}
+
+fn ips(vni: u32) -> Vec<Ipv4Addr> {
+    let mut v = vec![Ipv4Addr::new(10, 100, vni as u8, 1)];
+    if vni == 1 {
+        // Two addresses on one interface: one GARP each.
+        v.push(Ipv4Addr::new(10, 100, 1, 2));
+    }
+    v
+}
+
+fn link(ifindex: u32, ifname: &str, lower: Option<u32>, master: Option<u32>) -> LinkState {
+    LinkState {
+        ifindex,
+        ifname: ifname.to_owned(),
+        protodown: false,
+        reason: 0,
+        admin_up: true,
+        carrier: true,
+        running: true,
+        mac: [0x02, 0xee, 0, 0, 0, ifindex as u8],
+        lower,
+        master,
+    }
+}
+
+fn managed(vni: u32) -> LinkState {
+    LinkState {
+        mac: mac(vni),
+        ..link(ifindex(vni), &format!("vrrp4-{vni}"), Some(VETH), None)
+    }
+}
+
+/// What the fake kernel saw, besides the links themselves.
+#[derive(Default)]
+struct Journal {
+    /// Every `set_protodown` request, with: was a heartbeat already waiting in `hb_rx`?
+    protodown_calls: Vec<(Vec<(u32, bool)>, bool)>,
+    /// When each frame was sent, and on which interface.
+    frames_at: Vec<(Instant, u32)>,
+}
+
+struct Shared {
+    fake: FakeKernel,
+    hb_rx: Rc<StdUdpSocket>,
+    journal: RefCell<Journal>,
+}
+
+/// The kernel handed to the daemon: the fake, shared with the test, plus a journal.
+struct Probe(Rc<Shared>);
+
+impl Kernel for Probe {
+    async fn snapshot(&self) -> Result<Snapshot, KernelError> {
+        self.0.fake.snapshot().await
+    }
+
+    async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
+        let heartbeat_waiting = self.0.hb_rx.peek_from(&mut [0u8; 64]).is_ok();
+        self.0
+            .journal
+            .borrow_mut()
+            .protodown_calls
+            .push((changes.to_vec(), heartbeat_waiting));
+        self.0.fake.set_protodown(changes).await
+    }
+
+    async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
+        self.0.fake.flush_neighbours(ifindexes).await
+    }
+
+    async fn flush_fdb(&self, flushes: &[FdbFlush]) -> Vec<Result<(), KernelError>> {
+        self.0.fake.flush_fdb(flushes).await
+    }
+
+    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
+        self.0
+            .journal
+            .borrow_mut()
+            .frames_at
+            .push((Instant::now(), ifindex));
+        self.0.fake.send_frame(ifindex, frame)
+    }
+}
+
+/// The fake kernel's events, which the test can mute (to let the daemon miss changes), merged with
+/// events the test injects (address changes, `Lost`), which `FakeKernel` does not produce.
+struct Events {
+    fake: mpsc::UnboundedReceiver<KernelEvent>,
+    extra: mpsc::UnboundedReceiver<KernelEvent>,
+    muted: Rc<Cell<bool>>,
+}
+
+impl EventSource for Events {
+    async fn next_batch(&mut self) -> Option<Vec<KernelEvent>> {
+        loop {
+            tokio::select! {
+                b = self.fake.next_batch() => {
+                    let b = b?;
+                    if !self.muted.get() {
+                        return Some(b);
+                    }
+                }
+                b = self.extra.next_batch() => return b,
+            }
+        }
+    }
+}
+
+struct Harness {
+    k: Rc<Shared>,
+    /// Where the test's peers send from.
+    peer_tx: StdUdpSocket,
+    daemon_addr: SocketAddr,
+    token: CancellationToken,
+    task: Option<JoinHandle<Result<Stats, DaemonError>>>,
+    /// Every heartbeat the daemon sent, in order.
+    seen: Vec<Heartbeat>,
+    peer_seq: u64,
+    /// Injects kernel events.
+    inject: mpsc::UnboundedSender<KernelEvent>,
+    /// While set, the daemon does not hear of the fake kernel's changes.
+    muted: Rc<Cell<bool>>,
+}
+
+fn config(port: u16, extra: &[&str]) -> Config {
+    let port = port.to_string();
+    let mut args = vec![
+        "wmgwd2",
+        "--minvni",
+        "1",
+        "--maxvni",
+        "16",
+        "--broadcast",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--interval",
+        "100ms",
+        "--dead-after",
+        "3",
+        "--hold-down",
+        "3",
+        "--garp-count",
+        "3",
+        "--garp-spacing",
+        "200ms",
+        "--garp-refresh",
+        "30s",
+        "--leave-wait",
+        "300ms",
+        "--protodown-reason",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    Config::parse_from(args).unwrap()
+}
+
+impl Harness {
+    /// Builds the fake kernel (16 managed macvlans on a veth into a bridge, plus two links the
+    /// daemon must leave alone), applies `setup` to it, and starts the daemon. Must run inside a
+    /// `LocalSet`.
+    async fn start_with(extra: &[&str], setup: impl FnOnce(&FakeKernel)) -> Harness {
+        let hb_rx = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        hb_rx.set_nonblocking(true).unwrap();
+        let port = hb_rx.local_addr().unwrap().port();
+        let (fake, events) = FakeKernel::new(REASON);
+        fake.put_link(link(ETH0, "eth0", None, None), vec![]);
+        fake.put_link(link(VETH, "veth-gw", Some(VETH_PEER), None), vec![]);
+        fake.put_link(link(VETH_PEER, "veth-br", Some(VETH), Some(BRIDGE)), vec![]);
+        fake.put_link(link(BRIDGE, "br0", None, None), vec![]);
+        fake.put_link(
+            link(OUTSIDE, "vrrp4-17", Some(VETH), None),
+            vec![Ipv4Addr::new(10, 100, 17, 1)],
+        );
+        for vni in 1..=VNIS {
+            fake.put_link(managed(vni), ips(vni));
+        }
+        setup(&fake);
+        let k = Rc::new(Shared {
+            fake,
+            hb_rx: Rc::new(hb_rx),
+            journal: RefCell::default(),
+        });
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let daemon_addr = socket.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let daemon = Daemon::new(config(port, extra), ME, MY_INC, Probe(k.clone()));
+        let (inject, extra) = mpsc::unbounded_channel();
+        let muted = Rc::new(Cell::new(false));
+        let events = Events {
+            fake: events,
+            extra,
+            muted: muted.clone(),
+        };
+        let task = tokio::task::spawn_local(daemon.run(socket, events, token.clone()));
+        Harness {
+            k,
+            peer_tx: StdUdpSocket::bind("127.0.0.1:0").unwrap(),
+            daemon_addr,
+            token,
+            task: Some(task),
+            seen: vec![],
+            peer_seq: 0,
+            inject,
+            muted,
+        }
+    }
+
+    async fn start() -> Harness {
+        Harness::start_with(&[], |_| {}).await
+    }
+
+    fn fake(&self) -> &FakeKernel {
+        &self.k.fake
+    }
+
+    fn link(&self, ifindex: u32) -> LinkState {
+        self.fake().link(ifindex).unwrap()
+    }
+
+    /// The VNIs whose interface is active (protodown off, carrier).
+    fn up(&self) -> BTreeSet<u32> {
+        (1..=VNIS)
+            .filter(|&v| self.link(ifindex(v)).active())
+            .collect()
+    }
+
+    /// Every managed link is protodown with our bit and without carrier.
+    fn all_down(&self) -> bool {
+        (1..=VNIS).all(|v| {
+            let l = self.link(ifindex(v));
+            l.protodown && l.reason & OURS != 0 && !l.carrier
+        })
+    }
+
+    fn untouched_links_untouched(&self) {
+        assert_eq!(self.link(ETH0), link(ETH0, "eth0", None, None));
+        assert_eq!(
+            self.link(OUTSIDE),
+            link(OUTSIDE, "vrrp4-17", Some(VETH), None)
+        );
+        for (changes, _) in &self.k.journal.borrow().protodown_calls {
+            for &(i, _) in changes {
+                assert!(
+                    (ifindex(1)..=ifindex(VNIS)).contains(&i),
+                    "protodown request for unmanaged ifindex {i}"
+                );
+            }
+        }
+    }
+
+    fn protodown_requests(&self) -> usize {
+        self.k
+            .journal
+            .borrow()
+            .protodown_calls
+            .iter()
+            .map(|(c, _)| c.len())
+            .sum()
+    }
+
+    /// Reads every heartbeat that arrived since the last call into `seen`; returns the new ones.
+    fn read_heartbeats(&mut self) -> Vec<Heartbeat> {
+        let mut buf = [0u8; 600];
+        let mut new = vec![];
+        while let Ok((n, _)) = self.k.hb_rx.recv_from(&mut buf) {
+            match wire::decode(&buf[..n]) {
+                Ok(Frame::Heartbeat(hb)) => new.push(hb),
+                other => panic!("the daemon sent {other:?}"),
+            }
+        }
+        self.seen.extend_from_slice(&new);
+        new
+    }
+
+    /// Waits until `cond` holds, at most `bound` (virtual time), reading heartbeats meanwhile.
+    async fn until(
+        &mut self,
+        what: &str,
+        bound: Duration,
+        mut cond: impl FnMut(&mut Self) -> bool,
+    ) {
+        let end = Instant::now() + bound;
+        loop {
+            self.read_heartbeats();
+            if cond(self) {
+                return;
+            }
+            assert!(Instant::now() < end, "timed out waiting for: {what}");
+            tokio::time::sleep(ms(1)).await;
+        }
+    }
+
+    /// Lets `d` of virtual time pass with the daemon running.
+    async fn pass(&mut self, d: Duration) {
+        tokio::time::sleep(d).await;
+        self.read_heartbeats();
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        self.peer_tx.send_to(bytes, self.daemon_addr).unwrap();
+    }
+
+    /// Sends a heartbeat of `uid` with the next sequence number.
+    fn send_peer(&mut self, uid: u64, incarnation: u64, flags: u8, hold_ms: u32) {
+        self.peer_seq += 1;
+        self.send(&wire::encode(&Heartbeat {
+            uid,
+            incarnation,
+            sequence: self.peer_seq,
+            flags,
+            interval_ms: 100,
+            hold_ms,
+        }));
+    }
+
+    /// Waits for the end of the hold-down (the first ready heartbeat) and for every VNI to be up.
+    /// (The links start up, as left by an earlier run: `up()` alone proves nothing at first.)
+    async fn takeover(&mut self) {
+        let all: BTreeSet<u32> = (1..=VNIS).collect();
+        self.until("the lone daemon owns everything", SOON, |h| {
+            h.seen.iter().any(|hb| hb.flags == 0) && h.up() == all
+        })
+        .await;
+    }
+
+    /// Cancels the daemon and returns its counters.
+    async fn stop(&mut self) -> Stats {
+        self.token.cancel();
+        let stats = self.task.take().unwrap().await.unwrap().unwrap();
+        self.read_heartbeats();
+        stats
+    }
+}
+
+/// The VNIs of 1..=16 that we own with `PEER` as the other candidate.
+fn mine_with_peer() -> BTreeSet<u32> {
+    let mine = assign::owned(ME, &BTreeSet::from([PEER]), 1..=VNIS);
+    assert!(
+        !mine.is_empty() && mine.len() < VNIS as usize,
+        "the test needs a split, got {mine:?}"
+    );
+    mine
+}
+
+/// Runs `f` on a `LocalSet`: the daemon shares the fake kernel through an `Rc`, so it is not `Send`.
+async fn local<F: std::future::Future>(f: F) -> F::Output {
+    LocalSet::new().run_until(f).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_sets_protodown_everywhere_before_the_first_heartbeat() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.until("the first heartbeat", SOON, |h| !h.seen.is_empty())
+            .await;
+        let first = h.seen[0];
+        assert_eq!(
+            first,
+            Heartbeat {
+                uid: ME,
+                incarnation: MY_INC,
+                sequence: 1,
+                flags: FLAG_STARTING,
+                interval_ms: 100,
+                hold_ms: 300,
+            }
+        );
+        {
+            let journal = h.k.journal.borrow();
+            let (changes, heartbeat_waiting) = &journal.protodown_calls[0];
+            assert!(!heartbeat_waiting, "a heartbeat left before protodown");
+            let expected: Vec<(u32, bool)> = (1..=VNIS).map(|v| (ifindex(v), true)).collect();
+            assert_eq!(changes, &expected);
+        }
+        assert!(h.all_down());
+        h.untouched_links_untouched();
+        // Every managed MAC was flushed from the bridge it feeds.
+        let flushed = h.fake().take_flushed();
+        let expected: Vec<FdbFlush> = (1..=VNIS)
+            .map(|vni| FdbFlush {
+                vni,
+                port: VETH_PEER,
+                mac: mac(vni),
+            })
+            .collect();
+        assert_eq!(flushed, expected);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lone_daemon_takes_everything_after_the_hold_down_and_sends_garps() {
+    local(async {
+        let t0 = Instant::now();
+        let mut h = Harness::start().await;
+        // Throughout the hold-down: starting heartbeats, nothing up, no GARP.
+        h.pass(HOLD_DOWN - ms(10)).await;
+        assert!(h.all_down());
+        assert!(h.fake().take_sent().is_empty());
+        assert!(
+            h.seen.len() >= 2,
+            "one heartbeat per interval: {:?}",
+            h.seen
+        );
+        assert!(h.seen.iter().all(|hb| hb.flags == FLAG_STARTING));
+
+        h.takeover().await;
+        assert!(
+            t0.elapsed() >= HOLD_DOWN,
+            "took over after {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            t0.elapsed() < HOLD_DOWN + ms(50),
+            "took over after {:?}",
+            t0.elapsed()
+        );
+        h.untouched_links_untouched();
+        // Neighbour entries collected while protodown are flushed on every interface taken.
+        let taken: Vec<u32> = (1..=VNIS).map(ifindex).collect();
+        assert_eq!(h.fake().take_neighbour_flushes(), taken);
+        // Ready heartbeats from now on.
+        h.until("a ready heartbeat", SOON, |h| {
+            h.seen.last().unwrap().flags == 0
+        })
+        .await;
+
+        // A burst of 3 GARPs per address, 200 ms apart, then nothing until the refresh.
+        h.pass(2 * GARP_SPACING + ms(50)).await;
+        let sent = h.fake().take_sent();
+        for vni in 1..=VNIS {
+            for ip in ips(vni) {
+                let frame = garp(mac(vni), ip).to_vec();
+                let n = sent
+                    .iter()
+                    .filter(|(i, f)| *i == ifindex(vni) && *f == frame)
+                    .count();
+                assert_eq!(n, 3, "GARPs for vni {vni} {ip}");
+            }
+        }
+        let addresses: usize = (1..=VNIS).map(|v| ips(v).len()).sum();
+        assert_eq!(sent.len(), 3 * addresses, "no other frames");
+        h.pass(ms(5000)).await;
+        assert!(h.fake().take_sent().is_empty(), "refresh is 30 s");
+        let stats = h.stop().await;
+        assert_eq!(stats.garps_sent, 3 * addresses as u64);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_heartbeat_releases_exactly_its_vnis() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.pass(ms(500)).await;
+        h.fake().take_flushed();
+        h.fake().take_sent();
+        // Join right after one of our scheduled heartbeats...
+        let n = h.seen.len();
+        h.until("a scheduled heartbeat", SOON, |h| h.seen.len() > n)
+            .await;
+        let t = Instant::now();
+        let n = h.seen.len();
+
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        // The released ones are protodown with our bit, and their MACs flushed from the bridge.
+        for vni in (1..=VNIS).filter(|v| !mine.contains(v)) {
+            let l = h.link(ifindex(vni));
+            assert!(l.protodown && l.reason & OURS != 0, "vni {vni}: {l:?}");
+        }
+        let flushed: BTreeSet<u32> = h.fake().take_flushed().iter().map(|f| f.vni).collect();
+        let theirs: BTreeSet<u32> = (1..=VNIS).filter(|v| !mine.contains(v)).collect();
+        assert_eq!(flushed, theirs);
+        // ...and a heartbeat out of schedule tells the peer at once, not 100 ms later.
+        h.until("a heartbeat", SOON, |h| h.seen.len() > n).await;
+        assert!(
+            t.elapsed() < INTERVAL / 2,
+            "next heartbeat after {:?}",
+            t.elapsed()
+        );
+
+        // Stable while the peer lives: nothing flaps, no further requests.
+        let requests = h.protodown_requests();
+        for _ in 0..20 {
+            h.pass(ms(100)).await;
+            h.send_peer(PEER, 1, 0, 60_000);
+        }
+        assert_eq!(h.up(), mine);
+        assert_eq!(h.protodown_requests(), requests);
+        let stats = h.stop().await;
+        assert_eq!(stats.frames_stale, 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn starting_peer_takes_nothing_until_ready() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        let all: BTreeSet<u32> = (1..=VNIS).collect();
+        for _ in 0..5 {
+            h.send_peer(PEER, 1, FLAG_STARTING, 60_000);
+            h.pass(ms(100)).await;
+        }
+        assert_eq!(h.up(), all, "a starting peer is not a candidate");
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leaving_peer_is_replaced_before_its_hold_time() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(500)).await;
+        h.fake().take_sent();
+
+        let t = Instant::now();
+        h.send_peer(PEER, 1, FLAG_LEAVING, 60_000);
+        let all: BTreeSet<u32> = (1..=VNIS).collect();
+        h.until("the VNIs taken back", SOON, |h| h.up() == all)
+            .await;
+        assert!(t.elapsed() < ms(200), "took {:?}", t.elapsed());
+        // The retaken VNIs are announced.
+        h.pass(ms(10)).await;
+        let garped: BTreeSet<u32> = h.fake().take_sent().iter().map(|(i, _)| i - 100).collect();
+        let theirs: BTreeSet<u32> = (1..=VNIS).filter(|v| !mine.contains(v)).collect();
+        assert_eq!(garped, theirs);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_peer_is_replaced_at_its_hold_time() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        let t = Instant::now();
+        h.send_peer(PEER, 1, 0, 1000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        // Not before its deadline...
+        tokio::time::sleep_until(t + ms(950)).await;
+        assert_eq!(h.up(), mine);
+        // ...but right after it.
+        let all: BTreeSet<u32> = (1..=VNIS).collect();
+        h.until("the VNIs taken back", SOON, |h| h.up() == all)
+            .await;
+        assert!(t.elapsed() < ms(1100), "took {:?}", t.elapsed());
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn malformed_datagrams_change_nothing() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(500)).await;
+        let requests = h.protodown_requests();
+
+        let good = wire::encode(&Heartbeat {
+            uid: 0x1003,
+            incarnation: 1,
+            sequence: 1,
+            flags: 0,
+            interval_ms: 100,
+            hold_ms: 60_000,
+        });
+        let with = |i: usize, v: u8| {
+            let mut b = good;
+            b[i] = v;
+            b.to_vec()
+        };
+        let mut long = good.to_vec();
+        long.push(0);
+        let mut zero_uid = good;
+        zero_uid[8..16].fill(0);
+        let mut bad_timing = good;
+        bad_timing[32..36].copy_from_slice(&[0; 4]);
+        let garbage: Vec<Vec<u8>> = vec![
+            vec![],
+            good[..20].to_vec(),
+            with(0, b'X'),
+            with(4, 2),
+            with(6, 1),
+            long,
+            vec![0; 8],
+            zero_uid.to_vec(),
+            bad_timing.to_vec(),
+            vec![0xff; 600],
+        ];
+        for _ in 0..10 {
+            for g in &garbage {
+                h.send(g);
+            }
+            h.pass(ms(50)).await;
+        }
+        h.pass(ms(500)).await;
+        assert_eq!(h.up(), mine);
+        assert_eq!(h.protodown_requests(), requests);
+
+        let stats = h.stop().await;
+        let count = |k: &str| stats.frames_malformed.get(k).copied().unwrap_or(0);
+        // The 600-byte datagram is cut at MAX_DATAGRAM by the receiver: a bad magic, still.
+        assert_eq!(count("truncated"), 20);
+        assert_eq!(count("bad_magic"), 20);
+        assert_eq!(count("unsupported_version"), 10);
+        assert_eq!(count("unsupported_auth"), 10);
+        assert_eq!(count("bad_length"), 10);
+        assert_eq!(count("zero_uid"), 20);
+        assert_eq!(count("bad_timing"), 10);
+        assert_eq!(stats.frames_malformed.values().sum::<u64>(), 100);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_frames_are_ignored_and_uid_conflicts_counted() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.pass(ms(300)).await;
+        let all: BTreeSet<u32> = (1..=VNIS).collect();
+        // Our own heartbeat looped back (a broadcast comes back to its sender).
+        let echo = *h.seen.last().unwrap();
+        h.send(&wire::encode(&echo));
+        // Another process with our UID, and a legacy gateway with our UID.
+        h.send(&wire::encode(&Heartbeat {
+            incarnation: MY_INC + 1,
+            sequence: 1,
+            ..echo
+        }));
+        h.send(&ME.to_be_bytes());
+        h.pass(ms(300)).await;
+        assert_eq!(h.up(), all);
+        let stats = h.stop().await;
+        assert_eq!(stats.uid_conflicts, 2);
+        assert_eq!(stats.frames_received, 3);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_is_corrected() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(500)).await;
+        let theirs = (1..=VNIS).find(|v| !mine.contains(v)).unwrap();
+        let ours = *mine.first().unwrap();
+
+        // Someone clears protodown on the peer's VNI by hand.
+        h.fake().edit_link(ifindex(theirs), |l| {
+            l.protodown = false;
+            l.reason = 0;
+            l.carrier = true;
+            l.running = true;
+        });
+        h.until("protodown set again", SOON, |h| {
+            let l = h.link(ifindex(theirs));
+            l.protodown && l.reason & OURS != 0 && !l.carrier
+        })
+        .await;
+
+        // The macvlan regains carrier when its lower device comes back: protodown again.
+        h.fake().edit_link(ifindex(theirs), |l| {
+            l.carrier = true;
+            l.running = true;
+        });
+        h.until("carrier dropped again", SOON, |h| {
+            !h.link(ifindex(theirs)).carrier
+        })
+        .await;
+
+        // Someone sets protodown on one of ours.
+        h.fake().edit_link(ifindex(ours), |l| {
+            l.protodown = true;
+            l.reason = OURS;
+            l.carrier = false;
+            l.running = false;
+        });
+        h.until("our VNI up again", SOON, |h| h.up() == mine).await;
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_sends_leaving_and_ends_with_every_link_down() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.pass(ms(500)).await;
+        let t = Instant::now();
+        let stats = h.stop().await;
+        // No ready peer to wait for: the stop is immediate.
+        assert!(t.elapsed() < ms(50), "took {:?}", t.elapsed());
+        assert!(h.all_down(), "links after stop: {:?}", h.up());
+        // The last two heartbeats say LEAVING, and only they.
+        let n = h.seen.len();
+        assert!(h.seen[..n - 2]
+            .iter()
+            .all(|hb| hb.flags & FLAG_LEAVING == 0));
+        assert!(h.seen[n - 2..].iter().all(|hb| hb.flags == FLAG_LEAVING));
+        assert!(h.seen[n - 2].sequence < h.seen[n - 1].sequence);
+        assert_eq!(stats.heartbeats_sent, h.seen.len() as u64);
+        h.untouched_links_untouched();
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_the_peer_at_most_leave_wait() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(500)).await;
+
+        // The peer never answers: the daemon keeps its VNIs up for leave-wait, then stops.
+        let t = Instant::now();
+        h.token.cancel();
+        h.until("the first LEAVING", SOON, |h| {
+            h.seen.last().unwrap().flags == FLAG_LEAVING
+        })
+        .await;
+        assert_eq!(h.up(), mine, "make before break: still up while waiting");
+        let stats = h.task.take().unwrap().await.unwrap().unwrap();
+        assert!(t.elapsed() >= LEAVE_WAIT, "took {:?}", t.elapsed());
+        assert!(t.elapsed() < LEAVE_WAIT + ms(50), "took {:?}", t.elapsed());
+        assert!(h.all_down());
+        assert!(stats.heartbeats_sent > 0);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_early_when_the_peer_confirms() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(500)).await;
+
+        let t = Instant::now();
+        h.token.cancel();
+        h.until("the first LEAVING", SOON, |h| {
+            h.seen.last().unwrap().flags == FLAG_LEAVING
+        })
+        .await;
+        // The peer took over and says so with a heartbeat out of schedule.
+        h.send_peer(PEER, 1, 0, 60_000);
+        h.task.take().unwrap().await.unwrap().unwrap();
+        assert!(t.elapsed() < LEAVE_WAIT / 2, "took {:?}", t.elapsed());
+        assert!(h.all_down());
+    })
+    .await;
+}
+
+/// A stop within 50 ms (ACTION_BACKOFF) of a takeover: the final protodown of every VNI acted on
+/// in that window is deferred to a retry that never runs, because the loop is over.
+#[tokio::test(start_paused = true)]
+async fn shutdown_right_after_a_takeover_still_ends_with_every_link_down() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.stop().await;
+        assert!(h.all_down(), "still up after stop: {:?}", h.up());
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_interface_is_managed_when_it_appears() {
+    local(async {
+        let mut h = Harness::start_with(&[], |fake| {
+            // vrrp4-5 does not exist yet.
+            fake.edit_link(ifindex(5), |l| l.ifname = "tmp5".into());
+        })
+        .await;
+        let all: BTreeSet<u32> = (1..=VNIS).filter(|&v| v != 5).collect();
+        h.until("the others taken", SOON, |h| {
+            h.seen.iter().any(|hb| hb.flags == 0)
+                && (1..=VNIS)
+                    .filter(|&v| v != 5 && h.link(ifindex(v)).active())
+                    .collect::<BTreeSet<_>>()
+                    == all
+        })
+        .await;
+        assert_eq!(h.link(ifindex(5)).ifname, "tmp5");
+        assert!(
+            !h.link(ifindex(5)).protodown,
+            "an unmanaged name is not touched"
+        );
+        h.fake()
+            .edit_link(ifindex(5), |l| l.ifname = "vrrp4-5".into());
+        let every: BTreeSet<u32> = (1..=VNIS).collect();
+        h.until("vrrp4-5 owned and up", SOON, |h| h.up() == every)
+            .await;
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn uplink_loss_releases_everything_and_rejoins_through_a_hold_down() {
+    local(async {
+        let mut h = Harness::start_with(&["--bind-interface", "eth0"], |_| {}).await;
+        h.takeover().await;
+        h.fake().edit_link(ETH0, |l| l.carrier = false);
+        h.until("everything released", SOON, |h| h.all_down()).await;
+        h.until("a starting heartbeat", SOON, |h| {
+            h.seen.last().unwrap().flags == FLAG_STARTING
+        })
+        .await;
+        // Carrier back: a new hold-down before taking anything.
+        let t = Instant::now();
+        h.fake().edit_link(ETH0, |l| l.carrier = true);
+        h.pass(HOLD_DOWN - ms(20)).await;
+        assert!(h.up().is_empty(), "took over during the hold-down");
+        h.takeover().await;
+        assert!(t.elapsed() >= HOLD_DOWN);
+        h.stop().await;
+    })
+    .await;
+}
+
+/// GARP frames sent since the last call, per (ifindex, sender IP).
+fn garps_by_address(sent: &[(u32, Vec<u8>)]) -> std::collections::BTreeMap<(u32, Ipv4Addr), usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for (i, f) in sent {
+        let ip = Ipv4Addr::new(f[28], f[29], f[30], f[31]);
+        *m.entry((*i, ip)).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(start_paused = true)]
+async fn address_added_to_an_owned_interface_is_announced() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(1000)).await;
+        h.fake().take_sent();
+
+        let ours = *mine.first().unwrap();
+        let theirs = (1..=VNIS).find(|v| !mine.contains(v)).unwrap();
+        for vni in [ours, theirs] {
+            let new = Ipv4Addr::new(10, 200, vni as u8, 9);
+            let mut addrs = ips(vni);
+            addrs.push(new);
+            h.fake().put_link(h.link(ifindex(vni)), addrs);
+            h.inject
+                .send(KernelEvent::Address {
+                    ifindex: ifindex(vni),
+                    addr: new,
+                    added: true,
+                })
+                .unwrap();
+        }
+        h.pass(2 * GARP_SPACING + ms(50)).await;
+        let sent = garps_by_address(&h.fake().take_sent());
+        // A burst for the owned interface (all of its addresses), nothing for the other one.
+        let expected: std::collections::BTreeMap<(u32, Ipv4Addr), usize> = ips(ours)
+            .into_iter()
+            .chain([Ipv4Addr::new(10, 200, ours as u8, 9)])
+            .map(|ip| ((ifindex(ours), ip), 3))
+            .collect();
+        assert_eq!(sent, expected);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_the_daemon_did_not_hear_of_is_corrected_by_the_periodic_resync() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        let theirs = (1..=VNIS).find(|v| !mine.contains(v)).unwrap();
+        h.muted.set(true);
+        h.fake().edit_link(ifindex(theirs), |l| {
+            l.protodown = false;
+            l.reason = 0;
+            l.carrier = true;
+            l.running = true;
+        });
+        h.pass(ms(500)).await;
+        assert!(h.up().contains(&theirs), "no event, no correction yet");
+        // --resync 10s (the default).
+        h.until("the resync corrected it", Duration::from_secs(11), |h| {
+            h.up() == mine
+        })
+        .await;
+        h.muted.set(false);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_events_trigger_a_resync_at_once() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        h.pass(ms(500)).await;
+        let theirs = (1..=VNIS).find(|v| !mine.contains(v)).unwrap();
+        h.muted.set(true);
+        h.fake().edit_link(ifindex(theirs), |l| {
+            l.protodown = false;
+            l.reason = 0;
+            l.carrier = true;
+            l.running = true;
+        });
+        h.muted.set(false);
+        let t = Instant::now();
+        h.inject.send(KernelEvent::Lost).unwrap();
+        h.until("the resync corrected it", SOON, |h| h.up() == mine)
+            .await;
+        assert!(t.elapsed() < ms(50), "took {:?}", t.elapsed());
+        let stats = h.stop().await;
+        assert!(stats.resyncs >= 1);
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_interface_is_forgotten_and_a_new_one_managed() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.pass(ms(1000)).await;
+        h.fake().take_sent();
+        // vrrp4-4 is deleted and created again with a new ifindex, protodown off.
+        h.inject
+            .send(KernelEvent::LinkGone {
+                ifindex: ifindex(4),
+            })
+            .unwrap();
+        h.pass(ms(10)).await;
+        let mut again = managed(4);
+        again.ifindex = 500;
+        again.protodown = true;
+        again.reason = 0;
+        again.carrier = false;
+        again.running = false;
+        h.fake().put_link(again, ips(4));
+        h.pass(ms(1)).await;
+        // FakeKernel reports the link only; the kernel reports the address next.
+        h.inject
+            .send(KernelEvent::Address {
+                ifindex: 500,
+                addr: ips(4)[0],
+                added: true,
+            })
+            .unwrap();
+        h.until("the new vrrp4-4 up", SOON, |h| h.link(500).active())
+            .await;
+        h.pass(ms(10)).await;
+        let sent = garps_by_address(&h.fake().take_sent());
+        assert_eq!(sent.get(&(500, ips(4)[0])), Some(&1), "{sent:?}");
+        // (Beyond the 50 ms action backoff: see the ignored test above.)
+        h.pass(ms(100)).await;
+        h.stop().await;
+        // The stop puts the new interface down.
+        assert!(h.link(500).protodown);
+    })
+    .await;
+}
+
+/// More GARPs than the daemon sends in one wake-up: every address is still announced, once, at
+/// once.
+#[tokio::test(start_paused = true)]
+async fn a_large_takeover_announces_every_address() {
+    local(async {
+        const N: u32 = 600;
+        let hb_rx = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        hb_rx.set_nonblocking(true).unwrap();
+        let port = hb_rx.local_addr().unwrap().port().to_string();
+        let (fake, events) = FakeKernel::new(REASON);
+        let ip = |vni: u32| Ipv4Addr::new(10, 100 + (vni / 256) as u8, (vni % 256) as u8, 1);
+        let mac = |vni: u32| [0x02, 0, 0, 0, (vni >> 8) as u8, vni as u8];
+        for vni in 1..=N {
+            let l = LinkState {
+                mac: mac(vni),
+                ..link(1000 + vni, &format!("vrrp4-{vni}"), None, None)
+            };
+            fake.put_link(l, vec![ip(vni)]);
+        }
+        let k = Rc::new(Shared {
+            fake,
+            hb_rx: Rc::new(hb_rx),
+            journal: RefCell::default(),
+        });
+        let cfg = Config::parse_from([
+            "wmgwd2",
+            "--minvni=1",
+            "--maxvni=600",
+            "--broadcast=127.0.0.1",
+            &format!("--port={port}"),
+            "--interval=100ms",
+            "--hold-down=1",
+            "--garp-count=1",
+        ])
+        .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let token = CancellationToken::new();
+        let daemon = Daemon::new(cfg, ME, MY_INC, Probe(k.clone()));
+        let task = tokio::task::spawn_local(daemon.run(socket, events, token.clone()));
+
+        let t0 = Instant::now();
+        while k.journal.borrow().frames_at.len() < N as usize {
+            assert!(
+                t0.elapsed() < SOON,
+                "GARPs sent: {}",
+                k.journal.borrow().frames_at.len()
+            );
+            tokio::time::sleep(ms(1)).await;
+        }
+        tokio::time::sleep(ms(100)).await;
+        let (first, last) = {
+            let journal = k.journal.borrow();
+            (journal.frames_at[0].0, journal.frames_at.last().unwrap().0)
+        };
+        assert!(last - first < ms(50), "the burst took {:?}", last - first);
+        let sent = k.fake.take_sent();
+        assert_eq!(sent.len(), N as usize, "exactly one each");
+        let expected: BTreeSet<(u32, Vec<u8>)> = (1..=N)
+            .map(|vni| (1000 + vni, garp(mac(vni), ip(vni)).to_vec()))
+            .collect();
+        assert_eq!(sent.into_iter().collect::<BTreeSet<_>>(), expected);
+        token.cancel();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}

@@ -1,0 +1,464 @@
+//! The liveness table with injected time: every `Instant` is `t0 + offset`, no clock is read.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use wmgwd2::liveness::{Liveness, Observation, PeerState, LEGACY_HOLD};
+use wmgwd2::wire::{Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
+
+const ME: u64 = 0x1001;
+const MY_INC: u64 = 500;
+const PEER: u64 = 0x1002;
+const OTHER: u64 = 0x1003;
+const NS: Duration = Duration::from_nanos(1);
+
+fn addr() -> SocketAddr {
+    "192.0.2.2:3000".parse().unwrap()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn hb(uid: u64, incarnation: u64, sequence: u64, flags: u8, hold_ms: u32) -> Frame {
+    Frame::Heartbeat(Heartbeat {
+        uid,
+        incarnation,
+        sequence,
+        flags,
+        interval_ms: 100,
+        hold_ms,
+    })
+}
+
+fn ready(uid: u64, inc: u64, seq: u64) -> Frame {
+    hb(uid, inc, seq, 0, 300)
+}
+
+fn table() -> (Liveness, Instant) {
+    (Liveness::new(ME, MY_INC), Instant::now())
+}
+
+fn ready_peers(l: &Liveness) -> Vec<u64> {
+    l.ready_peers().collect()
+}
+
+#[test]
+fn join_then_refresh_moves_the_deadline() {
+    let (mut l, t0) = table();
+    assert_eq!(l.next_deadline(), None);
+    assert_eq!(
+        l.observe(&ready(PEER, 1, 1), addr(), t0),
+        Observation::Joined {
+            uid: PEER,
+            starting: false
+        }
+    );
+    assert_eq!(ready_peers(&l), vec![PEER]);
+    let p = &l.peers()[&PEER];
+    assert_eq!(p.deadline, t0 + ms(300));
+    assert_eq!(p.state, PeerState::Ready);
+    assert_eq!(p.incarnation, Some(1));
+    assert_eq!(p.sequence, 1);
+    assert_eq!(p.interval, ms(100));
+    assert_eq!(p.addr, addr());
+
+    let t1 = t0 + ms(100);
+    assert_eq!(
+        l.observe(&ready(PEER, 1, 2), addr(), t1),
+        Observation::Refreshed { uid: PEER }
+    );
+    assert_eq!(l.peers()[&PEER].deadline, t1 + ms(300));
+    assert_eq!(l.peers()[&PEER].sequence, 2);
+    // The refresh is what keeps it: it is alive past the first frame's deadline.
+    assert_eq!(l.expire(t0 + ms(300)), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), vec![PEER]);
+}
+
+#[test]
+fn expires_exactly_at_the_deadline() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 1, 1), addr(), t0);
+    let deadline = t0 + ms(300);
+    assert_eq!(l.next_deadline(), Some(deadline));
+
+    assert_eq!(l.expire(deadline - NS), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), vec![PEER]);
+
+    assert_eq!(l.expire(deadline), vec![PEER]);
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert!(l.peers().is_empty());
+    assert_eq!(l.next_deadline(), None);
+    // Gone means gone: a second expiry reports nothing.
+    assert_eq!(l.expire(deadline + ms(1)), Vec::<u64>::new());
+}
+
+#[test]
+fn hold_time_is_the_senders() {
+    let (mut l, t0) = table();
+    l.observe(&hb(PEER, 1, 1, 0, 1000), addr(), t0);
+    l.observe(&hb(OTHER, 1, 1, 0, 5000), addr(), t0);
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(1000));
+    assert_eq!(l.peers()[&OTHER].deadline, t0 + ms(5000));
+    assert_eq!(l.next_deadline(), Some(t0 + ms(1000)));
+    assert_eq!(l.expire(t0 + ms(1000)), vec![PEER]);
+    assert_eq!(ready_peers(&l), vec![OTHER]);
+    assert_eq!(l.next_deadline(), Some(t0 + ms(5000)));
+    assert_eq!(l.expire(t0 + ms(5000)), vec![OTHER]);
+
+    // A sender may also shorten its hold time from one frame to the next.
+    l.observe(&hb(PEER, 2, 1, 0, 5000), addr(), t0);
+    l.observe(&hb(PEER, 2, 2, 0, 200), addr(), t0 + ms(10));
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(210));
+}
+
+#[test]
+fn next_deadline_is_the_minimum() {
+    let (mut l, t0) = table();
+    l.observe(&hb(PEER, 1, 1, 0, 900), addr(), t0);
+    l.observe(&hb(OTHER, 1, 1, FLAG_STARTING, 400), addr(), t0 + ms(100));
+    l.observe(&hb(0x1004, 1, 1, 0, 700), addr(), t0 + ms(50));
+    assert_eq!(l.next_deadline(), Some(t0 + ms(500)));
+    // Expiring the starting peer removes it but reports no candidate.
+    assert_eq!(l.expire(t0 + ms(500)), Vec::<u64>::new());
+    assert!(!l.peers().contains_key(&OTHER));
+    assert_eq!(l.next_deadline(), Some(t0 + ms(750)));
+    // Tombstones count too: `expire` has to remove them.
+    l.observe(&hb(0x1005, 1, 1, FLAG_LEAVING, 100), addr(), t0 + ms(500));
+    assert_eq!(l.next_deadline(), Some(t0 + ms(600)));
+}
+
+#[test]
+fn leaving_removes_at_once_and_older_frames_stay_out() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 7, 10), addr(), t0);
+    assert_eq!(
+        l.observe(&hb(PEER, 7, 11, FLAG_LEAVING, 300), addr(), t0 + ms(1)),
+        Observation::Left { uid: PEER }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(l.peers()[&PEER].state, PeerState::Left);
+
+    // The heartbeat sent just before LEAVING arrives late.
+    assert_eq!(
+        l.observe(&ready(PEER, 7, 10), addr(), t0 + ms(2)),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    // The second LEAVING (a stopping gateway sends two) changes nothing either.
+    assert_eq!(
+        l.observe(&hb(PEER, 7, 12, FLAG_LEAVING, 300), addr(), t0 + ms(3)),
+        Observation::Stale { uid: PEER }
+    );
+    // Even a newer frame of the same incarnation cannot come back after LEAVING.
+    assert_eq!(
+        l.observe(&ready(PEER, 7, 13), addr(), t0 + ms(4)),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(l.peers()[&PEER].state, PeerState::Left);
+
+    // The tombstone goes away silently, and the next process of that gateway joins.
+    let dead = l.peers()[&PEER].deadline;
+    assert_eq!(l.expire(dead), Vec::<u64>::new());
+    assert!(l.peers().is_empty());
+    assert_eq!(
+        l.observe(&ready(PEER, 8, 1), addr(), dead + ms(1)),
+        Observation::Joined {
+            uid: PEER,
+            starting: false
+        }
+    );
+}
+
+#[test]
+fn restart_out_of_a_tombstone_is_a_join() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 7, 10), addr(), t0);
+    l.observe(&hb(PEER, 7, 11, FLAG_LEAVING, 300), addr(), t0);
+    assert_eq!(
+        l.observe(&hb(PEER, 8, 1, FLAG_STARTING, 300), addr(), t0 + ms(100)),
+        Observation::Joined {
+            uid: PEER,
+            starting: true
+        }
+    );
+    assert_eq!(l.peers()[&PEER].state, PeerState::Starting);
+}
+
+#[test]
+fn leaving_from_an_unknown_peer_leaves_a_tombstone() {
+    let (mut l, t0) = table();
+    assert_eq!(
+        l.observe(&hb(PEER, 7, 11, FLAG_LEAVING, 300), addr(), t0),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(
+        l.observe(&ready(PEER, 7, 10), addr(), t0 + ms(1)),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+}
+
+#[test]
+fn larger_incarnation_is_a_restart() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 7, 100), addr(), t0);
+    // The new process starts its sequence again from 1.
+    assert_eq!(
+        l.observe(&ready(PEER, 8, 1), addr(), t0 + ms(10)),
+        Observation::Restarted {
+            uid: PEER,
+            starting: false
+        }
+    );
+    assert_eq!(l.peers()[&PEER].incarnation, Some(8));
+    assert_eq!(l.peers()[&PEER].sequence, 1);
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(310));
+
+    // A crashed-and-restarted gateway announces STARTING: it stops being a candidate at once.
+    assert_eq!(
+        l.observe(&hb(PEER, 9, 1, FLAG_STARTING, 300), addr(), t0 + ms(20)),
+        Observation::Restarted {
+            uid: PEER,
+            starting: true
+        }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+}
+
+#[test]
+fn smaller_incarnation_is_stale_and_changes_nothing() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 8, 5), addr(), t0);
+    let before = l.peers()[&PEER].clone();
+    assert_eq!(
+        l.observe(&ready(PEER, 7, 1000), addr(), t0 + ms(200)),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(l.peers()[&PEER], before, "a stale frame must not refresh");
+    // A duplicate of the last frame is stale too.
+    assert_eq!(
+        l.observe(&ready(PEER, 8, 5), addr(), t0 + ms(200)),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(l.peers()[&PEER], before);
+    assert_eq!(l.expire(t0 + ms(300)), vec![PEER]);
+}
+
+#[test]
+fn starting_peers_are_not_candidates_until_ready() {
+    let (mut l, t0) = table();
+    assert_eq!(
+        l.observe(&hb(PEER, 1, 1, FLAG_STARTING, 300), addr(), t0),
+        Observation::Joined {
+            uid: PEER,
+            starting: true
+        }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(l.peers()[&PEER].state, PeerState::Starting);
+    assert_eq!(
+        l.observe(&hb(PEER, 1, 2, FLAG_STARTING, 300), addr(), t0 + ms(100)),
+        Observation::Refreshed { uid: PEER }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(
+        l.observe(&ready(PEER, 1, 3), addr(), t0 + ms(200)),
+        Observation::Ready { uid: PEER }
+    );
+    assert_eq!(ready_peers(&l), vec![PEER]);
+    // And back: a ready peer that goes into a hold-down again (its uplink flapped).
+    assert_eq!(
+        l.observe(&hb(PEER, 1, 4, FLAG_STARTING, 300), addr(), t0 + ms(300)),
+        Observation::Restarted {
+            uid: PEER,
+            starting: true
+        }
+    );
+    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+}
+
+#[test]
+fn ready_peers_are_in_ascending_uid_order() {
+    let (mut l, t0) = table();
+    for uid in [0x9, 0x3, 0x7, 0x1] {
+        l.observe(&ready(uid, 1, 1), addr(), t0);
+    }
+    l.observe(&hb(0x5, 1, 1, FLAG_STARTING, 300), addr(), t0);
+    assert_eq!(ready_peers(&l), vec![0x1, 0x3, 0x7, 0x9]);
+}
+
+#[test]
+fn own_frame_with_own_incarnation_is_an_echo() {
+    let (mut l, t0) = table();
+    assert_eq!(
+        l.observe(&ready(ME, MY_INC, 1), addr(), t0),
+        Observation::Echo
+    );
+    assert_eq!(
+        l.observe(&hb(ME, MY_INC, 2, FLAG_LEAVING, 300), addr(), t0),
+        Observation::Echo
+    );
+    assert!(l.peers().is_empty());
+    assert_eq!(l.next_deadline(), None);
+}
+
+#[test]
+fn own_uid_elsewhere_is_a_conflict() {
+    let (mut l, t0) = table();
+    assert_eq!(
+        l.observe(&ready(ME, MY_INC + 1, 1), addr(), t0),
+        Observation::Conflict {
+            uid: ME,
+            incarnation: Some(MY_INC + 1),
+            addr: addr()
+        }
+    );
+    assert_eq!(
+        l.observe(&Frame::Legacy { uid: ME }, addr(), t0),
+        Observation::Conflict {
+            uid: ME,
+            incarnation: None,
+            addr: addr()
+        }
+    );
+    assert!(l.peers().is_empty(), "we never list ourselves as a peer");
+}
+
+#[test]
+fn legacy_frames_join_with_the_legacy_hold() {
+    assert_eq!(LEGACY_HOLD, Duration::from_secs(3));
+    let (mut l, t0) = table();
+    let legacy = Frame::Legacy { uid: PEER };
+    assert_eq!(
+        l.observe(&legacy, addr(), t0),
+        Observation::Joined {
+            uid: PEER,
+            starting: false
+        }
+    );
+    assert_eq!(ready_peers(&l), vec![PEER]);
+    assert_eq!(l.peers()[&PEER].incarnation, None);
+    assert_eq!(l.peers()[&PEER].deadline, t0 + LEGACY_HOLD);
+    assert_eq!(
+        l.observe(&legacy, addr(), t0 + ms(1000)),
+        Observation::Refreshed { uid: PEER }
+    );
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(1000) + LEGACY_HOLD);
+    assert_eq!(
+        l.expire(t0 + ms(1000) + LEGACY_HOLD - NS),
+        Vec::<u64>::new()
+    );
+    assert_eq!(l.expire(t0 + ms(1000) + LEGACY_HOLD), vec![PEER]);
+}
+
+#[test]
+fn legacy_peer_upgrading_to_version_1_is_a_restart() {
+    let (mut l, t0) = table();
+    l.observe(&Frame::Legacy { uid: PEER }, addr(), t0);
+    assert_eq!(
+        l.observe(&ready(PEER, 1, 1), addr(), t0 + ms(10)),
+        Observation::Restarted {
+            uid: PEER,
+            starting: false
+        }
+    );
+    assert_eq!(l.peers()[&PEER].incarnation, Some(1));
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(310));
+}
+
+#[test]
+fn changes_candidates_for_every_observation() {
+    let a = addr();
+    let cases = [
+        (
+            Observation::Joined {
+                uid: PEER,
+                starting: false,
+            },
+            true,
+        ),
+        (
+            Observation::Joined {
+                uid: PEER,
+                starting: true,
+            },
+            false,
+        ),
+        (Observation::Ready { uid: PEER }, true),
+        (
+            Observation::Restarted {
+                uid: PEER,
+                starting: false,
+            },
+            true,
+        ),
+        (
+            Observation::Restarted {
+                uid: PEER,
+                starting: true,
+            },
+            true,
+        ),
+        (Observation::Left { uid: PEER }, true),
+        (Observation::Refreshed { uid: PEER }, false),
+        (Observation::Stale { uid: PEER }, false),
+        (Observation::Echo, false),
+        (
+            Observation::Conflict {
+                uid: ME,
+                incarnation: Some(1),
+                addr: a,
+            },
+            false,
+        ),
+        (
+            Observation::Conflict {
+                uid: ME,
+                incarnation: None,
+                addr: a,
+            },
+            false,
+        ),
+    ];
+    for (obs, expected) in cases {
+        assert_eq!(obs.changes_candidates(), expected, "{obs:?}");
+    }
+}
+
+/// The table's own verdicts agree with `changes_candidates`: whenever an observation says the
+/// candidates did not change, `ready_peers` is indeed the same as before.
+#[test]
+fn changes_candidates_matches_the_table() {
+    let (mut l, t0) = table();
+    let frames = [
+        hb(PEER, 1, 1, FLAG_STARTING, 300),
+        hb(PEER, 1, 2, FLAG_STARTING, 300),
+        ready(PEER, 1, 3),
+        ready(PEER, 1, 4),
+        ready(PEER, 1, 4),
+        ready(PEER, 0, 9),
+        ready(ME, MY_INC, 1),
+        ready(ME, 3, 1),
+        Frame::Legacy { uid: ME },
+        ready(OTHER, 1, 1),
+        hb(OTHER, 1, 2, FLAG_LEAVING, 300),
+        ready(OTHER, 1, 1),
+        hb(PEER, 2, 1, FLAG_STARTING, 300),
+        ready(PEER, 2, 2),
+        Frame::Legacy { uid: 0x1004 },
+        Frame::Legacy { uid: 0x1004 },
+    ];
+    for (i, f) in frames.iter().enumerate() {
+        let before = ready_peers(&l);
+        let obs = l.observe(f, addr(), t0 + ms(i as u64));
+        let after = ready_peers(&l);
+        if !obs.changes_candidates() {
+            assert_eq!(before, after, "frame {i} {f:?} gave {obs:?}");
+        }
+        if before != after {
+            assert!(obs.changes_candidates(), "frame {i} {f:?} gave {obs:?}");
+        }
+    }
+}

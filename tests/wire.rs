@@ -1,0 +1,308 @@
+//! The heartbeat frame is a contract between gateways and versions: fixed byte vectors checked
+//! both ways, one test per `DecodeError`, and properties over arbitrary bytes.
+
+use proptest::prelude::*;
+use wmgwd2::wire::{
+    decode, encode, DecodeError, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING, FRAME_LEN,
+    LEGACY_LEN, MAX_DATAGRAM,
+};
+
+/// A starting heartbeat, and the bytes it is on the wire, written out by hand from the diagram in
+/// docs/protocol.md.
+const STARTING_HB: Heartbeat = Heartbeat {
+    uid: 0x1a2b,
+    incarnation: 0x0102_0304_0506_0708,
+    sequence: 42,
+    flags: FLAG_STARTING,
+    interval_ms: 1000,
+    hold_ms: 3000,
+};
+#[rustfmt::skip]
+const STARTING_BYTES: [u8; 40] = [
+    0x57, 0x4d, 0x47, 0x32,                         // magic "WMG2"
+    0x01, 0x02, 0x00, 0x00,                         // version 1, flags STARTING, auth 0, reserved
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1a, 0x2b, // uid
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // incarnation
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a, // sequence 42
+    0x00, 0x00, 0x03, 0xe8,                         // interval 1000 ms
+    0x00, 0x00, 0x0b, 0xb8,                         // hold 3000 ms
+];
+
+/// A leaving heartbeat with every multi-byte field using its high byte.
+const LEAVING_HB: Heartbeat = Heartbeat {
+    uid: 0xfedc_ba98_7654_3210,
+    incarnation: 0x8000_0000_0000_0001,
+    sequence: u64::MAX,
+    flags: FLAG_LEAVING,
+    interval_ms: 0x0102_0304,
+    hold_ms: 0xf0e0_d0c0,
+};
+#[rustfmt::skip]
+const LEAVING_BYTES: [u8; 40] = [
+    0x57, 0x4d, 0x47, 0x32,
+    0x01, 0x01, 0x00, 0x00,
+    0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10,
+    0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0x01, 0x02, 0x03, 0x04,
+    0xf0, 0xe0, 0xd0, 0xc0,
+];
+
+#[test]
+fn constants_are_the_documented_ones() {
+    assert_eq!(FRAME_LEN, 40);
+    assert_eq!(LEGACY_LEN, 8);
+    assert_eq!(FLAG_LEAVING, 0x01);
+    assert_eq!(FLAG_STARTING, 0x02);
+    assert_eq!(MAX_DATAGRAM, 512);
+}
+
+#[test]
+fn encode_writes_the_literal_bytes() {
+    assert_eq!(encode(&STARTING_HB), STARTING_BYTES);
+    assert_eq!(encode(&LEAVING_HB), LEAVING_BYTES);
+}
+
+#[test]
+fn literal_bytes_decode_to_the_heartbeat() {
+    assert_eq!(decode(&STARTING_BYTES), Ok(Frame::Heartbeat(STARTING_HB)));
+    assert_eq!(decode(&LEAVING_BYTES), Ok(Frame::Heartbeat(LEAVING_HB)));
+    let Ok(Frame::Heartbeat(hb)) = decode(&STARTING_BYTES) else {
+        unreachable!()
+    };
+    assert!(hb.starting() && !hb.leaving());
+    let Ok(Frame::Heartbeat(hb)) = decode(&LEAVING_BYTES) else {
+        unreachable!()
+    };
+    assert!(hb.leaving() && !hb.starting());
+}
+
+#[test]
+fn legacy_frame_is_the_big_endian_uid() {
+    assert_eq!(
+        decode(&[0, 0, 0, 0, 0, 0, 0x1a, 0x2b]),
+        Ok(Frame::Legacy { uid: 0x1a2b })
+    );
+    assert_eq!(
+        decode(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1]),
+        Ok(Frame::Legacy {
+            uid: 0xdead_beef_0000_0001
+        })
+    );
+    // Length decides: eight bytes that start like a version-1 frame are still a legacy UID.
+    assert_eq!(
+        decode(b"WMG2\x01\x00\x00\x00"),
+        Ok(Frame::Legacy {
+            uid: 0x574d_4732_0100_0000
+        })
+    );
+}
+
+/// `STARTING_BYTES` with one byte changed.
+fn with(i: usize, v: u8) -> [u8; 40] {
+    let mut b = STARTING_BYTES;
+    b[i] = v;
+    b
+}
+
+#[test]
+fn error_truncated() {
+    for len in [0, 1, 7] {
+        let e = decode(&STARTING_BYTES[..len]).unwrap_err();
+        assert_eq!(e, DecodeError::Truncated { len });
+        assert_eq!(e.kind(), "truncated");
+    }
+    // A valid header that stops short of the full frame.
+    for len in [9, 16, 39] {
+        assert_eq!(
+            decode(&STARTING_BYTES[..len]),
+            Err(DecodeError::Truncated { len })
+        );
+    }
+}
+
+#[test]
+fn error_bad_magic() {
+    for i in 0..4 {
+        let e = decode(&with(i, b'X')).unwrap_err();
+        assert_eq!(e, DecodeError::BadMagic);
+        assert_eq!(e.kind(), "bad_magic");
+    }
+    // Magic is checked before the length: a short datagram of garbage is bad magic.
+    assert_eq!(decode(b"hello world"), Err(DecodeError::BadMagic));
+}
+
+#[test]
+fn error_unsupported_version() {
+    for v in [0, 2, 0xff] {
+        let e = decode(&with(4, v)).unwrap_err();
+        assert_eq!(e, DecodeError::UnsupportedVersion(v));
+        assert_eq!(e.kind(), "unsupported_version");
+    }
+    // A later version may be longer: its length must not hide the version.
+    let mut long = STARTING_BYTES.to_vec();
+    long[4] = 2;
+    long.extend_from_slice(&[0; 32]);
+    assert_eq!(decode(&long), Err(DecodeError::UnsupportedVersion(2)));
+}
+
+#[test]
+fn error_unsupported_auth() {
+    for a in [1, 0x80] {
+        let e = decode(&with(6, a)).unwrap_err();
+        assert_eq!(e, DecodeError::UnsupportedAuth(a));
+        assert_eq!(e.kind(), "unsupported_auth");
+    }
+    // A frame with a trailer: the auth kind is reported, not the length.
+    let mut trailer = with(6, 1).to_vec();
+    trailer.extend_from_slice(&[0xaa; 32]);
+    assert_eq!(decode(&trailer), Err(DecodeError::UnsupportedAuth(1)));
+}
+
+#[test]
+fn error_bad_length() {
+    for len in [41, 64, MAX_DATAGRAM] {
+        let mut b = STARTING_BYTES.to_vec();
+        b.resize(len, 0);
+        let e = decode(&b).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::BadLength {
+                len,
+                expected: FRAME_LEN
+            }
+        );
+        assert_eq!(e.kind(), "bad_length");
+    }
+}
+
+#[test]
+fn error_zero_uid_legacy_and_v1() {
+    let e = decode(&[0; 8]).unwrap_err();
+    assert_eq!(e, DecodeError::ZeroUid);
+    assert_eq!(e.kind(), "zero_uid");
+
+    let mut b = STARTING_BYTES;
+    b[8..16].fill(0);
+    assert_eq!(decode(&b), Err(DecodeError::ZeroUid));
+    // uid 1 is fine.
+    b[15] = 1;
+    assert!(matches!(decode(&b), Ok(Frame::Heartbeat(h)) if h.uid == 1));
+}
+
+#[test]
+fn error_bad_timing() {
+    let timing = |interval_ms: u32, hold_ms: u32| {
+        let mut b = STARTING_BYTES;
+        b[32..36].copy_from_slice(&interval_ms.to_be_bytes());
+        b[36..40].copy_from_slice(&hold_ms.to_be_bytes());
+        decode(&b)
+    };
+    let e = timing(0, 3000).unwrap_err();
+    assert_eq!(
+        e,
+        DecodeError::BadTiming {
+            interval_ms: 0,
+            hold_ms: 3000
+        }
+    );
+    assert_eq!(e.kind(), "bad_timing");
+    assert_eq!(
+        timing(0, 0),
+        Err(DecodeError::BadTiming {
+            interval_ms: 0,
+            hold_ms: 0
+        })
+    );
+    assert_eq!(
+        timing(1000, 999),
+        Err(DecodeError::BadTiming {
+            interval_ms: 1000,
+            hold_ms: 999
+        })
+    );
+    // The boundaries are accepted: hold equal to the interval, and an interval of 1 ms.
+    assert!(timing(1000, 1000).is_ok());
+    assert!(timing(1, 1).is_ok());
+    assert!(timing(u32::MAX, u32::MAX).is_ok());
+}
+
+#[test]
+fn unknown_flag_bits_are_accepted_and_preserved() {
+    for flags in [0x04, 0x80, 0xfc, 0xfd, 0xfe, 0xff] {
+        let b = with(5, flags);
+        let Ok(Frame::Heartbeat(hb)) = decode(&b) else {
+            panic!("flags {flags:#x} rejected: {:?}", decode(&b))
+        };
+        assert_eq!(hb.flags, flags);
+        assert_eq!(hb.leaving(), flags & 0x01 != 0, "flags {flags:#x}");
+        assert_eq!(hb.starting(), flags & 0x02 != 0, "flags {flags:#x}");
+        assert_eq!(encode(&hb), b, "flags {flags:#x} re-encoded");
+    }
+}
+
+fn valid_heartbeat() -> impl Strategy<Value = Heartbeat> {
+    (
+        1..=u64::MAX,
+        any::<u64>(),
+        any::<u64>(),
+        any::<u8>(),
+        1..=u32::MAX,
+        any::<u32>(),
+    )
+        .prop_map(
+            |(uid, incarnation, sequence, flags, interval_ms, extra)| Heartbeat {
+                uid,
+                incarnation,
+                sequence,
+                flags,
+                interval_ms,
+                hold_ms: interval_ms.saturating_add(extra),
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = decode(&bytes);
+    }
+
+    /// Random bytes almost never carry the magic: also feed frames with a valid header prefix and
+    /// random rest, so every check after the magic is exercised.
+    #[test]
+    fn decode_never_panics_behind_a_valid_header(
+        version in prop_oneof![Just(1u8), any::<u8>()],
+        auth in prop_oneof![Just(0u8), any::<u8>()],
+        rest in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        let mut b = b"WMG2".to_vec();
+        b.push(version);
+        b.extend_from_slice(&rest);
+        if b.len() > 6 {
+            b[6] = auth;
+        }
+        match decode(&b) {
+            Ok(Frame::Heartbeat(hb)) => {
+                prop_assert_eq!(b.len(), FRAME_LEN);
+                prop_assert_eq!(decode(&encode(&hb)), Ok(Frame::Heartbeat(hb)));
+            }
+            Ok(Frame::Legacy { .. }) => prop_assert_eq!(b.len(), LEGACY_LEN),
+            Err(_) => {}
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trips(hb in valid_heartbeat()) {
+        let b = encode(&hb);
+        prop_assert_eq!(&b[..5], b"WMG2\x01");
+        prop_assert_eq!(decode(&b), Ok(Frame::Heartbeat(hb)));
+    }
+
+    #[test]
+    fn any_nonzero_legacy_uid_decodes(uid in 1..=u64::MAX) {
+        prop_assert_eq!(decode(&uid.to_be_bytes()), Ok(Frame::Legacy { uid }));
+    }
+}
