@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
@@ -152,6 +153,8 @@ pub struct Daemon<K: Kernel> {
     /// A membership change asks for a heartbeat now, not at the next tick.
     heartbeat_now: bool,
     pub stats: Stats,
+    /// Requests for a status line (SIGUSR1 in `main`).
+    status_requests: Option<mpsc::UnboundedReceiver<()>>,
     log_malformed: Throttle,
     log_conflict: Throttle,
     log_send: Throttle,
@@ -161,6 +164,13 @@ pub struct Daemon<K: Kernel> {
 /// The moment `now` on the clock the daemon uses (tokio's, so tests can pause it).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => pending().await,
+    }
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -197,11 +207,51 @@ impl<K: Kernel> Daemon<K> {
             sequence: 0,
             heartbeat_now: false,
             stats: Stats::default(),
+            status_requests: None,
             log_malformed: Throttle::default(),
             log_conflict: Throttle::default(),
             log_send: Throttle::default(),
             log_apply: Throttle::default(),
         }
+    }
+
+    /// Every `()` received on `rx` logs the daemon's state at info (see [`Self::log_status`]).
+    pub fn with_status_requests(mut self, rx: mpsc::UnboundedReceiver<()>) -> Self {
+        self.status_requests = Some(rx);
+        self
+    }
+
+    /// One line with the membership, the ownership and the counters.
+    pub fn log_status(&self) {
+        let peers: Vec<String> = self
+            .live
+            .peers()
+            .iter()
+            .map(|(uid, p)| format!("{uid:#x}:{:?}@{}", p.state, p.addr))
+            .collect();
+        info!(
+            uid = %format_args!("{:#x}", self.me),
+            ready = self.ready,
+            uplink_up = self.uplink_up(),
+            peers = %peers.join(","),
+            managed = self.links.len(),
+            owned = self.owned.len(),
+            active = self.active.len(),
+            missing = self.missing.len(),
+            blocked = self.blocked.len(),
+            frames_received = self.stats.frames_received,
+            frames_malformed = self.stats.frames_malformed.values().sum::<u64>(),
+            frames_stale = self.stats.frames_stale,
+            uid_conflicts = self.stats.uid_conflicts,
+            heartbeats_sent = self.stats.heartbeats_sent,
+            send_errors = self.stats.send_errors,
+            actions_applied = self.stats.actions_applied,
+            actions_failed = self.stats.actions_failed,
+            garps_sent = self.stats.garps_sent,
+            garp_errors = self.stats.garp_errors,
+            resyncs = self.stats.resyncs,
+            "status"
+        );
     }
 
     pub fn owned(&self) -> &BTreeSet<u32> {
@@ -246,6 +296,7 @@ impl<K: Kernel> Daemon<K> {
         let mut next_resync = start + self.cfg.resync;
         let mut events_open = true;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        let mut status = self.status_requests.take();
 
         loop {
             let next_expiry = self.live.next_deadline();
@@ -317,6 +368,7 @@ impl<K: Kernel> Daemon<K> {
                 _ = tokio::time::sleep_until(next_heartbeat.into()) => {
                     self.heartbeat_now = true;
                 }
+                Some(()) = recv_opt(&mut status) => self.log_status(),
             }
             if self.heartbeat_now {
                 self.heartbeat_now = false;

@@ -125,6 +125,18 @@ async fn run(cfg: Config) -> Result<(), String> {
         token.cancel();
     });
 
+    // SIGUSR1: one status line in the log.
+    let mut usr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| format!("SIGUSR1 handler: {e}"))?;
+    let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            if status_tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+
     let (kernel, events) =
         NetlinkKernel::open(cfg.protodown_reason).map_err(|e| format!("netlink: {e}"))?;
     let socket =
@@ -141,6 +153,7 @@ async fn run(cfg: Config) -> Result<(), String> {
         "wmgwd2 starting"
     );
     Daemon::new(cfg, uid, inc, kernel)
+        .with_status_requests(status_rx)
         .run(socket, events, shutdown)
         .await
         .map(|_| ())

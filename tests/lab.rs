@@ -576,6 +576,22 @@ fn garbage_datagrams_change_nothing() {
     for g in all {
         assert!(lab.alive(g), "gw{g} died on garbage");
     }
+
+    // SIGUSR1: a status line whose counters saw the garbage, and the daemon carries on.
+    let pid = lab.daemons[0].as_ref().expect("gw1").id() as i32;
+    // SAFETY: kill on the PID of a child we started and have not reaped.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let log = lab.logs.join("gw1.log");
+    lab.wait("a status line", BOUND, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                l.contains(" status ") && l.contains("owned=") && !l.contains("frames_malformed=0 ")
+            })
+    });
+    assert!(lab.alive(1), "gw1 died on SIGUSR1");
+    assert_eq!(lab.owners(&all), before);
 }
 
 #[test]
