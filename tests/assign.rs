@@ -206,15 +206,43 @@ proptest! {
     }
 }
 
-/// Equal weights go to the larger UID. Real collisions are 2^-64 events, so the rule is checked
-/// where it must hold regardless: a candidate listed twice, and the strict order `owned` uses.
+/// Two UIDs whose weights for VNI 1 are equal: a real SipHash collision, found once with Pollard's
+/// rho (iterating `uid -> weight(uid, 1)`), so that the tie-break rule is tested where it applies.
+const TIE: (u64, u64) = (0xe586_cfdb_7ec9_2b4c, 0x84af_92b8_14b1_1aa3);
+const TIE_VNI: u32 = 1;
+const TIE_WEIGHT: u64 = 0xb5b1_08fe_7775_2a25;
+
+/// Equal weights go to the larger UID, whatever the order, and both gateways agree.
 #[test]
-fn tie_break_is_deterministic() {
+fn tie_break_goes_to_the_larger_uid() {
+    let (hi, lo) = TIE;
+    assert!(hi > lo);
+    assert_eq!(weight(hi, TIE_VNI), TIE_WEIGHT);
+    assert_eq!(weight(lo, TIE_VNI), TIE_WEIGHT);
+    assert_eq!(owner(TIE_VNI, [hi, lo]), Some(hi));
+    assert_eq!(owner(TIE_VNI, [lo, hi]), Some(hi));
+    assert_eq!(owner(TIE_VNI, [lo, hi, lo]), Some(hi));
+    assert_eq!(
+        owned(hi, &BTreeSet::from([lo]), TIE_VNI..=TIE_VNI),
+        BTreeSet::from([TIE_VNI])
+    );
+    assert_eq!(
+        owned(lo, &BTreeSet::from([hi]), TIE_VNI..=TIE_VNI),
+        BTreeSet::new()
+    );
+    // A third candidate that outweighs both takes it from them.
+    let third = (1..).find(|&u| weight(u, TIE_VNI) > TIE_WEIGHT).unwrap();
+    assert_eq!(owner(TIE_VNI, [lo, third, hi]), Some(third));
+    // On other VNIs the two are ordinary candidates.
+    assert_ne!(weight(hi, 2), weight(lo, 2));
+}
+
+/// Every gateway agrees on the owner: exactly one of them considers itself the owner.
+#[test]
+fn exactly_one_gateway_owns_each_vni() {
     for vni in 1..=64 {
         let o = owner(vni, LAB).unwrap();
-        // Listing the winner twice changes nothing.
         assert_eq!(owner(vni, [o, 0x1001, o, 0x1002, 0x1003]), Some(o));
-        // Every gateway agrees: exactly one of them considers itself the owner.
         let owners: Vec<u64> = LAB
             .into_iter()
             .filter(|&me| owned(me, &split(me, &BTreeSet::from(LAB)), vni..=vni).contains(&vni))

@@ -250,10 +250,15 @@ fn bad_garp_settings() {
     rejected(&["--garp-spacing", "11s"], "--garp-spacing");
 }
 
-/// A refresh period so long that `now + period` overflows `Instant` is accepted, and the daemon
-/// panics at its first takeover (`Instant + Duration` in `send_due_garps`).
+/// A refresh period so long that `now + period` overflows `Instant` once panicked the daemon at
+/// its first takeover (`Instant + Duration` in `send_due_garps`): the period is bounded (1 day).
 #[test]
 fn garp_refresh_has_an_upper_bound() {
+    assert_eq!(
+        ok(&["--garp-refresh", "1day"]).garp_refresh,
+        Some(s(86_400))
+    );
+    rejected(&["--garp-refresh", "1day 1s"], "--garp-refresh");
     rejected(
         &["--garp-refresh", "18446744073709551615s"],
         "--garp-refresh",

@@ -1,0 +1,302 @@
+//! EVPN lab test: the real binary beside real FRR (zebra + bgpd per namespace, a route
+//! reflector, a remote leaf with a host), built by scripts/lab-evpn.sh. It checks what a remote
+//! host sees: when wmgwd2 hands a gateway over, BGP EVPN moves the gateway MAC to the new owner's
+//! VTEP and the host's ping to the gateway IP recovers. Shared-MAC convention (the same MAC on
+//! every gateway's vrrp4-<V>), where only EVPN can tell the leaf that the gateway moved.
+//!
+//! Needs root and FRR (`apt-get install frr`, `/usr/lib/frr/zebra`); without either it says it
+//! was skipped and why. Every wait is on a condition with a generous bound; nothing asserts on
+//! how long a step took (scripts/evpn-drill.sh measures that).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wmgwd2");
+const ZEBRA: &str = "/usr/lib/frr/zebra";
+/// Bound for anything EVPN should do in well under a few seconds (BGP hold time is 3 s).
+const BOUND: Duration = Duration::from_secs(60);
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The shared gateway MAC of VNI `v` (scripts/lab-evpn.sh: evpn_shared_mac).
+fn shared_mac(v: u32) -> String {
+    format!("00:00:5e:00:01:{:02x}", v & 255)
+}
+
+fn gateway_ip(v: u32) -> String {
+    format!("10.{}.{}.1", 100 + v / 256, v % 256)
+}
+
+fn vtep(g: usize) -> String {
+    format!("10.0.1.{g}")
+}
+
+/// gw1 owns VNI 100 and gw2 owns VNI 101 while both run (rendezvous hash over these UIDs).
+fn uid(g: usize) -> u64 {
+    0x1000 + g as u64
+}
+
+/// The EVPN lab with two gateways; daemons started and stopped by PID, torn down on drop.
+struct Evpn {
+    name: String,
+    daemons: [Option<Child>; 2],
+    logs: PathBuf,
+}
+
+impl Evpn {
+    fn up(test: &str) -> Option<Evpn> {
+        if !is_root() {
+            eprintln!("SKIPPED {test}: the EVPN lab needs root to create network namespaces");
+            return None;
+        }
+        if !Path::new(ZEBRA).exists() {
+            eprintln!("SKIPPED {test}: FRR is not installed ({ZEBRA} missing; apt-get install frr)");
+            return None;
+        }
+        let name = format!("we{:05}a", std::process::id() % 100_000);
+        let logs = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let lab = Evpn {
+            name,
+            daemons: [None, None],
+            logs,
+        };
+        // lab-evpn.sh removes what it built when it fails; Drop runs `down` in any case.
+        run(Command::new("bash").arg(lab.script()).args([
+            "up",
+            &lab.name,
+            "--gateways",
+            "2",
+            "--mac",
+            "shared",
+        ]));
+        Some(lab)
+    }
+
+    fn script(&self) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lab-evpn.sh")
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.name)
+    }
+
+    fn start(&mut self, g: usize) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("gw{g}.log")))
+            .expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(&format!("gw{g}")), BIN])
+            .args(["--uid", &format!("{:#x}", uid(g))])
+            .args(["--minvni", "100", "--maxvni", "101"])
+            .args(["--interval", "100ms", "--broadcast", "10.0.1.255"])
+            .args(["--bind-interface", "eth0", "-v"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wmgwd2");
+        self.daemons[g - 1] = Some(child);
+    }
+
+    /// SIGTERM: the graceful handover; waits for the exit and checks its status.
+    fn stop(&mut self, g: usize) {
+        let mut child = self.daemons[g - 1].take().expect("daemon running");
+        // SAFETY: kill on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "gw{g} exited with {status:?} on SIGTERM");
+    }
+
+    fn vtysh(&self, role: &str, cmd: &str) -> Option<serde_json::Value> {
+        let out = output(
+            Command::new("bash")
+                .arg(self.script())
+                .args(["vtysh", &self.name, role, cmd]),
+        )?;
+        serde_json::from_str(&out).ok()
+    }
+
+    /// The gateway whose vrrp4-<v> is active (protodown off), when exactly one is.
+    fn owner(&self, v: u32) -> Option<usize> {
+        let active: Vec<usize> = (1..=2)
+            .filter(|&g| {
+                output(Command::new("ip").args([
+                    "-n",
+                    &self.ns(&format!("gw{g}")),
+                    "-j",
+                    "-d",
+                    "link",
+                    "show",
+                    &format!("vrrp4-{v}"),
+                ]))
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .is_some_and(|j| !j[0]["proto_down"].as_bool().unwrap_or(false))
+            })
+            .collect();
+        (active.len() == 1).then(|| active[0])
+    }
+
+    /// Where the leaf sends the gateway MAC of VNI `v`, as (BGP best path's next hop, zebra's
+    /// remote VTEP, the kernel FDB's dst); each `None` when it has none.
+    fn leaf_view(&self, v: u32) -> [Option<String>; 3] {
+        let mac = shared_mac(v);
+        let best = self
+            .vtysh(
+                "lf",
+                &format!("show bgp l2vpn evpn route vni {v} mac {mac} json"),
+            )
+            .and_then(|j| {
+                j["paths"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+                    .find(|p| p["bestpath"]["overall"].as_bool() == Some(true))
+                    .and_then(|p| p["nexthops"][0]["ip"].as_str().map(str::to_owned))
+            });
+        let zebra = self
+            .vtysh("lf", &format!("show evpn mac vni {v} mac {mac} json"))
+            .and_then(|j| j[&mac]["remoteVtep"].as_str().map(str::to_owned));
+        let kernel = output(Command::new("bridge").args([
+            "-n",
+            &self.ns("lf"),
+            "-j",
+            "fdb",
+            "show",
+            "dev",
+            &format!("vxlan{v}"),
+        ]))
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|j| {
+            j.as_array()?
+                .iter()
+                .find(|e| e["mac"] == mac.as_str() && e["dst"].is_string())
+                .and_then(|e| e["dst"].as_str().map(str::to_owned))
+        });
+        [best, zebra, kernel]
+    }
+
+    /// One ping from the host of VNI `v` to its gateway IP.
+    fn ping(&self, v: u32) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(&format!("h{v}"))])
+            .args(["ping", "-c", "1", "-W", "1", &gateway_ip(v)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn wait(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !f() {
+            assert!(
+                t0.elapsed() < BOUND,
+                "timed out after {BOUND:?} waiting for {what}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until gateway `g` owns VNI `v`, the leaf's best route, zebra and kernel send the
+    /// gateway MAC to g's VTEP, and the host's ping to the gateway IP gets an answer.
+    fn wait_moved(&self, v: u32, g: usize, why: &str) {
+        self.wait(&format!("gw{g} to own vni {v} ({why})"), || {
+            self.owner(v) == Some(g)
+        });
+        let want = Some(vtep(g));
+        let mut seen = [None, None, None];
+        self.wait(
+            &format!("the leaf to send vni {v}'s gateway MAC to gw{g} ({why})"),
+            || {
+                seen = self.leaf_view(v);
+                seen.iter().all(|s| *s == want)
+            },
+        );
+        self.wait(&format!("the host's ping in vni {v} ({why})"), || {
+            self.ping(v)
+        });
+    }
+}
+
+impl Drop for Evpn {
+    fn drop(&mut self) {
+        for c in self.daemons.iter_mut().flatten() {
+            // SAFETY: kill on the PID of a child we started and have not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+            let _ = c.wait();
+        }
+        if thread::panicking() {
+            for v in [100, 101] {
+                let view = self.leaf_view(v);
+                eprintln!("--- leaf: vni {v}'s gateway MAC goes to (bgp, zebra, kernel) {view:?}");
+            }
+            for g in 1..=2 {
+                let log = self.logs.join(format!("gw{g}.log"));
+                if let Ok(s) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = s.lines().rev().take(30).collect();
+                    eprintln!("--- {} (last 30 lines)", log.display());
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+        let _ = Command::new("bash")
+            .arg(self.script())
+            .args(["down", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.logs);
+    }
+}
+
+#[test]
+fn evpn_moves_the_shared_gateway_mac_with_the_owner_both_ways() {
+    let Some(mut lab) = Evpn::up("evpn") else {
+        return;
+    };
+    lab.start(1);
+    lab.start(2);
+    lab.wait_moved(100, 1, "start");
+    lab.wait_moved(101, 2, "start");
+
+    // Planned stop of gw1: VNI 100 moves gw1 -> gw2, and EVPN follows.
+    lab.stop(1);
+    lab.wait_moved(100, 2, "SIGTERM of gw1");
+    lab.wait_moved(101, 2, "SIGTERM of gw1, untouched");
+
+    // gw1 rejoins: VNI 100 moves back gw2 -> gw1 (the same MAC, the other direction).
+    lab.start(1);
+    lab.wait_moved(100, 1, "gw1 rejoined");
+
+    // Planned stop of gw2: VNI 101 moves gw2 -> gw1.
+    lab.stop(2);
+    lab.wait_moved(101, 1, "SIGTERM of gw2");
+    lab.wait_moved(100, 1, "SIGTERM of gw2, untouched");
+}
