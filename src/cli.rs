@@ -73,8 +73,8 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_DEAD_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=255))]
     pub dead_after: u32,
 
-    /// At start, listen this many intervals before owning anything (0 to 255).
-    #[arg(long, env = "WMGWD2_HOLD_DOWN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=255))]
+    /// At start, listen this many intervals before owning anything (1 to 255).
+    #[arg(long, env = "WMGWD2_HOLD_DOWN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub hold_down: u32,
 
     /// Name of the managed interface of a VNI; `{vni}` stands for the VNI in decimal.
@@ -191,6 +191,16 @@ impl TryFrom<Args> for Config {
                 NamePattern::PLACEHOLDER
             ))
         })?;
+        if let Some(c) = a
+            .interface_pattern
+            .chars()
+            .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return Err(err(format!(
+                "--interface-pattern '{}' holds {c:?}, which Linux refuses in interface names",
+                a.interface_pattern
+            )));
+        }
         let longest = pattern.name(a.maxvni);
         if longest.len() > IFNAMSIZ_MAX {
             return Err(err(format!(

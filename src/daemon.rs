@@ -387,10 +387,14 @@ impl<K: Kernel> Daemon<K> {
         info!(owned = self.owned.len(), "stopping: announcing leave");
         self.ready = false;
         self.hold_until = None;
+        // Heartbeats already queued were sent before our LEAVING: they confirm nothing.
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
+        while let Ok((n, from)) = socket.try_recv_from(&mut buf) {
+            self.on_datagram(&buf[..n], from, now());
+        }
         self.send_heartbeat(socket, FLAG_LEAVING).await;
         let mut waiting: BTreeSet<u64> = self.live.ready_peers().collect();
         let deadline = t0 + self.cfg.leave_wait;
-        let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         while !waiting.is_empty() {
             let r = tokio::select! {
                 r = socket.recv_from(&mut buf) => r,

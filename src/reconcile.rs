@@ -30,7 +30,7 @@ pub struct LinkState {
     /// frames sent in between are dropped, so GARPs wait for it.
     pub running: bool,
     pub mac: [u8; 6],
-    /// IFLA_LINK: the lower device (for a veth: its peer).
+    /// IFLA_LINK: the lower device (for a veth: its peer), when it is in this namespace.
     pub lower: Option<u32>,
     /// IFLA_MASTER: the bridge (or other master) this link is a port of.
     pub master: Option<u32>,

@@ -181,8 +181,10 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
         lower: None,
         master: None,
     };
+    let mut other_netns = false;
     for a in &msg.attributes {
         match a {
+            LinkAttribute::LinkNetNsId(_) => other_netns = true,
             LinkAttribute::IfName(n) => l.ifname.clone_from(n),
             LinkAttribute::ProtoDown(v) => l.protodown = *v != 0,
             LinkAttribute::ProtoDownReason(rs) => {
@@ -197,6 +199,10 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
             LinkAttribute::Controller(i) => l.master = Some(*i),
             _ => {}
         }
+    }
+    // IFLA_LINK then names a link of another namespace: an index that means nothing here.
+    if other_netns {
+        l.lower = None;
     }
     l
 }

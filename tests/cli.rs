@@ -98,7 +98,7 @@ fn every_flag_is_read() {
         "--bind-interface=br-gw",
         "--interval=100ms",
         "--dead-after=5",
-        "--hold-down=0",
+        "--hold-down=1",
         "--interface-pattern=gw{vni}",
         "--garp-count=1",
         "--garp-spacing=1ms",
@@ -117,7 +117,7 @@ fn every_flag_is_read() {
     assert_eq!(c.interval, ms(100));
     assert_eq!(c.dead_after, 5);
     assert_eq!(c.hold(), ms(500));
-    assert_eq!(c.hold_down(), Duration::ZERO);
+    assert_eq!(c.hold_down(), ms(100));
     assert_eq!(c.pattern.name(7), "gw7");
     assert_eq!(c.garp_count, 1);
     assert_eq!(c.garp_spacing, ms(1));
@@ -264,6 +264,24 @@ fn garp_refresh_has_an_upper_bound() {
         "--garp-refresh",
     );
     rejected(&["--garp-refresh", "100years"], "--garp-refresh");
+}
+
+#[test]
+fn hold_down_0_and_unusable_interface_names_are_refused() {
+    // 0 would end the hold-down before the start-up protodown has been read back.
+    rejected(&["--hold-down", "0"], "--hold-down");
+    rejected(
+        &["--interface-pattern", "vrrp4/{vni}"],
+        "--interface-pattern",
+    );
+    rejected(
+        &["--interface-pattern", "vrrp4:{vni}"],
+        "--interface-pattern",
+    );
+    rejected(
+        &["--interface-pattern", "vrrp4 {vni}"],
+        "--interface-pattern",
+    );
 }
 
 #[test]

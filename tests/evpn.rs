@@ -74,7 +74,9 @@ impl Evpn {
             return None;
         }
         if !Path::new(ZEBRA).exists() {
-            eprintln!("SKIPPED {test}: FRR is not installed ({ZEBRA} missing; apt-get install frr)");
+            eprintln!(
+                "SKIPPED {test}: FRR is not installed ({ZEBRA} missing; apt-get install frr)"
+            );
             return None;
         }
         let name = format!("we{:05}a", std::process::id() % 100_000);

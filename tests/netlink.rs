@@ -356,3 +356,33 @@ fn neighbour_flush_deletes_dynamic_entries_of_the_given_links_only() {
         "another link's entry deleted: {m2}"
     );
 }
+
+#[test]
+fn a_veth_whose_peer_is_in_another_namespace_has_no_lower_here() {
+    let Some(ns) = Netns::new("peerns") else {
+        return;
+    };
+    let Some(other) = Netns::new("peerns2") else {
+        return;
+    };
+    ip(
+        &ns.0,
+        &format!("link add vetha type veth peer name vethb netns {}", other.0),
+    );
+    ip(
+        &ns.0,
+        "link add vrrp4-7 link vetha type macvlan mode bridge",
+    );
+    let links = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            by_name(&k.snapshot().await.expect("snapshot").links)
+        })
+    });
+    // IFLA_LINK of vetha is an index in the other namespace: following it could reach an
+    // unrelated local link and flush the MAC on the wrong bridge port.
+    assert_eq!(links["vetha"].lower, None, "{:?}", links["vetha"]);
+    assert_eq!(links["vrrp4-7"].lower, Some(links["vetha"].ifindex));
+    let all: BTreeMap<u32, LinkState> = links.values().map(|l| (l.ifindex, l.clone())).collect();
+    assert_eq!(bridge_port(&links["vrrp4-7"], &all), None);
+}
