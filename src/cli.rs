@@ -77,6 +77,13 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_HOLD_DOWN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub hold_down: u32,
 
+    /// After the --bind-interface uplink regains carrier, own nothing for at least this long
+    /// (0s to 10min; the --hold-down still applies when it is longer). Peers keep our VNIs
+    /// meanwhile, so it delays rebalancing and never costs an outage; it gives BGP EVPN time to
+    /// re-establish this gateway's sessions before traffic is drawn to it.
+    #[arg(long, env = "WMGWD2_UPLINK_HOLD_DOWN", default_value = "10s", value_parser = parse_uplink_hold_down)]
+    pub uplink_hold_down: Duration,
+
     /// Name of the managed interface of a VNI; `{vni}` stands for the VNI in decimal.
     #[arg(long, env = "WMGWD2_INTERFACE_PATTERN", default_value = "vrrp4-{vni}")]
     pub interface_pattern: String,
@@ -130,6 +137,7 @@ pub struct Config {
     pub interval: Duration,
     pub dead_after: u32,
     pub hold_down: u32,
+    pub uplink_hold_down: Duration,
     pub pattern: NamePattern,
     pub garp_count: u32,
     pub garp_spacing: Duration,
@@ -154,6 +162,11 @@ impl Config {
     /// How long we listen at start before owning anything.
     pub fn hold_down(&self) -> Duration {
         self.interval * self.hold_down
+    }
+
+    /// How long we listen after the uplink regains carrier before owning anything.
+    pub fn uplink_hold_down(&self) -> Duration {
+        self.hold_down().max(self.uplink_hold_down)
     }
 
     /// A configuration with the defaults, for tests and examples.
@@ -238,6 +251,7 @@ impl TryFrom<Args> for Config {
             interval: a.interval,
             dead_after: a.dead_after,
             hold_down: a.hold_down,
+            uplink_hold_down: a.uplink_hold_down,
             pattern,
             garp_count: a.garp_count,
             garp_spacing: a.garp_spacing,
@@ -306,6 +320,10 @@ fn parse_garp_spacing(s: &str) -> Result<Duration, String> {
 
 fn parse_resync(s: &str) -> Result<Duration, String> {
     duration_in(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+fn parse_uplink_hold_down(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::ZERO, Duration::from_secs(600))
 }
 
 fn parse_leave_wait(s: &str) -> Result<Duration, String> {

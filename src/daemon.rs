@@ -532,7 +532,8 @@ impl<K: Kernel> Daemon<K> {
     }
 
     /// Acts on a change of the uplink: down → own nothing at once; up → a new hold-down, as at
-    /// start, so that the peers keep our VNIs until we have heard them again.
+    /// start but at least `--uplink-hold-down`, so that the peers keep our VNIs until we have heard
+    /// them again and BGP EVPN has had time to bring this gateway's sessions back.
     fn check_uplink(&mut self, t: Instant) {
         let up = self.uplink_up();
         if up == self.uplink_was {
@@ -541,8 +542,9 @@ impl<K: Kernel> Daemon<K> {
         self.uplink_was = up;
         let ifname = self.cfg.bind_interface.clone().unwrap_or_default();
         if up {
-            info!(%ifname, "uplink up: hold-down before taking ownership");
-            self.hold_until = Some(t + self.cfg.hold_down());
+            let hold = self.cfg.uplink_hold_down();
+            info!(%ifname, hold = ?hold, "uplink up: hold-down before taking ownership");
+            self.hold_until = Some(t + hold);
         } else {
             warn!(%ifname, owned = self.owned.len(), "uplink down: releasing every vni");
             self.ready = false;

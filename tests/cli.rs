@@ -71,6 +71,8 @@ fn production_command_line_with_defaults() {
     assert_eq!(c.garp_refresh, Some(s(30)));
     assert_eq!(c.resync, s(10));
     assert_eq!(c.leave_wait, ms(300));
+    assert_eq!(c.uplink_hold_down, s(10));
+    assert_eq!(c.uplink_hold_down(), s(10));
     assert_eq!(c.log_format, LogFormat::Text);
     assert_eq!(c.verbose, 0);
 }
@@ -299,6 +301,8 @@ fn bad_protodown_reason_port_and_the_rest() {
     rejected(&["--resync", "99ms"], "--resync");
     rejected(&["--resync", "2h"], "--resync");
     rejected(&["--leave-wait", "11s"], "--leave-wait");
+    rejected(&["--uplink-hold-down", "11min"], "--uplink-hold-down");
+    rejected(&["--uplink-hold-down", "soon"], "--uplink-hold-down");
     rejected(&["--log-format", "xml"], "--log-format");
 }
 
@@ -366,4 +370,12 @@ fn environment_equivalents() {
     let e = Config::parse_from(["wmgwd2"]).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--minvni"), "{e}");
+}
+
+#[test]
+fn uplink_hold_down_is_never_shorter_than_the_start_up_hold_down() {
+    let c = ok(&["--uplink-hold-down", "0s", "--interval", "2s"]);
+    assert_eq!(c.uplink_hold_down(), s(6));
+    let c = ok(&["--uplink-hold-down", "1m"]);
+    assert_eq!(c.uplink_hold_down(), s(60));
 }

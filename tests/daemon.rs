@@ -898,7 +898,11 @@ async fn missing_interface_is_managed_when_it_appears() {
 #[tokio::test(start_paused = true)]
 async fn uplink_loss_releases_everything_and_rejoins_through_a_hold_down() {
     local(async {
-        let mut h = Harness::start_with(&["--bind-interface", "eth0"], |_| {}).await;
+        let mut h = Harness::start_with(
+            &["--bind-interface", "eth0", "--uplink-hold-down", "2s"],
+            |_| {},
+        )
+        .await;
         h.takeover().await;
         h.fake().edit_link(ETH0, |l| l.carrier = false);
         h.until("everything released", SOON, |h| h.all_down()).await;
@@ -906,13 +910,15 @@ async fn uplink_loss_releases_everything_and_rejoins_through_a_hold_down() {
             h.seen.last().unwrap().flags == FLAG_STARTING
         })
         .await;
-        // Carrier back: a new hold-down before taking anything.
+        // Carrier back: the uplink hold-down (longer than the start-up one) before taking
+        // anything, heartbeats saying STARTING meanwhile.
         let t = Instant::now();
         h.fake().edit_link(ETH0, |l| l.carrier = true);
-        h.pass(HOLD_DOWN - ms(20)).await;
-        assert!(h.up().is_empty(), "took over during the hold-down");
+        h.pass(ms(2000) - ms(20)).await;
+        assert!(h.up().is_empty(), "took over during the uplink hold-down");
+        assert_eq!(h.seen.last().unwrap().flags, FLAG_STARTING);
         h.takeover().await;
-        assert!(t.elapsed() >= HOLD_DOWN);
+        assert!(t.elapsed() >= ms(2000));
         h.stop().await;
     })
     .await;
@@ -926,6 +932,28 @@ fn garps_by_address(sent: &[(u32, Vec<u8>)]) -> std::collections::BTreeMap<(u32,
         *m.entry((*i, ip)).or_default() += 1;
     }
     m
+}
+
+#[tokio::test(start_paused = true)]
+async fn uplink_hold_down_shorter_than_the_start_up_hold_down_does_not_shorten_it() {
+    local(async {
+        let mut h = Harness::start_with(
+            &["--bind-interface", "eth0", "--uplink-hold-down", "0s"],
+            |_| {},
+        )
+        .await;
+        h.takeover().await;
+        h.fake().edit_link(ETH0, |l| l.carrier = false);
+        h.until("everything released", SOON, |h| h.all_down()).await;
+        let t = Instant::now();
+        h.fake().edit_link(ETH0, |l| l.carrier = true);
+        h.pass(HOLD_DOWN - ms(20)).await;
+        assert!(h.up().is_empty(), "took over during the hold-down");
+        h.takeover().await;
+        assert!(t.elapsed() >= HOLD_DOWN);
+        h.stop().await;
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -713,7 +713,7 @@ fn drift_is_repaired_protodown_cleared_by_hand_and_lower_device_flap() {
 
 #[test]
 fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_gaps() {
-    let Some(mut lab) = Lab::up("cut", &[]) else {
+    let Some(mut lab) = Lab::up("cut", &["--uplink-hold-down", "2s"]) else {
         return;
     };
     let all = [1, 2, 3];
@@ -738,7 +738,7 @@ fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_ga
     thread::sleep(Duration::from_millis(300));
     assert_garps(&lab, &sniff.finish(), &moved, &rest, t_cut);
 
-    // The link returns: a fresh hold-down, then it takes its VNIs back, with an owner for every
+    // The link returns: the uplink hold-down (2 s here), then it takes its VNIs back, with an owner for every
     // VNI at every sampled moment.
     ip(&sw, &["link", "set", "p3", "up"]);
     lab.wait("rejoin after the link returns", BOUND, || {
