@@ -5,13 +5,17 @@
 # the EVPN MAC moves each handover cost. Then a duplicate-address-detection drill.
 #
 # Usage (as root): scripts/evpn-drill.sh [--mac shared|distinct|both] [--cycles N] [--pause S]
-#                                        [--bin PATH] [--logs DIR] [--frr-debug] [-- WMGWD2 ARGS]
+#                                        [--bin PATH] [--logs DIR] [--frr-debug] [--doc FILE]
+#                                        [-- WMGWD2 ARGS]
 #   --mac     the conventions to run (default both)
 #   --cycles  stop/start cycles of the DAD drill per convention (default 4; 0 skips it)
 #   --pause   seconds between the drill's handovers (default 2)
 #   --bin     the wmgwd2 binary (default: cargo build --release, target/release/wmgwd2)
 #   --logs    keep the daemons' logs, the ping and leaf traces here (default: a temp dir, removed)
 #   --frr-debug  FRR's EVPN debug logs (zebra vxlan/kernel, bgp zebra/updates), copied to --logs
+#   --doc FILE   also write the report, with the command and the machine, into FILE between the
+#             lines <!-- evpn:begin --> and <!-- evpn:end --> (appended when FILE has none; the
+#             rest of FILE is kept). docs/benchmarks.md's EVPN section is written this way.
 #   -- ARGS   more wmgwd2 flags for every gateway (e.g. -- --hold-down 40)
 #
 # The lab (per convention, namespaces ed<5 digits><s|d>-*): 2 gateways (uid 0x1001, 0x1002),
@@ -28,13 +32,15 @@
 #   leaf fdb changes  how often that entry changed destination (or went away) in the case
 #   seq+     EVPN MAC mobility sequence increase at the leaf (it restarts at 0 when a MAC is
 #            withdrawn everywhere before it is advertised again)
-#   dad      FRR duplicate-address detection: "dup@ROLE" where it flags the MAC, else "-"
+#   dad      FRR duplicate-address detection: "dup@ROLE" where it flags the MAC, else "-"; then
+#            n=N, the highest move count FRR holds for the MAC on any node (it flags at 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lab-evpn.sh
 source scripts/lab-evpn.sh
 
-MACS=both CYCLES=4 PAUSE=2 BIN= LOGS= KEEP_LOGS= FRR_DEBUG= DAEMON_ARGS=()
+MACS=both CYCLES=4 PAUSE=2 BIN= LOGS= KEEP_LOGS= FRR_DEBUG= DOC= DAEMON_ARGS=()
+COMMAND="scripts/evpn-drill.sh $*"
 while [ $# -gt 0 ]; do
   case $1 in
     --mac) MACS=${2:?} && shift 2 ;;
@@ -43,6 +49,7 @@ while [ $# -gt 0 ]; do
     --bin) BIN=${2:?} && shift 2 ;;
     --logs) LOGS=${2:?} && KEEP_LOGS=1 && shift 2 ;;
     --frr-debug) FRR_DEBUG=1 && shift ;;
+    --doc) DOC=${2:?} && shift 2 ;;
     --) shift && DAEMON_ARGS=("$@") && break ;;
     -h | --help) sed -n '2,/^set -euo/s/^# \{0,1\}//p' "$0" | sed '$d' && exit 0 ;;
     *) echo "evpn-drill.sh: unknown option '$1' (try -h)" >&2 && exit 2 ;;
@@ -139,14 +146,19 @@ leaf_seq() {
     jq -r '[.[]? | (.remoteSequence // 0), (.localSequence // 0)] | max // 0' 2>/dev/null || echo 0
 }
 
-# "dup@ROLE ..." for every node where FRR flags MAC as a duplicate, else "-"; detection counts too.
+# "dup@ROLE ..." for every node where FRR flags MAC as a duplicate, else "-", then "n=N": the
+# highest move count FRR's duplicate-address detection holds for MAC on any node (it flags the MAC
+# when this reaches max-moves, 5 by default, within its 180 s window).
 dad_state() {
-  local v=$1 mac=$2 role out=() j
+  local v=$1 mac=$2 role out=() j n max=0
   for role in lf gw1 gw2; do
     j=$(evpn_mac_json "$NAME" "$role" "$v" "$mac" 2>/dev/null) || continue
     if [ "$(jq -r '[.[]?.isDuplicate] | any' <<<"$j")" = true ]; then out+=("dup@$role"); fi
+    n=$(jq -r '[.[]?.detectionCount // 0] | max // 0' <<<"$j" 2>/dev/null) || n=0
+    [[ $n =~ ^[0-9]+$ ]] && ((n > max)) && max=$n
   done
-  [ ${#out[@]} -gt 0 ] && echo "${out[*]}" || echo "-"
+  [ ${#out[@]} -gt 0 ] || out=("-")
+  echo "${out[*]} n=$max"
 }
 
 # The gateway MACs of VNI V: one (shared) or one per gateway (distinct).
@@ -340,16 +352,55 @@ dad_drill() {
 
 for c in "${CONVENTIONS[@]}"; do run_convention "$c"; done
 
-echo
-echo "wmgwd2 EVPN drill: FRR $(dpkg-query -W -f '${Version}' frr 2>/dev/null), kernel $(uname -r), wmgwd2 --interval 100ms, BGP timers 1 3"
-printf '%-16s %-9s %-4s %-8s %-7s %-16s %-8s %-5s %s\n' case mac vni gw "outage" "leaf follows" "leaf fdb" "seq+" dad
-printf '%-16s %-9s %-4s %-8s %-7s %-16s %-8s %-5s %s\n' "" "" "" "from>to" "ms" "(ms to last chg)" changes "" ""
-for r in "${RESULTS[@]}"; do echo "$r"; done
-for r in "${STARTS[@]}"; do echo "WARNING $r"; done
-if ((CYCLES > 0)); then
+report() {
+  echo "wmgwd2 EVPN drill: FRR $(dpkg-query -W -f '${Version}' frr 2>/dev/null), kernel $(uname -r), wmgwd2 --interval 100ms ${DAEMON_ARGS[*]}, BGP timers 1 3"
+  printf '%-16s %-9s %-4s %-8s %-7s %-16s %-8s %-5s %s\n' case mac vni gw "outage" "leaf follows" "leaf fdb" "seq+" dad
+  printf '%-16s %-9s %-4s %-8s %-7s %-16s %-8s %-5s %s\n' "" "" "" "from>to" "ms" "(ms to last chg)" changes "" ""
+  for r in "${RESULTS[@]}"; do echo "$r"; done
+  for r in "${STARTS[@]}"; do echo "WARNING $r"; done
+  if ((CYCLES > 0)); then
+    echo
+    echo "duplicate-address detection drill: gw1 stopped/started every ${PAUSE}s (VNI 100; FRR default 5 moves in 180 s)"
+    printf '%-9s %-6s %-6s %-5s %-8s %-6s %s\n' mac cycle step leaf "gap(ms)" seq dad
+    for r in "${DRILL[@]}"; do echo "$r"; done
+  fi
+}
+
+# The markdown section for --doc: how it was measured, then the report as printed.
+doc_section() {
+  echo "<!-- evpn:begin -->"
+  echo "<!-- Written by scripts/evpn-drill.sh --doc; rerun it rather than editing this section. -->"
+  echo "### Measured run"
   echo
-  echo "duplicate-address detection drill: gw1 stopped/started every ${PAUSE}s (VNI 100; FRR default 5 moves in 180 s)"
-  printf '%-9s %-6s %-6s %-5s %-8s %-6s %s\n' mac cycle step leaf "gap(ms)" seq dad
-  for r in "${DRILL[@]}"; do echo "$r"; done
-fi
+  echo "- Command (as root): \`$COMMAND\`"
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); wmgwd2 $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), kernel $(uname -r), FRR $(dpkg-query -W -f '${Version}' frr 2>/dev/null)"
+  echo
+  echo '```'
+  report
+  echo '```'
+  echo "<!-- evpn:end -->"
+}
+
+# Replaces the evpn section of FILE (or appends one) with doc_section's output.
+write_doc() {
+  local file=$1 new
+  new=$(mktemp)
+  doc_section >"$new.sec"
+  if [ -f "$file" ] && grep -q '^<!-- evpn:begin -->$' "$file"; then
+    awk -v sec="$new.sec" '
+      /^<!-- evpn:begin -->$/ { while ((getline l < sec) > 0) print l; skip = 1; next }
+      /^<!-- evpn:end -->$/ { skip = 0; next }
+      !skip' "$file" >"$new"
+  else
+    { [ ! -f "$file" ] || { cat "$file" && echo; }; cat "$new.sec"; } >"$new"
+  fi
+  cat "$new" >"$file"
+  rm -f "$new" "$new.sec"
+  echo "wrote the EVPN section of $file"
+}
+
+echo
+report
+[ -z "$DOC" ] || write_doc "$DOC"
 [ -z "$KEEP_LOGS" ] || echo "logs: $LOGS"

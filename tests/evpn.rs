@@ -1,8 +1,11 @@
 //! EVPN lab test: the real binary beside real FRR (zebra + bgpd per namespace, a route
 //! reflector, a remote leaf with a host), built by scripts/lab-evpn.sh. It checks what a remote
 //! host sees: when wmgwd2 hands a gateway over, BGP EVPN moves the gateway MAC to the new owner's
-//! VTEP and the host's ping to the gateway IP recovers. Shared-MAC convention (the same MAC on
-//! every gateway's vrrp4-<V>), where only EVPN can tell the leaf that the gateway moved.
+//! VTEP, the host's ARP entry names the owner's MAC and its ping to the gateway IP recovers. Both
+//! conventions: the shared MAC (the same MAC on every gateway's vrrp4-<V>, VRRP style), where only
+//! EVPN can tell the leaf that the gateway moved, and a distinct MAC per gateway, where the GARP
+//! must move the host's ARP entry. Cases: planned stop both ways, crash, the underlay link cut (BGP
+//! and heartbeats die together), and the rejoin after each.
 //!
 //! Needs root and FRR (`apt-get install frr`, `/usr/lib/frr/zebra`); without either it says it
 //! was skipped and why. Every wait is on a condition with a generous bound; nothing asserts on
@@ -11,6 +14,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +22,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_wmgwd2");
 const ZEBRA: &str = "/usr/lib/frr/zebra";
 /// Bound for anything EVPN should do in well under a few seconds (BGP hold time is 3 s).
 const BOUND: Duration = Duration::from_secs(60);
+/// One EVPN lab at a time: each runs six FRR daemons, and the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -42,11 +48,6 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The shared gateway MAC of VNI `v` (scripts/lab-evpn.sh: evpn_shared_mac).
-fn shared_mac(v: u32) -> String {
-    format!("00:00:5e:00:01:{:02x}", v & 255)
-}
-
 fn gateway_ip(v: u32) -> String {
     format!("10.{}.{}.1", 100 + v / 256, v % 256)
 }
@@ -62,13 +63,15 @@ fn uid(g: usize) -> u64 {
 
 /// The EVPN lab with two gateways; daemons started and stopped by PID, torn down on drop.
 struct Evpn {
+    _serial: std::sync::MutexGuard<'static, ()>,
     name: String,
     daemons: [Option<Child>; 2],
     logs: PathBuf,
 }
 
 impl Evpn {
-    fn up(test: &str) -> Option<Evpn> {
+    /// `mac`: "shared" or "distinct" (scripts/lab-evpn.sh --mac).
+    fn up(test: &str, mac: &str) -> Option<Evpn> {
         if !is_root() {
             eprintln!("SKIPPED {test}: the EVPN lab needs root to create network namespaces");
             return None;
@@ -79,10 +82,12 @@ impl Evpn {
             );
             return None;
         }
-        let name = format!("we{:05}a", std::process::id() % 100_000);
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let name = format!("we{:05}{}", std::process::id() % 100_000, &mac[..1]);
         let logs = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&logs).expect("log dir");
         let lab = Evpn {
+            _serial: serial,
             name,
             daemons: [None, None],
             logs,
@@ -94,7 +99,7 @@ impl Evpn {
             "--gateways",
             "2",
             "--mac",
-            "shared",
+            mac,
         ]));
         Some(lab)
     }
@@ -136,6 +141,55 @@ impl Evpn {
         assert!(status.success(), "gw{g} exited with {status:?} on SIGTERM");
     }
 
+    /// kill -9: the daemon cannot hand anything over; its interfaces stay as they were.
+    fn crash(&mut self, g: usize) {
+        let mut child = self.daemons[g - 1].take().expect("daemon running");
+        // SAFETY: kill on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    /// The underlay switch port of gateway `g`, down or up: its BGP session and heartbeats go
+    /// together.
+    fn link(&self, g: usize, up: bool) {
+        run(Command::new("ip").args([
+            "-n",
+            &self.ns("sw"),
+            "link",
+            "set",
+            &format!("p{g}"),
+            if up { "up" } else { "down" },
+        ]));
+    }
+
+    /// The MAC of gateway `g`'s vrrp4-<v> (the same on both in the shared convention).
+    fn gw_mac(&self, g: usize, v: u32) -> Option<String> {
+        let s = output(Command::new("ip").args([
+            "-n",
+            &self.ns(&format!("gw{g}")),
+            "-j",
+            "link",
+            "show",
+            &format!("vrrp4-{v}"),
+        ]))?;
+        let j: serde_json::Value = serde_json::from_str(&s).ok()?;
+        j[0]["address"].as_str().map(str::to_owned)
+    }
+
+    /// The MAC in the host's ARP entry for its gateway IP.
+    fn host_arp(&self, v: u32) -> Option<String> {
+        let s = output(Command::new("ip").args([
+            "-n",
+            &self.ns(&format!("h{v}")),
+            "-j",
+            "neigh",
+            "show",
+            &gateway_ip(v),
+        ]))?;
+        let j: serde_json::Value = serde_json::from_str(&s).ok()?;
+        j[0]["lladdr"].as_str().map(str::to_owned)
+    }
+
     fn vtysh(&self, role: &str, cmd: &str) -> Option<serde_json::Value> {
         let out = output(
             Command::new("bash")
@@ -145,9 +199,11 @@ impl Evpn {
         serde_json::from_str(&out).ok()
     }
 
-    /// The gateway whose vrrp4-<v> is active (protodown off), when exactly one is.
+    /// The gateway whose vrrp4-<v> is active (protodown off), when exactly one gateway whose
+    /// daemon runs has it so (a crashed daemon leaves its interfaces as they were).
     fn owner(&self, v: u32) -> Option<usize> {
         let active: Vec<usize> = (1..=2)
+            .filter(|&g| self.daemons[g - 1].is_some())
             .filter(|&g| {
                 output(Command::new("ip").args([
                     "-n",
@@ -165,10 +221,10 @@ impl Evpn {
         (active.len() == 1).then(|| active[0])
     }
 
-    /// Where the leaf sends the gateway MAC of VNI `v`, as (BGP best path's next hop, zebra's
-    /// remote VTEP, the kernel FDB's dst); each `None` when it has none.
-    fn leaf_view(&self, v: u32) -> [Option<String>; 3] {
-        let mac = shared_mac(v);
+    /// Where the leaf sends `mac` in VNI `v`, as (BGP best path's next hop, zebra's remote VTEP,
+    /// the kernel FDB's dst); each `None` when it has none.
+    fn leaf_view(&self, v: u32, mac: &str) -> [Option<String>; 3] {
+        let mac = mac.to_owned();
         let best = self
             .vtysh(
                 "lf",
@@ -226,24 +282,26 @@ impl Evpn {
         }
     }
 
-    /// Waits until gateway `g` owns VNI `v`, the leaf's best route, zebra and kernel send the
-    /// gateway MAC to g's VTEP, and the host's ping to the gateway IP gets an answer.
+    /// Waits until gateway `g` owns VNI `v`, the host's ping to the gateway IP gets an answer,
+    /// the host's ARP entry names g's MAC, and the leaf's best route, zebra and kernel send that
+    /// MAC to g's VTEP.
     fn wait_moved(&self, v: u32, g: usize, why: &str) {
         self.wait(&format!("gw{g} to own vni {v} ({why})"), || {
             self.owner(v) == Some(g)
         });
-        let want = Some(vtep(g));
-        let mut seen = [None, None, None];
-        self.wait(
-            &format!("the leaf to send vni {v}'s gateway MAC to gw{g} ({why})"),
-            || {
-                seen = self.leaf_view(v);
-                seen.iter().all(|s| *s == want)
-            },
-        );
+        let mac = self.gw_mac(g, v).expect("the owner's MAC");
         self.wait(&format!("the host's ping in vni {v} ({why})"), || {
             self.ping(v)
         });
+        self.wait(
+            &format!("the host's ARP entry in vni {v} to name gw{g}'s {mac} ({why})"),
+            || self.host_arp(v).as_deref() == Some(mac.as_str()),
+        );
+        let want = Some(vtep(g));
+        self.wait(
+            &format!("the leaf to send vni {v}'s {mac} to gw{g} ({why})"),
+            || self.leaf_view(v, &mac).iter().all(|s| *s == want),
+        );
     }
 }
 
@@ -256,8 +314,16 @@ impl Drop for Evpn {
         }
         if thread::panicking() {
             for v in [100, 101] {
-                let view = self.leaf_view(v);
-                eprintln!("--- leaf: vni {v}'s gateway MAC goes to (bgp, zebra, kernel) {view:?}");
+                for g in 1..=2 {
+                    let Some(mac) = self.gw_mac(g, v) else {
+                        continue;
+                    };
+                    let view = self.leaf_view(v, &mac);
+                    eprintln!(
+                        "--- leaf: vni {v}, gw{g}'s {mac} goes to (bgp, zebra, kernel) {view:?}"
+                    );
+                }
+                eprintln!("--- host h{v}: ARP entry {:?}", self.host_arp(v));
             }
             for g in 1..=2 {
                 let log = self.logs.join(format!("gw{g}.log"));
@@ -278,11 +344,9 @@ impl Drop for Evpn {
     }
 }
 
-#[test]
-fn evpn_moves_the_shared_gateway_mac_with_the_owner_both_ways() {
-    let Some(mut lab) = Evpn::up("evpn") else {
-        return;
-    };
+/// Planned stops both ways, a crash, a link cut, and the rejoin after each: the host's gateway
+/// follows the owner every time.
+fn handovers(lab: &mut Evpn) {
     lab.start(1);
     lab.start(2);
     lab.wait_moved(100, 1, "start");
@@ -301,4 +365,40 @@ fn evpn_moves_the_shared_gateway_mac_with_the_owner_both_ways() {
     lab.stop(2);
     lab.wait_moved(101, 1, "SIGTERM of gw2");
     lab.wait_moved(100, 1, "SIGTERM of gw2, untouched");
+    lab.start(2);
+    lab.wait_moved(101, 2, "gw2 rejoined");
+
+    // Crash of gw1: its vrrp4-100 stays active; gw2 takes 100 after the dead interval, and the
+    // restarted gw1 (protodown on everything first) takes it back after its hold-down.
+    lab.crash(1);
+    lab.wait_moved(100, 2, "kill -9 of gw1");
+    lab.start(1);
+    lab.wait_moved(100, 1, "gw1 restarted");
+
+    // gw1 cut off from the underlay: it releases everything, gw2 takes over; when the link
+    // returns, gw1 waits its uplink hold-down (BGP back first) and takes 100 back.
+    lab.link(1, false);
+    lab.wait("gw1 to release vni 100 (link cut)", || {
+        lab.owner(100) == Some(2)
+    });
+    lab.wait_moved(100, 2, "gw1's link cut");
+    lab.link(1, true);
+    lab.wait_moved(100, 1, "gw1's link back");
+    lab.wait_moved(101, 2, "gw1's link back, untouched");
+}
+
+#[test]
+fn evpn_moves_the_shared_gateway_mac_with_the_owner() {
+    let Some(mut lab) = Evpn::up("evpn shared MAC", "shared") else {
+        return;
+    };
+    handovers(&mut lab);
+}
+
+#[test]
+fn evpn_and_garp_move_a_distinct_gateway_mac_with_the_owner() {
+    let Some(mut lab) = Evpn::up("evpn distinct MAC", "distinct") else {
+        return;
+    };
+    handovers(&mut lab);
 }
