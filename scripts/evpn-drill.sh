@@ -370,7 +370,13 @@ report() {
 doc_section() {
   echo "<!-- evpn:begin -->"
   echo "<!-- Written by scripts/evpn-drill.sh --doc; rerun it rather than editing this section. -->"
-  echo "### Measured run"
+  echo "## BGP EVPN handover (real FRR)"
+  echo
+  echo "What a host behind a remote leaf lives through when wmgwd2 hands its gateway over, with real"
+  echo "FRR (zebra + bgpd per namespace, a route reflector) in the lab of scripts/lab-evpn.sh: 2"
+  echo "gateways, VNIs 100 and 101, each host pinging its gateway IP every 10 ms. The columns are"
+  echo "explained in \`scripts/evpn-drill.sh -h\`; [evpn.md](evpn.md) reads them and recommends a"
+  echo "MAC convention. outage = the longest gap between ping replies of the moved VNI's host."
   echo
   echo "- Command (as root): \`$COMMAND\`"
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); wmgwd2 $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
