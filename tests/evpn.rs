@@ -162,31 +162,26 @@ impl Evpn {
         ]));
     }
 
+    /// `TOOL -n <role's namespace> -j ARGS...` (ip or bridge), parsed; `None` on any failure.
+    fn json(&self, tool: &str, role: &str, args: &[&str]) -> Option<serde_json::Value> {
+        let s = output(
+            Command::new(tool)
+                .args(["-n", &self.ns(role), "-j"])
+                .args(args),
+        )?;
+        serde_json::from_str(&s).ok()
+    }
+
     /// The MAC of gateway `g`'s vrrp4-<v> (the same on both in the shared convention).
     fn gw_mac(&self, g: usize, v: u32) -> Option<String> {
-        let s = output(Command::new("ip").args([
-            "-n",
-            &self.ns(&format!("gw{g}")),
-            "-j",
-            "link",
-            "show",
-            &format!("vrrp4-{v}"),
-        ]))?;
-        let j: serde_json::Value = serde_json::from_str(&s).ok()?;
+        let vrrp = format!("vrrp4-{v}");
+        let j = self.json("ip", &format!("gw{g}"), &["link", "show", &vrrp])?;
         j[0]["address"].as_str().map(str::to_owned)
     }
 
     /// The MAC in the host's ARP entry for its gateway IP.
     fn host_arp(&self, v: u32) -> Option<String> {
-        let s = output(Command::new("ip").args([
-            "-n",
-            &self.ns(&format!("h{v}")),
-            "-j",
-            "neigh",
-            "show",
-            &gateway_ip(v),
-        ]))?;
-        let j: serde_json::Value = serde_json::from_str(&s).ok()?;
+        let j = self.json("ip", &format!("h{v}"), &["neigh", "show", &gateway_ip(v)])?;
         j[0]["lladdr"].as_str().map(str::to_owned)
     }
 
@@ -205,17 +200,9 @@ impl Evpn {
         let active: Vec<usize> = (1..=2)
             .filter(|&g| self.daemons[g - 1].is_some())
             .filter(|&g| {
-                output(Command::new("ip").args([
-                    "-n",
-                    &self.ns(&format!("gw{g}")),
-                    "-j",
-                    "-d",
-                    "link",
-                    "show",
-                    &format!("vrrp4-{v}"),
-                ]))
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .is_some_and(|j| !j[0]["proto_down"].as_bool().unwrap_or(false))
+                let vrrp = format!("vrrp4-{v}");
+                self.json("ip", &format!("gw{g}"), &["-d", "link", "show", &vrrp])
+                    .is_some_and(|j| !j[0]["proto_down"].as_bool().unwrap_or(false))
             })
             .collect();
         (active.len() == 1).then(|| active[0])
@@ -241,22 +228,15 @@ impl Evpn {
         let zebra = self
             .vtysh("lf", &format!("show evpn mac vni {v} mac {mac} json"))
             .and_then(|j| j[&mac]["remoteVtep"].as_str().map(str::to_owned));
-        let kernel = output(Command::new("bridge").args([
-            "-n",
-            &self.ns("lf"),
-            "-j",
-            "fdb",
-            "show",
-            "dev",
-            &format!("vxlan{v}"),
-        ]))
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|j| {
-            j.as_array()?
-                .iter()
-                .find(|e| e["mac"] == mac.as_str() && e["dst"].is_string())
-                .and_then(|e| e["dst"].as_str().map(str::to_owned))
-        });
+        let vxlan = format!("vxlan{v}");
+        let kernel = self
+            .json("bridge", "lf", &["fdb", "show", "dev", &vxlan])
+            .and_then(|j| {
+                j.as_array()?
+                    .iter()
+                    .find(|e| e["mac"] == mac.as_str() && e["dst"].is_string())
+                    .and_then(|e| e["dst"].as_str().map(str::to_owned))
+            });
         [best, zebra, kernel]
     }
 
