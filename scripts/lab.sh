@@ -2,7 +2,7 @@
 # lab.sh: the one topology builder for wmgwd2's labs (Rust lab tests, scripts/drill.sh, benchmarks).
 #
 # Usage (as root):
-#   scripts/lab.sh up NAME G V [--mac distinct|shared] [--vni-base B]
+#   scripts/lab.sh up NAME G V [--mac distinct|shared] [--vni-base B] [--gateway-ip shared|vrrp]
 #   scripts/lab.sh down NAME
 #
 #   NAME  per-run prefix chosen by the caller, 1-8 of [a-z0-9] starting with a letter (wmt1234a)
@@ -22,6 +22,9 @@
 #             gateway IP on every gateway; admin-up, protodown off (the daemon sets it).
 #             --mac shared: every gateway's vrrp4-<v> has MAC 02:00:5e:HH:MM:LL (v, 24-bit hex);
 #             --mac distinct (default): the kernel's random MAC.
+#             --gateway-ip vrrp: vrrp4-<v> holds this gateway's own address 10.(100+v/256).(v%256).(128+g)/24
+#             (lab_gateway_own_ip v g) instead of the gateway IP, which is left to a VRRP daemon
+#             (keepalived) to add as its virtual address; G is then at most 126. Default: shared.
 #             sysctls arp_ignore=1 and arp_announce=2 (all, default: set before any interface
 #             exists) so a protodown'd macvlan's lower vxlan never answers ARP for the gateway IP.
 #   NAME-cl   eth0 (veth to pcl) 10.0.1.250/24; per VNI: vxlan<v> holding
@@ -30,13 +33,14 @@
 #   is IPv4-only, and thousands of links doing DAD/MLD would only add flood traffic and time.
 #
 # Sourcing: `source scripts/lab.sh` defines the functions below and runs nothing.
-#   lab_up NAME G V [--mac distinct|shared] [--vni-base B]   build (as `up` above)
+#   lab_up NAME G V [--mac distinct|shared] [--vni-base B] [--gateway-ip shared|vrrp]   build (as `up` above)
 #   lab_down NAME                  delete NAME-* namespaces (as `down` above)
 #   lab_ns NAME ROLE               echo the namespace name: lab_ns wmd1 gw2 -> wmd1-gw2, lab_ns wmd1 cl
 #   lab_namespaces NAME            echo the existing NAME-* namespaces, one a line
 #   lab_underlay_ip G              echo gateway G's underlay address (10.0.1.G); client is 10.0.1.250
 #   lab_gateway_ip V               echo the gateway IP of VNI V (10.(100+V/256).(V%256).1)
 #   lab_client_ip V                echo the client's address in VNI V (...100)
+#   lab_gateway_own_ip V G         echo gateway G's own address in VNI V (...128+G; --gateway-ip vrrp)
 #   lab_shared_mac V               echo the shared MAC of VNI V (02:00:5e:HH:MM:LL)
 #   lab_need_tools                 apt-get install iproute2 when ip/bridge are missing
 #   lab_abort                      for the caller's INT/TERM trap: undo a lab_up under way
@@ -69,6 +73,8 @@ lab_underlay_ip() { echo "10.0.1.$1"; }
 lab_gateway_ip() { echo "10.$((100 + $1 / 256)).$(($1 % 256)).1"; }
 
 lab_client_ip() { echo "10.$((100 + $1 / 256)).$(($1 % 256)).100"; }
+
+lab_gateway_own_ip() { echo "10.$((100 + $1 / 256)).$(($1 % 256)).$((128 + $2))"; }
 
 lab_shared_mac() {
   printf '02:00:5e:%02x:%02x:%02x\n' $((($1 >> 16) & 255)) $((($1 >> 8) & 255)) $(($1 & 255))
@@ -128,11 +134,12 @@ lab_sysctls() {
   ip netns exec "$ns" sh -ec "$script"
 }
 
-# lab_write_vtep DIR NS LOCAL_IP ADDR_SUFFIX MAC_MODE B V PEER_IPS...
-# Writes DIR/NS.ip and DIR/NS.bridge for one VTEP (a gateway or the client).
+# lab_write_vtep DIR NS LOCAL_IP ROLE MAC_MODE HOST_OCTET B V PEER_IPS...
+# Writes DIR/NS.ip and DIR/NS.bridge for one VTEP (a gateway or the client). HOST_OCTET is the
+# last octet of the gateway's address on vrrp4-<v> (1: the shared gateway IP).
 lab_write_vtep() {
-  local dir=$1 ns=$2 local_ip=$3 role=$4 mac=$5 base=$6 count=$7
-  shift 7
+  local dir=$1 ns=$2 local_ip=$3 role=$4 mac=$5 host=$6 base=$7 count=$8
+  shift 8
   local peers=("$@") v last=$((base + count - 1)) p a b
   {
     echo "link set lo up"
@@ -148,7 +155,7 @@ lab_write_vtep() {
         else
           echo "link add link vxlan$v name vrrp4-$v up type macvlan mode bridge"
         fi
-        echo "addr add 10.$a.$b.1/24 dev vrrp4-$v"
+        echo "addr add 10.$a.$b.$host/24 dev vrrp4-$v"
       else
         echo "addr add 10.$a.$b.100/24 dev vxlan$v"
       fi
@@ -185,9 +192,9 @@ lab_apply() {
 }
 
 lab_up() {
-  local name=${1:-} gws=${2:-} vnis=${3:-} mac=distinct base=1
+  local name=${1:-} gws=${2:-} vnis=${3:-} mac=distinct base=1 gwip=shared
   if [ $# -lt 3 ]; then
-    lab_err "usage: lab_up NAME G V [--mac distinct|shared] [--vni-base B]"
+    lab_err "usage: lab_up NAME G V [--mac distinct|shared] [--vni-base B] [--gateway-ip shared|vrrp]"
     return 1
   fi
   shift 3
@@ -197,6 +204,8 @@ lab_up() {
       --mac=*) mac=${1#--mac=} && shift ;;
       --vni-base) base=${2:-} && shift 2 ;;
       --vni-base=*) base=${1#--vni-base=} && shift ;;
+      --gateway-ip) gwip=${2:-} && shift 2 ;;
+      --gateway-ip=*) gwip=${1#--gateway-ip=} && shift ;;
       *) lab_err "unknown option '$1'" && return 1 ;;
     esac
   done
@@ -209,6 +218,10 @@ lab_up() {
     lab_err "need V >= 1, B >= 1 and B+V-1 <= $LAB_MAX_VNI, got V='$vnis' B='$base'" && return 1
   fi
   case $mac in distinct | shared) ;; *) lab_err "--mac must be distinct or shared, got '$mac'" && return 1 ;; esac
+  case $gwip in shared | vrrp) ;; *) lab_err "--gateway-ip must be shared or vrrp, got '$gwip'" && return 1 ;; esac
+  if [ "$gwip" = vrrp ] && ((gws > 126)); then
+    lab_err "--gateway-ip vrrp allows at most 126 gateways" && return 1
+  fi
   if [ "$(id -u)" -ne 0 ]; then
     lab_err "must run as root (it creates network namespaces)" && return 1
   fi
@@ -223,7 +236,7 @@ lab_up() {
   LAB_BUILDING=$name
   dir=$(mktemp -d "${TMPDIR:-/tmp}/lab-$name.XXXXXX") || { LAB_BUILDING= && return 1; }
   LAB_TMP=$dir
-  lab_build "$dir" "$name" "$gws" "$vnis" "$mac" "$base" || rc=$?
+  lab_build "$dir" "$name" "$gws" "$vnis" "$mac" "$base" "$gwip" || rc=$?
   rm -rf "$dir"
   LAB_TMP=
   if [ $rc -ne 0 ]; then
@@ -246,8 +259,8 @@ lab_abort() {
 }
 
 lab_build() {
-  local dir=$1 name=$2 gws=$3 vnis=$4 mac=$5 base=$6
-  local sw cl g ns vteps=() others=() p rc=0
+  local dir=$1 name=$2 gws=$3 vnis=$4 mac=$5 base=$6 gwip=$7
+  local sw cl g ns vteps=() others=() p rc=0 host
   sw=$(lab_ns "$name" sw)
   cl=$(lab_ns "$name" cl)
   for ((g = 1; g <= gws; g++)); do vteps+=("$(lab_underlay_ip "$g")"); done
@@ -281,9 +294,11 @@ lab_build() {
       [ "$p" = "$(lab_underlay_ip "$g")" ] || others+=("$p")
     done
     ns=$(lab_ns "$name" "gw$g")
-    lab_write_vtep "$dir" "$ns" "$(lab_underlay_ip "$g")" gw "$mac" "$base" "$vnis" "${others[@]}"
+    host=1
+    [ "$gwip" = shared ] || host=$((128 + g))
+    lab_write_vtep "$dir" "$ns" "$(lab_underlay_ip "$g")" gw "$mac" "$host" "$base" "$vnis" "${others[@]}"
   done
-  lab_write_vtep "$dir" "$cl" "$LAB_CLIENT_UNDERLAY_IP" cl "$mac" "$base" "$vnis" "${vteps[@]}"
+  lab_write_vtep "$dir" "$cl" "$LAB_CLIENT_UNDERLAY_IP" cl "$mac" 100 "$base" "$vnis" "${vteps[@]}"
   for ns in "$cl" $(for ((g = 1; g <= gws; g++)); do lab_ns "$name" "gw$g"; done); do
     (
       trap '[ -z "$LAB_CHILD" ] || kill "$LAB_CHILD" 2>/dev/null; exit 143' TERM
