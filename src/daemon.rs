@@ -1,19 +1,22 @@
 //! The one event loop: the only place that combines time, state and I/O.
 //!
-//! Inputs (all in one task, one `select!`): heartbeat datagrams, kernel events, the heartbeat
-//! timer, the peers' deadlines, the end of the hold-down, the GARP schedule, the periodic resync,
-//! and the shutdown token. Every input updates state, then the same two pure steps run:
-//! `assign::owned` (who owns what) and `reconcile::plan` (what the kernel must change).
-//! See docs/architecture.md.
+//! Inputs (all in one task, one `select!`): heartbeat datagrams, kernel events, the peers'
+//! deadlines, the end of the hold-down, the GARP schedule, the periodic resync, and the shutdown
+//! token. Every input updates state, then the same two pure steps run: `assign::owned` (who owns
+//! what) and `reconcile::plan` (what the kernel must change). Heartbeats go out from a second,
+//! small task (the [`Beacon`]), so that a long reconcile never delays one past the peers'
+//! deadline; the loop only tells it the flags and when to send at once. See docs/architecture.md.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::pending;
 use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
@@ -70,6 +73,80 @@ impl Throttle {
             _ => {
                 self.0 = Some(now);
                 true
+            }
+        }
+    }
+}
+
+/// What the loop and the heartbeat task share.
+#[derive(Debug, Default)]
+struct BeaconShared {
+    /// The flags of the next heartbeat (0: ready, or FLAG_STARTING).
+    flags: AtomicU8,
+    /// Wakes the task to send one heartbeat at once.
+    now: Notify,
+    sequence: AtomicU64,
+    sent: AtomicU64,
+    errors: AtomicU64,
+    log_send: Mutex<Throttle>,
+}
+
+/// Sends heartbeats: every interval, and at once when the loop asks. Its own task, so the peers
+/// keep hearing us while the loop waits on the kernel.
+struct Beacon {
+    socket: Arc<UdpSocket>,
+    to: SocketAddrV4,
+    template: Heartbeat,
+    interval: Duration,
+    shared: Arc<BeaconShared>,
+}
+
+impl Beacon {
+    async fn send(&self, flags: u8) {
+        let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let hb = Heartbeat {
+            sequence,
+            flags,
+            ..self.template
+        };
+        match self.socket.send_to(&wire::encode(&hb), self.to).await {
+            Ok(_) => {
+                self.shared.sent.fetch_add(1, Ordering::Relaxed);
+                trace!(seq = sequence, flags, "heartbeat sent");
+            }
+            Err(e) => {
+                let errors = self.shared.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                let log = self
+                    .shared
+                    .log_send
+                    .lock()
+                    .map(|mut t| t.ready(now()))
+                    .unwrap_or(true);
+                if log {
+                    warn!(error = %e, to = %self.to, errors, "heartbeat send failed");
+                }
+            }
+        }
+    }
+
+    /// Runs until aborted. Ticks stay on the interval's grid (a late tick does not push the
+    /// later ones back); a tick missed entirely is skipped, not sent in a burst.
+    async fn run(self) {
+        let mut next = now();
+        loop {
+            let woken = tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => false,
+                _ = self.shared.now.notified() => true,
+            };
+            self.send(self.shared.flags.load(Ordering::Relaxed)).await;
+            let t = now();
+            next = if woken {
+                t + self.interval
+            } else {
+                next + self.interval
+            };
+            if next <= t {
+                next = t + self.interval;
             }
         }
     }
@@ -149,7 +226,7 @@ pub struct Daemon<K: Kernel> {
     retry_at: Option<Instant>,
     missing: BTreeSet<u32>,
     blocked: BTreeMap<u32, u32>,
-    sequence: u64,
+    beacon: Arc<BeaconShared>,
     /// A membership change asks for a heartbeat now, not at the next tick.
     heartbeat_now: bool,
     pub stats: Stats,
@@ -157,7 +234,8 @@ pub struct Daemon<K: Kernel> {
     status_requests: Option<mpsc::UnboundedReceiver<()>>,
     log_malformed: Throttle,
     log_conflict: Throttle,
-    log_send: Throttle,
+    log_recv: Throttle,
+    log_garp: Throttle,
     log_apply: Throttle,
 }
 
@@ -204,13 +282,14 @@ impl<K: Kernel> Daemon<K> {
             retry_at: None,
             missing: BTreeSet::new(),
             blocked: BTreeMap::new(),
-            sequence: 0,
+            beacon: Arc::default(),
             heartbeat_now: false,
             stats: Stats::default(),
             status_requests: None,
             log_malformed: Throttle::default(),
             log_conflict: Throttle::default(),
-            log_send: Throttle::default(),
+            log_recv: Throttle::default(),
+            log_garp: Throttle::default(),
             log_apply: Throttle::default(),
         }
     }
@@ -243,8 +322,8 @@ impl<K: Kernel> Daemon<K> {
             frames_malformed = self.stats.frames_malformed.values().sum::<u64>(),
             frames_stale = self.stats.frames_stale,
             uid_conflicts = self.stats.uid_conflicts,
-            heartbeats_sent = self.stats.heartbeats_sent,
-            send_errors = self.stats.send_errors,
+            heartbeats_sent = self.beacon.sent.load(Ordering::Relaxed),
+            send_errors = self.beacon.errors.load(Ordering::Relaxed),
             actions_applied = self.stats.actions_applied,
             actions_failed = self.stats.actions_failed,
             garps_sent = self.stats.garps_sent,
@@ -292,7 +371,9 @@ impl<K: Kernel> Daemon<K> {
         } else {
             warn!(ifname = ?self.cfg.bind_interface, "uplink down at start: owning nothing until it is up");
         }
-        let mut next_heartbeat = start;
+        let socket = Arc::new(socket);
+        self.beacon.flags.store(FLAG_STARTING, Ordering::Relaxed);
+        let beacon = tokio::spawn(self.beacon_for(&socket).run());
         let mut next_resync = start + self.cfg.resync;
         let mut events_open = true;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
@@ -312,7 +393,7 @@ impl<K: Kernel> Daemon<K> {
                         }
                     }
                     Err(e) => {
-                        if self.log_send.ready(now()) {
+                        if self.log_recv.ready(now()) {
                             warn!(error = %e, "heartbeat receive failed");
                         }
                     }
@@ -343,8 +424,18 @@ impl<K: Kernel> Daemon<K> {
                     self.heartbeat_now = true;
                 }
                 _ = sleep_opt(next_expiry) => {
+                    // Heartbeats that arrived while the loop was busy (a long reconcile) are
+                    // queued in the socket: read them before declaring anyone dead.
+                    let mut changed = false;
+                    while let Ok((n, from)) = socket.try_recv_from(&mut buf) {
+                        changed |= self.on_datagram(&buf[..n], from, now());
+                    }
                     let t = now();
                     let gone = self.live.expire(t);
+                    if changed && gone.is_empty() {
+                        self.reassign(t);
+                        self.reconcile().await;
+                    }
                     for uid in &gone {
                         info!(peer = %format_args!("{uid:#x}"), "peer dead");
                     }
@@ -365,24 +456,25 @@ impl<K: Kernel> Daemon<K> {
                     self.check_uplink(now());
                     self.reconcile().await;
                 }
-                _ = tokio::time::sleep_until(next_heartbeat.into()) => {
-                    self.heartbeat_now = true;
-                }
                 Some(()) = recv_opt(&mut status) => self.log_status(),
             }
+            // Only now, after this input's reconcile: a ready heartbeat follows our takeover.
+            let flags = if self.ready { 0 } else { FLAG_STARTING };
+            self.beacon.flags.store(flags, Ordering::Relaxed);
             if self.heartbeat_now {
                 self.heartbeat_now = false;
-                let flags = if self.ready { 0 } else { FLAG_STARTING };
-                self.send_heartbeat(&socket, flags).await;
-                next_heartbeat = now() + self.cfg.interval;
+                self.beacon.now.notify_one();
             }
         }
+        // No periodic heartbeat may follow our LEAVING.
+        beacon.abort();
+        let _ = beacon.await;
         self.leave(&socket).await;
         Ok(self.stats)
     }
 
     /// Graceful stop: LEAVING, wait for the peers' confirmation, protodown everything, LEAVING.
-    async fn leave(&mut self, socket: &UdpSocket) {
+    async fn leave(&mut self, socket: &Arc<UdpSocket>) {
         let t0 = now();
         info!(owned = self.owned.len(), "stopping: announcing leave");
         self.ready = false;
@@ -424,29 +516,32 @@ impl<K: Kernel> Daemon<K> {
         );
     }
 
-    async fn send_heartbeat(&mut self, socket: &UdpSocket, flags: u8) {
-        self.sequence += 1;
-        let hb = Heartbeat {
-            uid: self.me,
-            incarnation: self.incarnation,
-            sequence: self.sequence,
-            flags,
-            interval_ms: u32::try_from(self.cfg.interval.as_millis()).unwrap_or(u32::MAX),
-            hold_ms: u32::try_from(self.cfg.hold().as_millis()).unwrap_or(u32::MAX),
-        };
-        let to = SocketAddrV4::new(self.cfg.broadcast, self.cfg.port);
-        match socket.send_to(&wire::encode(&hb), to).await {
-            Ok(_) => {
-                self.stats.heartbeats_sent += 1;
-                trace!(seq = self.sequence, flags, "heartbeat sent");
-            }
-            Err(e) => {
-                self.stats.send_errors += 1;
-                if self.log_send.ready(now()) {
-                    warn!(error = %e, to = %to, errors = self.stats.send_errors, "heartbeat send failed");
-                }
-            }
+    fn beacon_for(&self, socket: &Arc<UdpSocket>) -> Beacon {
+        Beacon {
+            socket: socket.clone(),
+            to: SocketAddrV4::new(self.cfg.broadcast, self.cfg.port),
+            template: Heartbeat {
+                uid: self.me,
+                incarnation: self.incarnation,
+                sequence: 0,
+                flags: 0,
+                interval_ms: u32::try_from(self.cfg.interval.as_millis()).unwrap_or(u32::MAX),
+                hold_ms: u32::try_from(self.cfg.hold().as_millis()).unwrap_or(u32::MAX),
+            },
+            interval: self.cfg.interval,
+            shared: self.beacon.clone(),
         }
+    }
+
+    /// One heartbeat from the loop itself (at stop, once the beacon task is gone).
+    async fn send_heartbeat(&mut self, socket: &Arc<UdpSocket>, flags: u8) {
+        self.beacon_for(socket).send(flags).await;
+        self.sync_beacon_stats();
+    }
+
+    fn sync_beacon_stats(&mut self) {
+        self.stats.heartbeats_sent = self.beacon.sent.load(Ordering::Relaxed);
+        self.stats.send_errors = self.beacon.errors.load(Ordering::Relaxed);
     }
 
     /// Takes one datagram; true when the candidate owners changed.
@@ -910,7 +1005,7 @@ impl<K: Kernel> Daemon<K> {
                     }
                     Err(e) => {
                         self.stats.garp_errors += 1;
-                        if self.log_send.ready(t) {
+                        if self.log_garp.ready(t) {
                             warn!(vni, ifname = %link.ifname, %ip, error = %e, "garp failed");
                         }
                     }

@@ -422,6 +422,9 @@ impl NetlinkKernel {
                     _ => {}
                 }
             }
+            // The kernel fills each datagram inside recvmsg; a dump of thousands of links is
+            // many of them: let the heartbeat task run between two.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -479,6 +482,9 @@ impl NetlinkKernel {
                     }
                 }
             }
+            // The kernel did this datagram's work inside sendmsg, on our thread: let the
+            // heartbeat task run before the next one.
+            tokio::task::yield_now().await;
         }
         results
             .into_iter()

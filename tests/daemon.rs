@@ -102,6 +102,8 @@ struct Shared {
     fake: FakeKernel,
     hb_rx: Rc<StdUdpSocket>,
     journal: RefCell<Journal>,
+    /// How long each protodown request takes (a kernel busy with thousands of links).
+    slow: Cell<Duration>,
 }
 
 /// The kernel handed to the daemon: the fake, shared with the test, plus a journal.
@@ -119,6 +121,10 @@ impl Kernel for Probe {
             .borrow_mut()
             .protodown_calls
             .push((changes.to_vec(), heartbeat_waiting));
+        let slow = self.0.slow.get();
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        }
         self.0.fake.set_protodown(changes).await
     }
 
@@ -238,6 +244,7 @@ impl Harness {
             fake,
             hb_rx: Rc::new(hb_rx),
             journal: RefCell::default(),
+            slow: Cell::new(Duration::ZERO),
         });
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let daemon_addr = socket.local_addr().unwrap();
@@ -935,6 +942,29 @@ fn garps_by_address(sent: &[(u32, Vec<u8>)]) -> std::collections::BTreeMap<(u32,
 }
 
 #[tokio::test(start_paused = true)]
+async fn heartbeats_keep_their_schedule_while_the_kernel_is_slow() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.read_heartbeats();
+        let before = h.seen.len();
+        // A peer joins: we release its VNIs, and the kernel takes a second to answer. Our peers
+        // must keep hearing us meanwhile (they would declare us dead after 3 intervals).
+        h.k.slow.set(ms(1000));
+        h.send_peer(PEER, 1, 0, 60_000);
+        h.pass(ms(1000)).await;
+        let during = h.seen.len() - before;
+        assert!(
+            during >= 8,
+            "{during} heartbeats in 1 s of a slow kernel, at a 100 ms interval"
+        );
+        h.k.slow.set(Duration::ZERO);
+        h.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn uplink_hold_down_shorter_than_the_start_up_hold_down_does_not_shorten_it() {
     local(async {
         let mut h = Harness::start_with(
@@ -1122,6 +1152,7 @@ async fn a_large_takeover_announces_every_address() {
             fake,
             hb_rx: Rc::new(hb_rx),
             journal: RefCell::default(),
+            slow: Cell::new(Duration::ZERO),
         });
         let cfg = Config::parse_from([
             "wmgwd2",
