@@ -106,8 +106,8 @@ pub struct Args {
     pub protodown_reason: u8,
 
     /// Re-read every managed interface from the kernel this often, besides following its events
-    /// (100ms to 1h).
-    #[arg(long, env = "WMGWD2_RESYNC", default_value = "10s", value_parser = parse_resync)]
+    /// (100ms to 1h). A safety net: events carry every change, and lost events force a resync.
+    #[arg(long, env = "WMGWD2_RESYNC", default_value = "60s", value_parser = parse_resync)]
     pub resync: Duration,
 
     /// On stop, wait at most this long for the peers to confirm they took over before setting

@@ -69,7 +69,7 @@ fn production_command_line_with_defaults() {
     assert_eq!(c.garp_count, 3);
     assert_eq!(c.garp_spacing, ms(200));
     assert_eq!(c.garp_refresh, Some(s(30)));
-    assert_eq!(c.resync, s(10));
+    assert_eq!(c.resync, s(60));
     assert_eq!(c.leave_wait, ms(300));
     assert_eq!(c.uplink_hold_down, s(10));
     assert_eq!(c.uplink_hold_down(), s(10));

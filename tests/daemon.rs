@@ -1046,8 +1046,8 @@ async fn drift_the_daemon_did_not_hear_of_is_corrected_by_the_periodic_resync() 
         });
         h.pass(ms(500)).await;
         assert!(h.up().contains(&theirs), "no event, no correction yet");
-        // --resync 10s (the default).
-        h.until("the resync corrected it", Duration::from_secs(11), |h| {
+        // --resync 60s (the default).
+        h.until("the resync corrected it", Duration::from_secs(61), |h| {
             h.up() == mine
         })
         .await;
