@@ -347,8 +347,7 @@ pings_back() {
 # failure MODE KIND G BACK: makes it happen, waits (settle), measures, appends a CSV row, and
 # waits for the client's pings to be answered again.
 failure() {
-  local mode=$1 kind=$2 g=$3 back=$4 t0 t0s t1s conv nmov
-  local ga_n ga_max ga_each ga_min gp gpv an_n an_max ad_n ad_max last open
+  local mode=$1 kind=$2 g=$3 back=$4 t0 conv
   t0=$(now_us)
   act "$kind" "$g" "$t0"
   if settle "$t0" "$back"; then
@@ -357,23 +356,17 @@ failure() {
     conv=0
     NOTES+=("$mode: no convergence$([ "$back" = 0 ] || echo " to the starting owner map") within $BOUND s")
   fi
-  t0s=$(secs_exact "$t0")
-  t1s=$(secs_exact "$(now_us)")
-  moved "$PREV" "$MAP" >"$DIR/moved-$mode.txt"
-  nmov=$(wc -l <"$DIR/moved-$mode.txt")
-  read -r ga_n ga_max ga_each ga_min < <(garps "$t0s" "$t1s" "$DIR/moved-$mode.txt")
-  read -r gp gpv < <(max_gap "$t0s" "$t1s")
-  read -r an_n an_max ad_n ad_max last open < <(anomalies "$t0s" "$t1s")
+  step_figures "$t0" "$DIR/moved-$mode.txt"
   if [ "$kind" = stop ]; then
     NOTES+=("stop: gw$g exited $(secs $((REAPED_US - t0))) s after SIGTERM, status $REAPED")
   fi
-  echo "$DAEMON,$V,$IMS,$G,$CONV0,$CTL_PPS,$CTL_DROP,${CPU_S// /;},${RSS_MIB// /;},$mode,gw$g,$nmov,$ga_n,$ga_min,$ga_max,$ga_each,$gp,$gpv,$an_n,$an_max,$ad_n,$ad_max,$open,$last,$conv,$(
+  echo "$DAEMON,$V,$IMS,$G,$CONV0,$CTL_PPS,$CTL_DROP,${CPU_S// /;},${RSS_MIB// /;},$mode,gw$g,$NMOV,$GA_N,$GA_MIN,$GA_MAX,$GA_EACH,$GP,$GPV,$AN_N,$AN_MAX,$AD_N,$AD_MAX,$OPEN,$LAST,$conv,$(
     IFS='|'
     echo "${NOTES[*]}" | tr ',' ';'
   )" >>"$CSV.new"
   printf '  %-7s gw%d moved %4d  GARP first %s last %s  gap %s s  ownerless %s VNIs %s s  duplicate %s VNIs %s s%s\n' \
-    "$mode" "$g" "$nmov" "${ga_min}" "${ga_max}" "$gp" "$an_n" "$an_max" "$ad_n" "$ad_max" \
-    "$([ "$open" = 0 ] || echo " ($open still at the end)")"
+    "$mode" "$g" "$NMOV" "$GA_MIN" "$GA_MAX" "$GP" "$AN_N" "$AN_MAX" "$AD_N" "$AD_MAX" \
+    "$([ "$OPEN" = 0 ] || echo " ($OPEN still at the end)")"
   NOTES=()
   PREV=$MAP
   pings_back "$mode gw$g" "$t0"
@@ -409,14 +402,9 @@ run_config() {
     lab_up "$NAME" "$G" "$V" --mac "$MAC" || { LAB_MADE= && die "lab_up failed"; }
   fi
   start_watchers
-  t=$(now_us)
-  for ((g = 1; g <= G; g++)); do
-    start_gw "$g"
-    set_live "$g" "$t"
-  done
-  wait_converged "$t" || die "$DAEMON V=$V $INTERVAL: no convergence within $BOUND s; see $DIR"
+  start_all_converge || die "$DAEMON V=$V $INTERVAL: no convergence within $BOUND s; see $DIR"
   MAP0=$MAP PREV=$MAP
-  CONV0=$(secs $((CONV_US - t)))
+  CONV0=$(secs $((CONV_US - T_START)))
   start_pings "$MAP0" 1 2 "$G"
   # The daemons' start-up (keepalived's second GARP burst 5 s after taking over) is over
   # before the window opens.

@@ -143,14 +143,9 @@ echo "lab up in $(secs $(($(now_us) - t))) s"
 start_watchers
 
 echo "starting $G daemons"
-t=$(now_us)
-for ((g = 1; g <= G; g++)); do
-  start_daemon "$g"
-  set_live "$g" "$t"
-done
-wait_converged "$t" || die "no convergence within $BOUND s after start; see $DIR/gw*.log"
+start_all_converge || die "no convergence within $BOUND s after start; see $DIR/gw*.log"
 MAP0=$MAP
-echo "converged in $(secs $((CONV_US - t))) s; VNIs owned: $(owner_counts "$MAP0" | tr / '\n' | awk '{ printf "%sgw%d %s", (NR > 1 ? ", " : ""), NR, $1 }')"
+echo "converged in $(secs $((CONV_US - T_START))) s; VNIs owned: $(owner_counts "$MAP0" | tr / '\n' | awk '{ printf "%sgw%d %s", (NR > 1 ? ", " : ""), NR, $1 }')"
 
 # Sampled VNIs for pings: spread over the gateways the steps target.
 CRASH=1 STOP=2 CUT=3
@@ -167,9 +162,7 @@ PREV=$MAP0
 
 # run_step N LABEL KIND G: performs the event, waits, measures, appends a table row.
 run_step() {
-  local n=$1 label=$2 kind=$3 g=$4 t0 t0s t1s result=ok why=() conv m i gp gpv ga ga_n ga_max nmov
-  local drops0 drops
-  local an_n an_max ad_n ad_max last ga_each
+  local n=$1 label=$2 kind=$3 g=$4 t0 result=ok why=() conv m i ga drops0 drops
   drops0=$(backlog_drops)
   t0=$(now_us)
   [ "$kind" != start ] || [ -z "${DPID[g]}" ] || why+=("gw$g was still running")
@@ -179,23 +172,17 @@ run_step() {
     [ "$REAPED" = 0 ] || why+=("exit status $REAPED after SIGTERM")
   fi
   if wait_converged "$t0"; then conv=ok; else conv=timeout; fi
-  t0s=$(secs_exact "$t0")
-  t1s=$(secs_exact "$(now_us)")
+  step_figures "$t0" "$DIR/moved$n.txt"
   drops=$(($(backlog_drops) - drops0))
   if ((drops > 0)); then
     NOTES+=("step $n: the kernel dropped $drops packets machine-wide for a full input backlog (net.core.netdev_max_backlog=$(cat /proc/sys/net/core/netdev_max_backlog)); lost GARPs or pings may be among them")
   fi
-  moved "$PREV" "$MAP" >"$DIR/moved$n.txt"
-  nmov=$(wc -l <"$DIR/moved$n.txt")
-  read -r ga_n ga_max ga_each _ < <(garps "$t0s" "$t1s" "$DIR/moved$n.txt")
-  read -r gp gpv < <(max_gap "$t0s" "$t1s")
-  read -r an_n an_max ad_n ad_max last _ < <(anomalies "$t0s" "$t1s")
   if [ "$conv" = ok ]; then
-    conv="$last s"
+    conv="$LAST s"
   else
     why+=("no convergence in ${BOUND}s")
   fi
-  ((ga_n == nmov)) || why+=("$((nmov - ga_n)) moved VNIs got no GARP from their new owner")
+  ((GA_N == NMOV)) || why+=("$((NMOV - GA_N)) moved VNIs got no GARP from their new owner")
   case $kind in
     start | restore)
       m=$(moved "$MAP0" "$MAP" | wc -l)
@@ -220,10 +207,10 @@ run_step() {
     local w
     for w in "${why[@]}"; do NOTES+=("step $n FAIL: $w"); done
   fi
-  ga=$([ "$ga_n" -gt 0 ] && echo "$ga_max s" || echo "-")
+  ga=$([ "$GA_N" -gt 0 ] && echo "$GA_MAX s" || echo "-")
   ROWS+=("$(printf '%-2s %-22s %5s %9s %9s %11s %13s %15s %15s %-11s %s' \
-    "$n" "$label" "$nmov" "$conv" "$ga" "$ga_n/$nmov x$ga_each" "$gp s v$gpv" \
-    "$(fmt_anom "$an_n" "$an_max")" "$(fmt_anom "$ad_n" "$ad_max")" "$(owner_counts "$MAP")" "$result")")
+    "$n" "$label" "$NMOV" "$conv" "$ga" "$GA_N/$NMOV x$GA_EACH" "$GP s v$GPV" \
+    "$(fmt_anom "$AN_N" "$AN_MAX")" "$(fmt_anom "$AD_N" "$AD_MAX")" "$(owner_counts "$MAP")" "$result")")
   echo "${ROWS[-1]}"
   PREV=$MAP
   sleep 0.5

@@ -312,7 +312,7 @@ evpn_up() {
 }
 
 evpn_build() {
-  local dir=$1 name=$2 gws=$3 mac=$4 g v ns p rc=0 gwns=()
+  local dir=$1 name=$2 gws=$3 mac=$4 g v ns gwns=()
   local sw rr lf
   sw=$(lab_ns "$name" sw)
   rr=$(lab_ns "$name" rr)
@@ -345,16 +345,7 @@ evpn_build() {
   for ns in "$lf" "${gwns[@]}"; do
     for v in "${EVPN_VNIS[@]}"; do echo "link set dev vxlan$v learning off"; done >"$dir/$ns.bridge"
   done
-  for ns in "$rr" "$lf" "${gwns[@]}"; do
-    (
-      trap '[ -z "$LAB_CHILD" ] || kill "$LAB_CHILD" 2>/dev/null; exit 143' TERM
-      lab_apply "$dir" "$ns"
-    ) &
-    LAB_JOBS+=($!)
-  done
-  for p in "${LAB_JOBS[@]}"; do wait "$p" || rc=1; done
-  LAB_JOBS=()
-  [ $rc -eq 0 ] || return 1
+  lab_apply_parallel "$dir" "$rr" "$lf" "${gwns[@]}" || return 1
 
   # The hosts: their eth0 came from the leaf's batch.
   for v in "${EVPN_VNIS[@]}"; do
@@ -396,10 +387,7 @@ evpn_main() {
       shift
       evpn_vtysh "$@"
       ;;
-    *)
-      sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
-      exit 2
-      ;;
+    *) lab_usage "${BASH_SOURCE[0]}" ;;
   esac
 }
 

@@ -66,6 +66,12 @@ LAB_MAX_VNI=39935
 
 lab_err() { echo "lab.sh: $*" >&2; }
 
+# lab_usage FILE: prints FILE's header comment (its usage) to stderr and exits 2.
+lab_usage() {
+  sed -n '2,/^$/s/^# \{0,1\}//p' "$1" >&2
+  exit 2
+}
+
 lab_ns() { echo "$1-$2"; }
 
 lab_underlay_ip() { echo "10.0.1.$1"; }
@@ -260,7 +266,7 @@ lab_abort() {
 
 lab_build() {
   local dir=$1 name=$2 gws=$3 vnis=$4 mac=$5 base=$6 gwip=$7
-  local sw cl g ns vteps=() others=() p rc=0 host
+  local sw cl g ns vteps=() others=() p host
   sw=$(lab_ns "$name" sw)
   cl=$(lab_ns "$name" cl)
   for ((g = 1; g <= gws; g++)); do vteps+=("$(lab_underlay_ip "$g")"); done
@@ -299,7 +305,15 @@ lab_build() {
     lab_write_vtep "$dir" "$ns" "$(lab_underlay_ip "$g")" gw "$mac" "$host" "$base" "$vnis" "${others[@]}"
   done
   lab_write_vtep "$dir" "$cl" "$LAB_CLIENT_UNDERLAY_IP" cl "$mac" 100 "$base" "$vnis" "${vteps[@]}"
-  for ns in "$cl" $(for ((g = 1; g <= gws; g++)); do lab_ns "$name" "gw$g"; done); do
+  lab_apply_parallel "$dir" "$cl" $(for ((g = 1; g <= gws; g++)); do lab_ns "$name" "gw$g"; done)
+}
+
+# lab_apply_parallel DIR NS...: lab_apply for every NS at once (one ip -batch each); fails when
+# one of them failed. lab_abort stops them.
+lab_apply_parallel() {
+  local dir=$1 ns p rc=0
+  shift
+  for ns in "$@"; do
     (
       trap '[ -z "$LAB_CHILD" ] || kill "$LAB_CHILD" 2>/dev/null; exit 143' TERM
       lab_apply "$dir" "$ns"
@@ -327,10 +341,7 @@ lab_main() {
       [ $# -eq 2 ] || { lab_err "usage: lab.sh down NAME" && exit 2; }
       lab_down "$2"
       ;;
-    *)
-      sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
-      exit 2
-      ;;
+    *) lab_usage "${BASH_SOURCE[0]}" ;;
   esac
 }
 

@@ -485,3 +485,29 @@ max_gap() {
   done
   echo "$best $bestv"
 }
+
+# step_figures T0_US MOVED_FILE: the figures of one step, from T0 (µs) to now, against the owner
+# maps PREV (before) and MAP (after). Writes the moved VNIs to MOVED_FILE and sets T0S, T1S,
+# NMOV; GA_N GA_MAX GA_EACH GA_MIN (garps); GP GPV (max_gap); AN_N AN_MAX AD_N AD_MAX LAST OPEN
+# (anomalies).
+step_figures() {
+  T0S=$(secs_exact "$1")
+  T1S=$(secs_exact "$(now_us)")
+  moved "$PREV" "$MAP" >"$2"
+  NMOV=$(wc -l <"$2")
+  read -r GA_N GA_MAX GA_EACH GA_MIN < <(garps "$T0S" "$T1S" "$2")
+  read -r GP GPV < <(max_gap "$T0S" "$T1S")
+  read -r AN_N AN_MAX AD_N AD_MAX LAST OPEN < <(anomalies "$T0S" "$T1S")
+}
+
+# start_all_converge: starts the G gateways' daemons (start_gw), counts them live from now, and
+# waits until the owner map converged (wait_converged: sets MAP and CONV_US). Sets T_START (µs).
+start_all_converge() {
+  local g
+  T_START=$(now_us)
+  for ((g = 1; g <= G; g++)); do
+    start_gw "$g"
+    set_live "$g" "$T_START"
+  done
+  wait_converged "$T_START"
+}
