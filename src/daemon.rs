@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::pending;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ use crate::cli::Config;
 use crate::kernel::{EventSource, Kernel, KernelError, KernelEvent, Snapshot};
 use crate::liveness::{Liveness, Observation};
 use crate::reconcile::{self, Action, Addresses, LinkState};
-use crate::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
+use crate::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
 
 /// A VNI acted on less than this long ago waits before the next action (stops a hot loop if the
 /// kernel keeps undoing what we set).
@@ -83,6 +83,9 @@ impl Throttle {
 struct BeaconShared {
     /// The flags of the next heartbeat (0: ready, or FLAG_STARTING).
     flags: AtomicU8,
+    /// The loop is waiting on the kernel in the middle of applying a change: heartbeats sent
+    /// meanwhile carry FLAG_SETTLING.
+    busy: AtomicBool,
     /// Wakes the task to send one heartbeat at once.
     now: Notify,
     sequence: AtomicU64,
@@ -138,7 +141,11 @@ impl Beacon {
                 _ = tokio::time::sleep_until(next.into()) => false,
                 _ = self.shared.now.notified() => true,
             };
-            self.send(self.shared.flags.load(Ordering::Relaxed)).await;
+            let mut flags = self.shared.flags.load(Ordering::Relaxed);
+            if self.shared.busy.load(Ordering::Relaxed) {
+                flags |= FLAG_SETTLING;
+            }
+            self.send(flags).await;
             let t = now();
             next = if woken {
                 t + self.interval
@@ -493,8 +500,12 @@ impl<K: Kernel> Daemon<K> {
                 _ = tokio::time::sleep_until(deadline.into()) => break,
             };
             if let Ok((n, _)) = r {
+                // A peer confirms with a heartbeat sent once its kernel is done: one that left
+                // while it was still applying our departure (SETTLING) does not count.
                 if let Ok(Frame::Heartbeat(hb)) = wire::decode(&buf[..n]) {
-                    waiting.remove(&hb.uid);
+                    if !hb.settling() {
+                        waiting.remove(&hb.uid);
+                    }
                 }
             }
         }
@@ -752,7 +763,10 @@ impl<K: Kernel> Daemon<K> {
     }
 
     async fn resync(&mut self) {
-        match self.kernel.snapshot().await {
+        self.beacon.busy.store(true, Ordering::Relaxed);
+        let snap = self.kernel.snapshot().await;
+        self.beacon.busy.store(false, Ordering::Relaxed);
+        match snap {
             Ok(s) => {
                 self.stats.resyncs += 1;
                 self.load(s);
@@ -766,8 +780,14 @@ impl<K: Kernel> Daemon<K> {
     }
 
     /// Plans against the kernel's reported state and applies the difference; then starts GARP
-    /// bursts for VNIs that just became active.
+    /// bursts for VNIs that just became active. Heartbeats sent meanwhile say SETTLING.
     pub async fn reconcile(&mut self) {
+        self.beacon.busy.store(true, Ordering::Relaxed);
+        self.reconcile_now().await;
+        self.beacon.busy.store(false, Ordering::Relaxed);
+    }
+
+    async fn reconcile_now(&mut self) {
         let t = now();
         let plan = reconcile::plan(
             &self.owned,

@@ -27,7 +27,8 @@
 //! ```
 //!
 //! Flags: bit 0 `LEAVING` (the sender is stopping: drop it now), bit 1 `STARTING` (the sender is in
-//! its start-up hold-down and owns nothing yet). Other bits are reserved: sent as 0, ignored on
+//! its start-up hold-down and owns nothing yet), bit 2 `SETTLING` (the sender is applying a change
+//! to the kernel right now: this heartbeat does not confirm a takeover). Other bits are reserved: sent as 0, ignored on
 //! receipt so that later versions can add hints without breaking this one.
 //!
 //! A datagram of exactly 8 bytes is the original Go wmgwd2's heartbeat (the UID, big-endian) and
@@ -50,6 +51,9 @@ pub const MAX_DATAGRAM: usize = 512;
 pub const FLAG_LEAVING: u8 = 0x01;
 /// The sender is in its start-up hold-down: alive, but not yet a candidate owner.
 pub const FLAG_STARTING: u8 = 0x02;
+/// The sender's loop is busy applying a change to its kernel (the heartbeat went out from its
+/// timer meanwhile): a leaving peer does not count it as confirmation of the takeover.
+pub const FLAG_SETTLING: u8 = 0x04;
 
 /// A version-1 heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,9 @@ impl Heartbeat {
     }
     pub fn starting(&self) -> bool {
         self.flags & FLAG_STARTING != 0
+    }
+    pub fn settling(&self) -> bool {
+        self.flags & FLAG_SETTLING != 0
     }
 }
 

@@ -23,7 +23,7 @@ use wmgwd2::cli::Config;
 use wmgwd2::daemon::{Daemon, DaemonError, Stats};
 use wmgwd2::kernel::{EventSource, FakeKernel, Kernel, KernelError, KernelEvent, Snapshot};
 use wmgwd2::reconcile::{FdbFlush, LinkState};
-use wmgwd2::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
+use wmgwd2::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
 
 const ME: u64 = 0x1001;
 const MY_INC: u64 = 77;
@@ -847,10 +847,17 @@ async fn shutdown_ends_early_when_the_peer_confirms() {
             h.seen.last().unwrap().flags == FLAG_LEAVING
         })
         .await;
+        // A heartbeat the peer sent while still applying the takeover confirms nothing.
+        h.send_peer(PEER, 1, FLAG_SETTLING, 60_000);
+        h.pass(LEAVE_WAIT / 2).await;
+        assert!(
+            !h.task.as_ref().unwrap().is_finished(),
+            "a SETTLING heartbeat ended the wait"
+        );
         // The peer took over and says so with a heartbeat out of schedule.
         h.send_peer(PEER, 1, 0, 60_000);
         h.task.take().unwrap().await.unwrap().unwrap();
-        assert!(t.elapsed() < LEAVE_WAIT / 2, "took {:?}", t.elapsed());
+        assert!(t.elapsed() < LEAVE_WAIT, "took {:?}", t.elapsed());
         assert!(h.all_down());
     })
     .await;
@@ -953,10 +960,21 @@ async fn heartbeats_keep_their_schedule_while_the_kernel_is_slow() {
         h.k.slow.set(ms(1000));
         h.send_peer(PEER, 1, 0, 60_000);
         h.pass(ms(1000)).await;
-        let during = h.seen.len() - before;
+        let during = &h.seen[before..];
         assert!(
-            during >= 8,
-            "{during} heartbeats in 1 s of a slow kernel, at a 100 ms interval"
+            during.len() >= 8,
+            "{} heartbeats in 1 s of a slow kernel, at a 100 ms interval",
+            during.len()
+        );
+        // Sent while the kernel was still applying the change: they must not confirm anything.
+        let settling = during
+            .iter()
+            .filter(|hb| hb.flags & FLAG_SETTLING != 0)
+            .count();
+        assert!(
+            settling >= during.len() - 2,
+            "{settling} of {} said SETTLING",
+            during.len()
         );
         h.k.slow.set(Duration::ZERO);
         h.stop().await;

@@ -228,8 +228,20 @@ fn error_bad_timing() {
 }
 
 #[test]
+fn settling_is_bit_2() {
+    let Ok(Frame::Heartbeat(hb)) = decode(&with(5, 0x04)) else {
+        unreachable!()
+    };
+    assert!(hb.settling() && !hb.leaving() && !hb.starting());
+    let Ok(Frame::Heartbeat(hb)) = decode(&with(5, 0x03)) else {
+        unreachable!()
+    };
+    assert!(!hb.settling());
+}
+
+#[test]
 fn unknown_flag_bits_are_accepted_and_preserved() {
-    for flags in [0x04, 0x80, 0xfc, 0xfd, 0xfe, 0xff] {
+    for flags in [0x04, 0x08, 0x80, 0xf8, 0xfc, 0xfd, 0xfe, 0xff] {
         let b = with(5, flags);
         let Ok(Frame::Heartbeat(hb)) = decode(&b) else {
             panic!("flags {flags:#x} rejected: {:?}", decode(&b))
@@ -237,6 +249,7 @@ fn unknown_flag_bits_are_accepted_and_preserved() {
         assert_eq!(hb.flags, flags);
         assert_eq!(hb.leaving(), flags & 0x01 != 0, "flags {flags:#x}");
         assert_eq!(hb.starting(), flags & 0x02 != 0, "flags {flags:#x}");
+        assert_eq!(hb.settling(), flags & 0x04 != 0, "flags {flags:#x}");
         assert_eq!(encode(&hb), b, "flags {flags:#x} re-encoded");
     }
 }
