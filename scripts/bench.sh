@@ -404,7 +404,7 @@ run_config() {
   start_watchers
   start_all_converge || die "$DAEMON V=$V $INTERVAL: no convergence within $BOUND s; see $DIR"
   MAP0=$MAP PREV=$MAP
-  CONV0=$(secs $((CONV_US - T_START)))
+  CONV0=$(secs $((CONV_US - DAEMONS_T0)))
   start_pings "$MAP0" 1 2 "$G"
   # The daemons' start-up (keepalived's second GARP burst 5 s after taking over) is over
   # before the window opens.

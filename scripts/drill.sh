@@ -145,7 +145,7 @@ start_watchers
 echo "starting $G daemons"
 start_all_converge || die "no convergence within $BOUND s after start; see $DIR/gw*.log"
 MAP0=$MAP
-echo "converged in $(secs $((CONV_US - T_START))) s; VNIs owned: $(owner_counts "$MAP0" | tr / '\n' | awk '{ printf "%sgw%d %s", (NR > 1 ? ", " : ""), NR, $1 }')"
+echo "converged in $(secs $((CONV_US - DAEMONS_T0))) s; VNIs owned: $(owner_counts "$MAP0" | tr / '\n' | awk '{ printf "%sgw%d %s", (NR > 1 ? ", " : ""), NR, $1 }')"
 
 # Sampled VNIs for pings: spread over the gateways the steps target.
 CRASH=1 STOP=2 CUT=3

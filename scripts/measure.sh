@@ -501,13 +501,13 @@ step_figures() {
 }
 
 # start_all_converge: starts the G gateways' daemons (start_gw), counts them live from now, and
-# waits until the owner map converged (wait_converged: sets MAP and CONV_US). Sets T_START (µs).
+# waits until the owner map converged (wait_converged: sets MAP and CONV_US). Sets DAEMONS_T0 (µs).
 start_all_converge() {
   local g
-  T_START=$(now_us)
+  DAEMONS_T0=$(now_us)
   for ((g = 1; g <= G; g++)); do
     start_gw "$g"
-    set_live "$g" "$T_START"
+    set_live "$g" "$DAEMONS_T0"
   done
-  wait_converged "$T_START"
+  wait_converged "$DAEMONS_T0"
 }
