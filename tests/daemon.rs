@@ -909,33 +909,44 @@ async fn missing_interface_is_managed_when_it_appears() {
     .await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn uplink_loss_releases_everything_and_rejoins_through_a_hold_down() {
-    local(async {
-        let mut h = Harness::start_with(
-            &["--bind-interface", "eth0", "--uplink-hold-down", "2s"],
-            |_| {},
-        )
-        .await;
-        h.takeover().await;
-        h.fake().edit_link(ETH0, |l| l.carrier = false);
-        h.until("everything released", SOON, |h| h.all_down()).await;
-        h.until("a starting heartbeat", SOON, |h| {
-            h.seen.last().unwrap().flags == FLAG_STARTING
-        })
-        .await;
-        // Carrier back: the uplink hold-down (longer than the start-up one) before taking
-        // anything, heartbeats saying STARTING meanwhile.
-        let t = Instant::now();
-        h.fake().edit_link(ETH0, |l| l.carrier = true);
-        h.pass(ms(2000) - ms(20)).await;
-        assert!(h.up().is_empty(), "took over during the uplink hold-down");
-        assert_eq!(h.seen.last().unwrap().flags, FLAG_STARTING);
-        h.takeover().await;
-        assert!(t.elapsed() >= ms(2000));
-        h.stop().await;
+/// Takes everything, loses the uplink's carrier (releases everything), gets it back, and checks
+/// that nothing is taken for `hold` after that (heartbeats saying STARTING), then everything.
+async fn uplink_cut_and_back(uplink_hold_down: &str, hold: Duration) {
+    let mut h = Harness::start_with(
+        &[
+            "--bind-interface",
+            "eth0",
+            "--uplink-hold-down",
+            uplink_hold_down,
+        ],
+        |_| {},
+    )
+    .await;
+    h.takeover().await;
+    h.fake().edit_link(ETH0, |l| l.carrier = false);
+    h.until("everything released", SOON, |h| h.all_down()).await;
+    h.until("a starting heartbeat", SOON, |h| {
+        h.seen.last().unwrap().flags == FLAG_STARTING
     })
     .await;
+    let t = Instant::now();
+    h.fake().edit_link(ETH0, |l| l.carrier = true);
+    h.pass(hold - ms(20)).await;
+    assert!(h.up().is_empty(), "took over during the hold-down");
+    assert_eq!(h.seen.last().unwrap().flags, FLAG_STARTING);
+    h.takeover().await;
+    assert!(t.elapsed() >= hold);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn uplink_loss_releases_everything_and_rejoins_through_the_uplink_hold_down() {
+    local(uplink_cut_and_back("2s", ms(2000))).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn uplink_hold_down_shorter_than_the_start_up_hold_down_does_not_shorten_it() {
+    local(uplink_cut_and_back("0s", HOLD_DOWN)).await;
 }
 
 /// GARP frames sent since the last call, per (ifindex, sender IP).
@@ -977,28 +988,6 @@ async fn heartbeats_keep_their_schedule_while_the_kernel_is_slow() {
             during.len()
         );
         h.k.slow.set(Duration::ZERO);
-        h.stop().await;
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn uplink_hold_down_shorter_than_the_start_up_hold_down_does_not_shorten_it() {
-    local(async {
-        let mut h = Harness::start_with(
-            &["--bind-interface", "eth0", "--uplink-hold-down", "0s"],
-            |_| {},
-        )
-        .await;
-        h.takeover().await;
-        h.fake().edit_link(ETH0, |l| l.carrier = false);
-        h.until("everything released", SOON, |h| h.all_down()).await;
-        let t = Instant::now();
-        h.fake().edit_link(ETH0, |l| l.carrier = true);
-        h.pass(HOLD_DOWN - ms(20)).await;
-        assert!(h.up().is_empty(), "took over during the hold-down");
-        h.takeover().await;
-        assert!(t.elapsed() >= HOLD_DOWN);
         h.stop().await;
     })
     .await;
