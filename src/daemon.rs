@@ -83,8 +83,8 @@ impl Throttle {
 struct BeaconShared {
     /// The flags of the next heartbeat (0: ready, or FLAG_STARTING).
     flags: AtomicU8,
-    /// The loop is waiting on the kernel in the middle of applying a change: heartbeats sent
-    /// meanwhile carry FLAG_SETTLING.
+    /// The loop is waiting on the kernel (applying a change, or re-reading it before one):
+    /// heartbeats sent meanwhile carry FLAG_SETTLING.
     busy: AtomicBool,
     /// Wakes the task to send one heartbeat at once.
     now: Notify,
@@ -477,6 +477,8 @@ impl<K: Kernel> Daemon<K> {
         beacon.abort();
         let _ = beacon.await;
         self.leave(&socket).await;
+        self.stats.heartbeats_sent = self.beacon.sent.load(Ordering::Relaxed);
+        self.stats.send_errors = self.beacon.errors.load(Ordering::Relaxed);
         Ok(self.stats)
     }
 
@@ -519,7 +521,7 @@ impl<K: Kernel> Daemon<K> {
             confirmed,
             unconfirmed = waiting.len(),
             elapsed_ms = now().duration_since(t0).as_millis() as u64,
-            heartbeats_sent = self.stats.heartbeats_sent,
+            heartbeats_sent = self.beacon.sent.load(Ordering::Relaxed),
             frames_received = self.stats.frames_received,
             actions_failed = self.stats.actions_failed,
             garps_sent = self.stats.garps_sent,
@@ -545,14 +547,8 @@ impl<K: Kernel> Daemon<K> {
     }
 
     /// One heartbeat from the loop itself (at stop, once the beacon task is gone).
-    async fn send_heartbeat(&mut self, socket: &Arc<UdpSocket>, flags: u8) {
+    async fn send_heartbeat(&self, socket: &Arc<UdpSocket>, flags: u8) {
         self.beacon_for(socket).send(flags).await;
-        self.sync_beacon_stats();
-    }
-
-    fn sync_beacon_stats(&mut self) {
-        self.stats.heartbeats_sent = self.beacon.sent.load(Ordering::Relaxed);
-        self.stats.send_errors = self.beacon.errors.load(Ordering::Relaxed);
     }
 
     /// Takes one datagram; true when the candidate owners changed.

@@ -51,8 +51,9 @@ pub const MAX_DATAGRAM: usize = 512;
 pub const FLAG_LEAVING: u8 = 0x01;
 /// The sender is in its start-up hold-down: alive, but not yet a candidate owner.
 pub const FLAG_STARTING: u8 = 0x02;
-/// The sender's loop is busy applying a change to its kernel (the heartbeat went out from its
-/// timer meanwhile): a leaving peer does not count it as confirmation of the takeover.
+/// The sender's loop is busy with its kernel (applying a change, or re-reading it), and the
+/// heartbeat went out from its timer meanwhile: a leaving peer does not count it as confirmation
+/// of the takeover (the sender may not even have read the LEAVING yet).
 pub const FLAG_SETTLING: u8 = 0x04;
 
 /// A version-1 heartbeat.

@@ -738,8 +738,8 @@ fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_ga
     thread::sleep(Duration::from_millis(300));
     assert_garps(&lab, &sniff.finish(), &moved, &rest, t_cut);
 
-    // The link returns: the uplink hold-down (2 s here), then it takes its VNIs back, with an owner for every
-    // VNI at every sampled moment.
+    // The link returns: the uplink hold-down (2 s here), then it takes its VNIs back, with an
+    // owner for every VNI at every sampled moment.
     ip(&sw, &["link", "set", "p3", "up"]);
     lab.wait("rejoin after the link returns", BOUND, || {
         let now = lab.owners(&[1, 2, 3]);
