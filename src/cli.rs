@@ -4,13 +4,13 @@
 //! flag, and exit code 2 (clap's usage-error code).
 
 use std::net::Ipv4Addr;
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
-use crate::reconcile::NamePattern;
+use crate::links::NamePattern;
+use crate::types::{Uid, VniRange};
 
 /// Largest VNI: VXLAN network identifiers are 24 bits.
 pub const MAX_VNI: u32 = (1 << 24) - 1;
@@ -128,7 +128,7 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// `None`: derive it from /etc/machine-id (done by `main`, the only place that reads files).
-    pub uid: Option<u64>,
+    pub uid: Option<Uid>,
     pub minvni: u32,
     pub maxvni: u32,
     pub broadcast: Ipv4Addr,
@@ -150,8 +150,9 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn vnis(&self) -> RangeInclusive<u32> {
-        self.minvni..=self.maxvni
+    /// The managed VNIs (validated: never empty).
+    pub fn vnis(&self) -> VniRange {
+        VniRange::spanning(self.minvni, self.maxvni)
     }
 
     /// How long peers keep us after one heartbeat.
@@ -214,7 +215,7 @@ impl TryFrom<Args> for Config {
                 a.interface_pattern
             )));
         }
-        let longest = pattern.name(a.maxvni);
+        let longest = pattern.name(crate::types::Vni(a.maxvni));
         if longest.len() > IFNAMSIZ_MAX {
             return Err(err(format!(
                 "--interface-pattern gives '{longest}', longer than {IFNAMSIZ_MAX} bytes"
@@ -242,7 +243,7 @@ impl TryFrom<Args> for Config {
             d => Some(d),
         };
         Ok(Config {
-            uid: a.uid,
+            uid: a.uid.map(Uid),
             minvni: a.minvni,
             maxvni: a.maxvni,
             broadcast: a.broadcast,

@@ -11,31 +11,10 @@ use std::net::Ipv4Addr;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::reconcile::{Addresses, FdbFlush, LinkState};
-
-/// What the kernel reports between two snapshots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KernelEvent {
-    /// A link appeared or changed (RTM_NEWLINK).
-    Link(LinkState),
-    /// A link is gone (RTM_DELLINK).
-    LinkGone { ifindex: u32 },
-    /// An IPv4 address was added to or removed from a link.
-    Address {
-        ifindex: u32,
-        addr: Ipv4Addr,
-        added: bool,
-    },
-    /// Events were lost (the event stream broke): take a new snapshot.
-    Lost,
-}
-
-/// Every link and every IPv4 address, read at one time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub links: Vec<LinkState>,
-    pub addrs: Addresses,
-}
+use crate::links::{Addresses, LinkState};
+pub use crate::links::{KernelEvent, Snapshot};
+use crate::reconcile::FdbFlush;
+use crate::types::IfIndex;
 
 /// Errors at the kernel boundary. Per-interface errors are logged and retried by the daemon.
 #[derive(Debug, Error)]
@@ -45,22 +24,22 @@ pub enum KernelError {
     #[error("packet socket: {0}")]
     PacketSocket(#[source] std::io::Error),
     #[error("interface {ifindex} is gone")]
-    NoDevice { ifindex: u32 },
+    NoDevice { ifindex: IfIndex },
     #[error("interface {ifindex}: protodown held by another reason")]
-    Busy { ifindex: u32 },
+    Busy { ifindex: IfIndex },
     #[error("interface {ifindex} does not support protodown")]
-    NotSupported { ifindex: u32 },
+    NotSupported { ifindex: IfIndex },
     #[error("{op} on interface {ifindex}: errno {errno}")]
     Errno {
         op: &'static str,
-        ifindex: u32,
+        ifindex: IfIndex,
         errno: i32,
     },
     #[error("{op}: {detail}")]
     Netlink { op: &'static str, detail: String },
     #[error("sending on interface {ifindex}: {source}")]
     Send {
-        ifindex: u32,
+        ifindex: IfIndex,
         #[source]
         source: std::io::Error,
     },
@@ -91,20 +70,20 @@ pub trait Kernel {
     /// protodown flag of that link. One result per change, in order.
     fn set_protodown(
         &self,
-        changes: &[(u32, bool)],
+        changes: &[(IfIndex, bool)],
     ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
     /// Deletes the dynamic IPv4 neighbour entries of these links (entries left unresolved while a
     /// link was protodown delay the first replies after a takeover by a full ARP retry, ~1 s).
     /// Returns how many were deleted.
     fn flush_neighbours(
         &self,
-        ifindexes: &[u32],
+        ifindexes: &[IfIndex],
     ) -> impl Future<Output = Result<usize, KernelError>>;
     /// Removes MACs from bridge forwarding databases; an entry that is not there is no error.
     fn flush_fdb(&self, flushes: &[FdbFlush])
         -> impl Future<Output = Vec<Result<(), KernelError>>>;
     /// Sends one Ethernet frame out of one link.
-    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError>;
+    fn send_frame(&self, ifindex: IfIndex, frame: &[u8]) -> Result<(), KernelError>;
 }
 
 /// Where kernel events come from.
@@ -130,11 +109,11 @@ impl EventSource for mpsc::UnboundedReceiver<KernelEvent> {
 #[derive(Debug)]
 pub struct FakeKernel {
     reason_bit: u8,
-    links: RefCell<BTreeMap<u32, LinkState>>,
+    links: RefCell<BTreeMap<IfIndex, LinkState>>,
     addrs: RefCell<Addresses>,
-    sent: RefCell<Vec<(u32, Vec<u8>)>>,
+    sent: RefCell<Vec<(IfIndex, Vec<u8>)>>,
     flushed: RefCell<Vec<FdbFlush>>,
-    neigh_flushed: RefCell<Vec<u32>>,
+    neigh_flushed: RefCell<Vec<IfIndex>>,
     events: mpsc::UnboundedSender<KernelEvent>,
 }
 
@@ -161,7 +140,7 @@ impl FakeKernel {
     }
 
     /// Changes a link with `f` and reports it.
-    pub fn edit_link(&self, ifindex: u32, f: impl FnOnce(&mut LinkState)) {
+    pub fn edit_link(&self, ifindex: IfIndex, f: impl FnOnce(&mut LinkState)) {
         let changed = {
             let mut links = self.links.borrow_mut();
             links.get_mut(&ifindex).map(|l| {
@@ -174,7 +153,7 @@ impl FakeKernel {
         }
     }
 
-    pub fn link(&self, ifindex: u32) -> Option<LinkState> {
+    pub fn link(&self, ifindex: IfIndex) -> Option<LinkState> {
         self.links.borrow().get(&ifindex).cloned()
     }
 
@@ -184,12 +163,12 @@ impl FakeKernel {
     }
 
     /// Every interface whose neighbours were flushed so far.
-    pub fn take_neighbour_flushes(&self) -> Vec<u32> {
+    pub fn take_neighbour_flushes(&self) -> Vec<IfIndex> {
         std::mem::take(&mut self.neigh_flushed.borrow_mut())
     }
 
     /// Every frame sent so far, with its interface.
-    pub fn take_sent(&self) -> Vec<(u32, Vec<u8>)> {
+    pub fn take_sent(&self) -> Vec<(IfIndex, Vec<u8>)> {
         std::mem::take(&mut self.sent.borrow_mut())
     }
 }
@@ -202,14 +181,14 @@ impl Kernel for FakeKernel {
         })
     }
 
-    async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
+    async fn set_protodown(&self, changes: &[(IfIndex, bool)]) -> Vec<Result<(), KernelError>> {
         changes
             .iter()
             .map(|&(ifindex, on)| self.set_one(ifindex, on))
             .collect()
     }
 
-    async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
+    async fn flush_neighbours(&self, ifindexes: &[IfIndex]) -> Result<usize, KernelError> {
         self.neigh_flushed.borrow_mut().extend_from_slice(ifindexes);
         Ok(0)
     }
@@ -219,14 +198,14 @@ impl Kernel for FakeKernel {
         flushes.iter().map(|_| Ok(())).collect()
     }
 
-    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
+    fn send_frame(&self, ifindex: IfIndex, frame: &[u8]) -> Result<(), KernelError> {
         self.sent.borrow_mut().push((ifindex, frame.to_vec()));
         Ok(())
     }
 }
 
 impl FakeKernel {
-    fn set_one(&self, ifindex: u32, on: bool) -> Result<(), KernelError> {
+    fn set_one(&self, ifindex: IfIndex, on: bool) -> Result<(), KernelError> {
         if self.link(ifindex).is_none() {
             return Err(KernelError::NoDevice { ifindex });
         }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::types::Uid;
 use crate::wire::{Frame, Heartbeat};
 
 /// How long a legacy (Go wmgwd2) peer lives after a frame: the original's 3 × 1 s.
@@ -41,22 +42,22 @@ pub struct Peer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observation {
     /// A peer we did not know (or had expired).
-    Joined { uid: u64, starting: bool },
+    Joined { uid: Uid, starting: bool },
     /// A known peer left its hold-down and is now a candidate.
-    Ready { uid: u64 },
+    Ready { uid: Uid },
     /// A known peer came back with a new incarnation (a restart).
-    Restarted { uid: u64, starting: bool },
+    Restarted { uid: Uid, starting: bool },
     /// A peer announced that it is stopping.
-    Left { uid: u64 },
+    Left { uid: Uid },
     /// A known peer, nothing changed but its deadline.
-    Refreshed { uid: u64 },
+    Refreshed { uid: Uid },
     /// An older or repeated frame of a known incarnation, or one from before a restart.
-    Stale { uid: u64 },
+    Stale { uid: Uid },
     /// Our own frame, looped back.
     Echo,
     /// Another sender uses our UID.
     Conflict {
-        uid: u64,
+        uid: Uid,
         incarnation: Option<u64>,
         addr: SocketAddr,
     },
@@ -77,13 +78,13 @@ impl Observation {
 
 #[derive(Debug, Clone)]
 pub struct Liveness {
-    me: u64,
+    me: Uid,
     my_incarnation: u64,
-    peers: BTreeMap<u64, Peer>,
+    peers: BTreeMap<Uid, Peer>,
 }
 
 impl Liveness {
-    pub fn new(me: u64, my_incarnation: u64) -> Self {
+    pub fn new(me: Uid, my_incarnation: u64) -> Self {
         Liveness {
             me,
             my_incarnation,
@@ -99,7 +100,7 @@ impl Liveness {
         }
     }
 
-    fn observe_legacy(&mut self, uid: u64, addr: SocketAddr, now: Instant) -> Observation {
+    fn observe_legacy(&mut self, uid: Uid, addr: SocketAddr, now: Instant) -> Observation {
         if uid == self.me {
             return Observation::Conflict {
                 uid,
@@ -218,7 +219,7 @@ impl Liveness {
     }
 
     /// Removes every peer whose deadline is at or before `now`; returns the candidates among them.
-    pub fn expire(&mut self, now: Instant) -> Vec<u64> {
+    pub fn expire(&mut self, now: Instant) -> Vec<Uid> {
         let mut gone = Vec::new();
         self.peers.retain(|&uid, p| {
             if p.deadline <= now {
@@ -239,7 +240,7 @@ impl Liveness {
     }
 
     /// Candidate owners other than ourselves, in ascending UID order.
-    pub fn ready_peers(&self) -> impl Iterator<Item = u64> + '_ {
+    pub fn ready_peers(&self) -> impl Iterator<Item = Uid> + '_ {
         self.peers
             .iter()
             .filter(|(_, p)| p.state == PeerState::Ready)
@@ -247,7 +248,7 @@ impl Liveness {
     }
 
     /// Every peer we keep an entry for, tombstones included.
-    pub fn peers(&self) -> &BTreeMap<u64, Peer> {
+    pub fn peers(&self) -> &BTreeMap<Uid, Peer> {
         &self.peers
     }
 }

@@ -7,15 +7,18 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use siphasher::sip::SipHasher24;
-use tokio::signal::unix::{signal, SignalKind};
+use thiserror::Error;
+use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use wmgwd2::announce::heartbeat_socket;
+use wmgwd2::announce::{heartbeat_socket, SocketError};
 use wmgwd2::cli::{Config, LogFormat};
-use wmgwd2::daemon::Daemon;
+use wmgwd2::daemon::{Daemon, DaemonError};
+use wmgwd2::kernel::KernelError;
 use wmgwd2::sys::NetlinkKernel;
+use wmgwd2::types::Uid;
 
 const MACHINE_ID: &str = "/etc/machine-id";
 /// Key for deriving a UID from /etc/machine-id (not the assignment key).
@@ -39,17 +42,40 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// Why the daemon could not start or did not stop cleanly: exit code 1. (Bad flags are exit code
+/// 2, by clap, before any of this.)
+#[derive(Debug, Error)]
+enum Fatal {
+    #[error("no --uid given and {MACHINE_ID} is unreadable: {0}")]
+    MachineIdUnreadable(#[source] std::io::Error),
+    #[error("no --uid given and {MACHINE_ID} is empty")]
+    MachineIdEmpty,
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("installing the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening netlink: {0}")]
+    Netlink(#[source] KernelError),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+}
+
 /// A stable UID from /etc/machine-id: SipHash of its contents, never 0.
-fn uid_from_machine_id() -> Result<u64, String> {
-    let id = std::fs::read_to_string(MACHINE_ID)
-        .map_err(|e| format!("no --uid given and {MACHINE_ID} is unreadable: {e}"))?;
+fn uid_from_machine_id() -> Result<Uid, Fatal> {
+    let id = std::fs::read_to_string(MACHINE_ID).map_err(Fatal::MachineIdUnreadable)?;
     let id = id.trim();
     if id.is_empty() {
-        return Err(format!("no --uid given and {MACHINE_ID} is empty"));
+        return Err(Fatal::MachineIdEmpty);
     }
     let mut h = SipHasher24::new_with_keys(UID_KEY.0, UID_KEY.1);
     h.write(id.as_bytes());
-    Ok(h.finish().max(1))
+    Ok(Uid(h.finish().max(1)))
 }
 
 /// Distinguishes this process from earlier ones with the same UID: microseconds since the epoch,
@@ -84,38 +110,36 @@ fn main() -> ExitCode {
         Err(e) => usage_error(e),
     };
     init_logging(&cfg);
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the runtime");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(run(cfg)) {
+        .map_err(Fatal::Runtime)
+        .and_then(|rt| rt.block_on(run(cfg)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            error!("{msg}");
+        Err(e) => {
+            error!(error = %e, "wmgwd2 failed");
             ExitCode::from(1)
         }
     }
 }
 
-async fn run(cfg: Config) -> Result<(), String> {
+async fn run(cfg: Config) -> Result<(), Fatal> {
     let uid = match cfg.uid {
         Some(u) => u,
         None => {
             let u = uid_from_machine_id()?;
-            info!(uid = %format_args!("{u:#x}"), source = MACHINE_ID, "derived uid");
+            info!(uid = %u, source = MACHINE_ID, "derived uid");
             u
         }
     };
     let inc = incarnation();
     let shutdown = CancellationToken::new();
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let handler = |kind: SignalKind, signal: &'static str| {
+        tokio::signal::unix::signal(kind).map_err(|source| Fatal::Signal { signal, source })
+    };
+    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let token = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -126,8 +150,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     });
 
     // SIGUSR1: one status line in the log.
-    let mut usr1 =
-        signal(SignalKind::user_defined1()).map_err(|e| format!("SIGUSR1 handler: {e}"))?;
+    let mut usr1 = handler(SignalKind::user_defined1(), "SIGUSR1")?;
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while usr1.recv().await.is_some() {
@@ -137,12 +160,10 @@ async fn run(cfg: Config) -> Result<(), String> {
         }
     });
 
-    let (kernel, events) =
-        NetlinkKernel::open(cfg.protodown_reason).map_err(|e| format!("netlink: {e}"))?;
-    let socket =
-        heartbeat_socket(cfg.port, cfg.bind_interface.as_deref()).map_err(|e| e.to_string())?;
+    let (kernel, events) = NetlinkKernel::open(cfg.protodown_reason).map_err(Fatal::Netlink)?;
+    let socket = heartbeat_socket(cfg.port, cfg.bind_interface.as_deref())?;
     info!(
-        uid = %format_args!("{uid:#x}"),
+        uid = %uid,
         minvni = cfg.minvni,
         maxvni = cfg.maxvni,
         broadcast = %cfg.broadcast,
@@ -152,10 +173,23 @@ async fn run(cfg: Config) -> Result<(), String> {
         hold_down = cfg.hold_down,
         "wmgwd2 starting"
     );
-    Daemon::new(cfg, uid, inc, kernel)
+    let stats = Daemon::new(cfg, uid, inc, kernel)
         .with_status_requests(status_rx)
         .run(socket, events, shutdown)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        .await?;
+    info!(
+        frames_received = stats.frames_received,
+        frames_malformed = stats.frames_malformed.values().sum::<u64>(),
+        frames_stale = stats.frames_stale,
+        uid_conflicts = stats.uid_conflicts,
+        heartbeats_sent = stats.heartbeats_sent,
+        send_errors = stats.send_errors,
+        actions_applied = stats.actions_applied,
+        actions_failed = stats.actions_failed,
+        garps_sent = stats.garps_sent,
+        garp_errors = stats.garp_errors,
+        resyncs = stats.resyncs,
+        "counters at exit"
+    );
+    Ok(())
 }

@@ -21,7 +21,9 @@ use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr as NlSocketAddr, Tokio
 use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
 
 use crate::kernel::{EventSource, Kernel, KernelError, KernelEvent, Snapshot};
-use crate::reconcile::{FdbFlush, LinkState};
+use crate::links::LinkState;
+use crate::reconcile::FdbFlush;
+use crate::types::IfIndex;
 
 /// Receive buffer for the event socket: a takeover of thousands of VNIs makes thousands of
 /// events at once.
@@ -172,7 +174,7 @@ fn set_rcvbuf_force(fd: i32, size: usize) -> io::Result<()> {
 /// A link message as [`LinkState`].
 pub fn link_state(msg: &LinkMessage) -> LinkState {
     let mut l = LinkState {
-        ifindex: msg.header.index,
+        ifindex: IfIndex(msg.header.index),
         ifname: String::new(),
         protodown: false,
         reason: 0,
@@ -197,8 +199,8 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
                 }
             }
             LinkAttribute::Address(a) if a.len() == 6 => l.mac.copy_from_slice(a),
-            LinkAttribute::Link(i) => l.lower = Some(*i),
-            LinkAttribute::Controller(i) => l.master = Some(*i),
+            LinkAttribute::Link(i) => l.lower = Some(IfIndex(*i)),
+            LinkAttribute::Controller(i) => l.master = Some(IfIndex(*i)),
             _ => {}
         }
     }
@@ -230,15 +232,15 @@ fn event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<KernelEvent> {
         NetlinkPayload::InnerMessage(m) => match m {
             RouteNetlinkMessage::NewLink(l) => Some(KernelEvent::Link(link_state(&l))),
             RouteNetlinkMessage::DelLink(l) => Some(KernelEvent::LinkGone {
-                ifindex: l.header.index,
+                ifindex: IfIndex(l.header.index),
             }),
             RouteNetlinkMessage::NewAddress(a) => ipv4(&a).map(|addr| KernelEvent::Address {
-                ifindex: a.header.index,
+                ifindex: IfIndex(a.header.index),
                 addr,
                 added: true,
             }),
             RouteNetlinkMessage::DelAddress(a) => ipv4(&a).map(|addr| KernelEvent::Address {
-                ifindex: a.header.index,
+                ifindex: IfIndex(a.header.index),
                 addr,
                 added: false,
             }),
@@ -272,7 +274,10 @@ impl Kernel for NetlinkKernel {
             |m| {
                 if let RouteNetlinkMessage::NewAddress(a) = m {
                     if let Some(v4) = ipv4(&a) {
-                        snap.addrs.entry(a.header.index).or_default().push(v4);
+                        snap.addrs
+                            .entry(IfIndex(a.header.index))
+                            .or_default()
+                            .push(v4);
                     }
                 }
             },
@@ -281,7 +286,7 @@ impl Kernel for NetlinkKernel {
         Ok(snap)
     }
 
-    async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
+    async fn set_protodown(&self, changes: &[(IfIndex, bool)]) -> Vec<Result<(), KernelError>> {
         let msgs = changes
             .iter()
             .map(|&(ifindex, on)| RouteNetlinkMessage::SetLink(self.protodown_message(ifindex, on)))
@@ -294,7 +299,7 @@ impl Kernel for NetlinkKernel {
             .collect()
     }
 
-    async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
+    async fn flush_neighbours(&self, ifindexes: &[IfIndex]) -> Result<usize, KernelError> {
         let mut get = NeighbourMessage::default();
         get.header.family = AddressFamily::Inet;
         let mut doomed = Vec::new();
@@ -307,7 +312,7 @@ impl Kernel for NetlinkKernel {
                         n.header.state,
                         NeighbourState::Permanent | NeighbourState::Noarp
                     );
-                    if !keep && ifindexes.contains(&n.header.ifindex) {
+                    if !keep && ifindexes.contains(&IfIndex(n.header.ifindex)) {
                         doomed.push(n);
                     }
                 }
@@ -327,7 +332,7 @@ impl Kernel for NetlinkKernel {
         for r in self.batch(msgs, "neighbour flush").await {
             match r {
                 Ok(()) | Err(BatchError::Errno(libc::ENOENT)) => {}
-                Err(e) => return Err(e.for_link(0)),
+                Err(e) => return Err(e.for_link(IfIndex(0))),
             }
         }
         Ok(n)
@@ -339,7 +344,7 @@ impl Kernel for NetlinkKernel {
             .map(|f| {
                 let mut m = NeighbourMessage::default();
                 m.header.family = AddressFamily::Bridge;
-                m.header.ifindex = f.port;
+                m.header.ifindex = f.port.0;
                 m.header.flags = NeighbourFlags::Controller;
                 m.attributes
                     .push(NeighbourAttribute::LinkLayerAddress(f.mac.to_vec()));
@@ -358,7 +363,7 @@ impl Kernel for NetlinkKernel {
             .collect()
     }
 
-    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
+    fn send_frame(&self, ifindex: IfIndex, frame: &[u8]) -> Result<(), KernelError> {
         let addr = packet_addr(ifindex, frame).map_err(KernelError::PacketSocket)?;
         self.packet
             .send_to(frame, &addr)
@@ -375,7 +380,7 @@ enum BatchError {
 }
 
 impl BatchError {
-    fn for_link(self, ifindex: u32) -> KernelError {
+    fn for_link(self, ifindex: IfIndex) -> KernelError {
         match self {
             BatchError::Errno(errno) => errno_error(ifindex, errno),
             BatchError::Io(op, detail) => KernelError::Netlink { op, detail },
@@ -503,10 +508,10 @@ impl NetlinkKernel {
             .collect()
     }
 
-    fn protodown_message(&self, ifindex: u32, on: bool) -> LinkMessage {
+    fn protodown_message(&self, ifindex: IfIndex, on: bool) -> LinkMessage {
         let bit = 1u32 << self.reason_bit;
         let mut msg = LinkMessage::default();
-        msg.header.index = ifindex;
+        msg.header.index = ifindex.0;
         msg.attributes.push(LinkAttribute::ProtoDownReason(vec![
             LinkProtocolDownReason::Mask(bit),
             LinkProtocolDownReason::Value(if on { bit } else { 0 }),
@@ -516,7 +521,7 @@ impl NetlinkKernel {
     }
 }
 
-fn errno_error(ifindex: u32, errno: i32) -> KernelError {
+fn errno_error(ifindex: IfIndex, errno: i32) -> KernelError {
     match errno {
         libc::EBUSY => KernelError::Busy { ifindex },
         libc::ENODEV => KernelError::NoDevice { ifindex },
@@ -565,8 +570,8 @@ fn acks(buf: &[u8]) -> Vec<(u32, Result<(), i32>)> {
 }
 
 /// `sockaddr_ll` for sending `frame` (an Ethernet frame) out of `ifindex`.
-fn packet_addr(ifindex: u32, frame: &[u8]) -> io::Result<SockAddr> {
-    let ifindex = i32::try_from(ifindex)
+fn packet_addr(ifindex: IfIndex, frame: &[u8]) -> io::Result<SockAddr> {
+    let ifindex = i32::try_from(ifindex.0)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ifindex out of range"))?;
     let mut ll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     ll.sll_family = libc::AF_PACKET as u16;

@@ -36,6 +36,8 @@
 
 use thiserror::Error;
 
+use crate::types::Uid;
+
 /// The four bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"WMG2";
 /// The only version this build speaks.
@@ -59,7 +61,7 @@ pub const FLAG_SETTLING: u8 = 0x04;
 /// A version-1 heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
-    pub uid: u64,
+    pub uid: Uid,
     /// Random per process start: tells a restart from a stale or looped-back frame.
     pub incarnation: u64,
     /// Increases by one per frame within an incarnation.
@@ -89,7 +91,7 @@ pub enum Frame {
     Heartbeat(Heartbeat),
     /// The Go original's 8-byte frame: only a UID.
     Legacy {
-        uid: u64,
+        uid: Uid,
     },
 }
 
@@ -135,7 +137,7 @@ pub fn encode(hb: &Heartbeat) -> [u8; FRAME_LEN] {
     b[5] = hb.flags;
     b[6] = 0; // auth kind: none
     b[7] = 0;
-    b[8..16].copy_from_slice(&hb.uid.to_be_bytes());
+    b[8..16].copy_from_slice(&hb.uid.0.to_be_bytes());
     b[16..24].copy_from_slice(&hb.incarnation.to_be_bytes());
     b[24..32].copy_from_slice(&hb.sequence.to_be_bytes());
     b[32..36].copy_from_slice(&hb.interval_ms.to_be_bytes());
@@ -162,7 +164,7 @@ pub fn decode(b: &[u8]) -> Result<Frame, DecodeError> {
         if uid == 0 {
             return Err(DecodeError::ZeroUid);
         }
-        return Ok(Frame::Legacy { uid });
+        return Ok(Frame::Legacy { uid: Uid(uid) });
     }
     if b.len() < 8 {
         return Err(DecodeError::Truncated { len: b.len() });
@@ -187,13 +189,13 @@ pub fn decode(b: &[u8]) -> Result<Frame, DecodeError> {
     }
     let hb = Heartbeat {
         flags: b[5],
-        uid: be_u64(&b[8..]),
+        uid: Uid(be_u64(&b[8..])),
         incarnation: be_u64(&b[16..]),
         sequence: be_u64(&b[24..]),
         interval_ms: be_u32(&b[32..]),
         hold_ms: be_u32(&b[36..]),
     };
-    if hb.uid == 0 {
+    if hb.uid.0 == 0 {
         return Err(DecodeError::ZeroUid);
     }
     if hb.interval_ms == 0 || hb.hold_ms < hb.interval_ms {

@@ -4,7 +4,30 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use wmgwd2::assign::{owned, owner, weight, KEY};
+use std::ops::RangeInclusive;
+
+use wmgwd2::assign::{self, KEY};
+use wmgwd2::types::{Uid, Vni, VniRange};
+
+// The tables below are written in plain integers, as operators and docs/protocol.md write them;
+// these three call the typed functions with them.
+
+fn weight(uid: u64, vni: u32) -> u64 {
+    assign::weight(Uid(uid), Vni(vni))
+}
+
+fn owner(vni: u32, candidates: impl IntoIterator<Item = u64>) -> Option<u64> {
+    assign::owner(Vni(vni), candidates.into_iter().map(Uid)).map(|u| u.0)
+}
+
+fn owned(me: u64, others: &BTreeSet<u64>, vnis: RangeInclusive<u32>) -> BTreeSet<u32> {
+    let others = others.iter().copied().map(Uid).collect();
+    let range = VniRange::new(*vnis.start(), *vnis.end()).expect("a non-empty range");
+    assign::owned(Uid(me), &others, range)
+        .into_iter()
+        .map(|v| v.0)
+        .collect()
+}
 
 /// The owner of VNIs 1..=16 among the lab's three gateways. Computed once (version 0.1.0) and
 /// frozen: if this table changes, gateways of different versions disagree about owners.

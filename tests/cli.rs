@@ -10,6 +10,7 @@ use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use wmgwd2::cli::{parse_uid, Config, LogFormat, MAX_VNI};
+use wmgwd2::types::{Uid, Vni, VniRange};
 
 static ENV: RwLock<()> = RwLock::new(());
 
@@ -52,9 +53,9 @@ fn ms(n: u64) -> Duration {
 #[test]
 fn production_command_line_with_defaults() {
     let c = ok(&["--uid", "0x1a2b", "--minvni", "1", "--maxvni", "100"]);
-    assert_eq!(c.uid, Some(0x1a2b));
+    assert_eq!(c.uid, Some(Uid(0x1a2b)));
     assert_eq!((c.minvni, c.maxvni), (1, 100));
-    assert_eq!(c.vnis(), 1..=100);
+    assert_eq!(c.vnis(), VniRange::spanning(1, 100));
     assert_eq!(c.interval, s(1));
     assert_eq!(c.dead_after, 3);
     assert_eq!(c.hold_down, 3);
@@ -63,8 +64,8 @@ fn production_command_line_with_defaults() {
     assert_eq!(c.broadcast, Ipv4Addr::new(10, 0, 1, 255));
     assert_eq!(c.port, 3000);
     assert_eq!(c.bind_interface, None);
-    assert_eq!(c.pattern.name(42), "vrrp4-42");
-    assert_eq!(c.pattern.vni("vrrp4-42"), Some(42));
+    assert_eq!(c.pattern.name(Vni(42)), "vrrp4-42");
+    assert_eq!(c.pattern.vni("vrrp4-42"), Some(Vni(42)));
     assert_eq!(c.protodown_reason, 3);
     assert_eq!(c.garp_count, 3);
     assert_eq!(c.garp_spacing, ms(200));
@@ -84,7 +85,7 @@ fn no_flags_at_all_is_the_defaults() {
         c.uid, None,
         "no --uid: derived from /etc/machine-id by main"
     );
-    assert_eq!(c.vnis(), 1..=100);
+    assert_eq!(c.vnis(), VniRange::spanning(1, 100));
     let _g = env_read();
     assert_eq!(Config::defaults(), c);
 }
@@ -111,8 +112,8 @@ fn every_flag_is_read() {
         "--log-format=json",
         "-vv",
     ]);
-    assert_eq!(c.uid, Some(42));
-    assert_eq!(c.vnis(), 0..=MAX_VNI);
+    assert_eq!(c.uid, Some(Uid(42)));
+    assert_eq!(c.vnis(), VniRange::spanning(0, MAX_VNI));
     assert_eq!(c.broadcast, Ipv4Addr::new(192, 0, 2, 255));
     assert_eq!(c.port, 4000);
     assert_eq!(c.bind_interface.as_deref(), Some("br-gw"));
@@ -120,7 +121,7 @@ fn every_flag_is_read() {
     assert_eq!(c.dead_after, 5);
     assert_eq!(c.hold(), ms(500));
     assert_eq!(c.hold_down(), ms(100));
-    assert_eq!(c.pattern.name(7), "gw7");
+    assert_eq!(c.pattern.name(Vni(7)), "gw7");
     assert_eq!(c.garp_count, 1);
     assert_eq!(c.garp_spacing, ms(1));
     assert_eq!(c.garp_refresh, None, "0s turns the refresh off");
@@ -133,11 +134,17 @@ fn every_flag_is_read() {
 
 #[test]
 fn uid_hex_and_decimal() {
-    assert_eq!(ok(&["--uid", "6699"]).uid, Some(0x1a2b));
-    assert_eq!(ok(&["--uid", "0X1A2B"]).uid, Some(0x1a2b));
-    assert_eq!(ok(&["--uid", "1"]).uid, Some(1));
-    assert_eq!(ok(&["--uid", "0xffffffffffffffff"]).uid, Some(u64::MAX));
-    assert_eq!(ok(&["--uid", "18446744073709551615"]).uid, Some(u64::MAX));
+    assert_eq!(ok(&["--uid", "6699"]).uid, Some(Uid(0x1a2b)));
+    assert_eq!(ok(&["--uid", "0X1A2B"]).uid, Some(Uid(0x1a2b)));
+    assert_eq!(ok(&["--uid", "1"]).uid, Some(Uid(1)));
+    assert_eq!(
+        ok(&["--uid", "0xffffffffffffffff"]).uid,
+        Some(Uid(u64::MAX))
+    );
+    assert_eq!(
+        ok(&["--uid", "18446744073709551615"]).uid,
+        Some(Uid(u64::MAX))
+    );
     assert_eq!(parse_uid(" 0x10 "), Ok(16));
 }
 
@@ -170,7 +177,10 @@ fn bad_vni_range() {
     rejected(&["--maxvni=-1"], "--maxvni");
     rejected(&["--maxvni", "ten"], "--maxvni");
     // One VNI is a valid range.
-    assert_eq!(ok(&["--minvni", "7", "--maxvni", "7"]).vnis(), 7..=7);
+    assert_eq!(
+        ok(&["--minvni", "7", "--maxvni", "7"]).vnis(),
+        VniRange::spanning(7, 7)
+    );
 }
 
 #[test]
@@ -228,7 +238,7 @@ fn bad_interface_pattern() {
         "--maxvni",
         "9999999",
     ]);
-    assert_eq!(c.pattern.name(9_999_999), "gateway-9999999");
+    assert_eq!(c.pattern.name(Vni(9_999_999)), "gateway-9999999");
     rejected(
         &[
             "--interface-pattern",
@@ -351,7 +361,7 @@ fn environment_equivalents() {
     env.set("WMGWD2_INTERVAL", "250ms");
     env.set("WMGWD2_GARP_REFRESH", "0s");
     let c = Config::parse_from(["wmgwd2"]).unwrap();
-    assert_eq!(c.uid, Some(0x1a2b));
+    assert_eq!(c.uid, Some(Uid(0x1a2b)));
     assert_eq!(c.maxvni, 200);
     assert_eq!(c.interval, ms(250));
     assert_eq!(c.garp_refresh, None);

@@ -17,27 +17,30 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, LocalSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wmgwd2::arp::garp;
 use wmgwd2::assign;
 use wmgwd2::cli::Config;
-use wmgwd2::daemon::{Daemon, DaemonError, Stats};
+use wmgwd2::core::Stats;
+use wmgwd2::daemon::{Daemon, DaemonError};
+use wmgwd2::garp::frame as garp;
 use wmgwd2::kernel::{EventSource, FakeKernel, Kernel, KernelError, KernelEvent, Snapshot};
-use wmgwd2::reconcile::{FdbFlush, LinkState};
+use wmgwd2::links::LinkState;
+use wmgwd2::reconcile::FdbFlush;
+use wmgwd2::types::{IfIndex, Uid, Vni, VniRange};
 use wmgwd2::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
 
-const ME: u64 = 0x1001;
+const ME: Uid = Uid(0x1001);
 const MY_INC: u64 = 77;
-const PEER: u64 = 0x1002;
+const PEER: Uid = Uid(0x1002);
 const VNIS: u32 = 16;
 const REASON: u8 = 3;
 const OURS: u32 = 1 << REASON;
 /// The veth pair and bridge every managed macvlan sits on (for the FDB flush).
-const VETH: u32 = 200;
-const VETH_PEER: u32 = 201;
-const BRIDGE: u32 = 300;
+const VETH: IfIndex = IfIndex(200);
+const VETH_PEER: IfIndex = IfIndex(201);
+const BRIDGE: IfIndex = IfIndex(300);
 /// An unmanaged link and a link outside the managed range: never touched.
-const ETH0: u32 = 2;
-const OUTSIDE: u32 = 999;
+const ETH0: IfIndex = IfIndex(2);
+const OUTSIDE: IfIndex = IfIndex(999);
 /// The daemon's settings in these tests.
 const INTERVAL: Duration = Duration::from_millis(100);
 const HOLD_DOWN: Duration = Duration::from_millis(300);
@@ -50,8 +53,8 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn ifindex(vni: u32) -> u32 {
-    100 + vni
+fn ifindex(vni: u32) -> IfIndex {
+    IfIndex(100 + vni)
 }
 
 fn mac(vni: u32) -> [u8; 6] {
@@ -67,7 +70,12 @@ fn ips(vni: u32) -> Vec<Ipv4Addr> {
     v
 }
 
-fn link(ifindex: u32, ifname: &str, lower: Option<u32>, master: Option<u32>) -> LinkState {
+fn link(
+    ifindex: IfIndex,
+    ifname: &str,
+    lower: Option<IfIndex>,
+    master: Option<IfIndex>,
+) -> LinkState {
     LinkState {
         ifindex,
         ifname: ifname.to_owned(),
@@ -76,7 +84,7 @@ fn link(ifindex: u32, ifname: &str, lower: Option<u32>, master: Option<u32>) -> 
         admin_up: true,
         carrier: true,
         running: true,
-        mac: [0x02, 0xee, 0, 0, 0, ifindex as u8],
+        mac: [0x02, 0xee, 0, 0, 0, ifindex.0 as u8],
         lower,
         master,
     }
@@ -93,9 +101,9 @@ fn managed(vni: u32) -> LinkState {
 #[derive(Default)]
 struct Journal {
     /// Every `set_protodown` request, with: was a heartbeat already waiting in `hb_rx`?
-    protodown_calls: Vec<(Vec<(u32, bool)>, bool)>,
+    protodown_calls: Vec<(Vec<(IfIndex, bool)>, bool)>,
     /// When each frame was sent, and on which interface.
-    frames_at: Vec<(Instant, u32)>,
+    frames_at: Vec<(Instant, IfIndex)>,
 }
 
 struct Shared {
@@ -114,7 +122,7 @@ impl Kernel for Probe {
         self.0.fake.snapshot().await
     }
 
-    async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
+    async fn set_protodown(&self, changes: &[(IfIndex, bool)]) -> Vec<Result<(), KernelError>> {
         let heartbeat_waiting = self.0.hb_rx.peek_from(&mut [0u8; 64]).is_ok();
         self.0
             .journal
@@ -128,7 +136,7 @@ impl Kernel for Probe {
         self.0.fake.set_protodown(changes).await
     }
 
-    async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
+    async fn flush_neighbours(&self, ifindexes: &[IfIndex]) -> Result<usize, KernelError> {
         self.0.fake.flush_neighbours(ifindexes).await
     }
 
@@ -136,7 +144,7 @@ impl Kernel for Probe {
         self.0.fake.flush_fdb(flushes).await
     }
 
-    fn send_frame(&self, ifindex: u32, frame: &[u8]) -> Result<(), KernelError> {
+    fn send_frame(&self, ifindex: IfIndex, frame: &[u8]) -> Result<(), KernelError> {
         self.0
             .journal
             .borrow_mut()
@@ -279,7 +287,7 @@ impl Harness {
         &self.k.fake
     }
 
-    fn link(&self, ifindex: u32) -> LinkState {
+    fn link(&self, ifindex: IfIndex) -> LinkState {
         self.fake().link(ifindex).unwrap()
     }
 
@@ -367,7 +375,7 @@ impl Harness {
     }
 
     /// Sends a heartbeat of `uid` with the next sequence number.
-    fn send_peer(&mut self, uid: u64, incarnation: u64, flags: u8, hold_ms: u32) {
+    fn send_peer(&mut self, uid: Uid, incarnation: u64, flags: u8, hold_ms: u32) {
         self.peer_seq += 1;
         self.send(&wire::encode(&Heartbeat {
             uid,
@@ -400,7 +408,11 @@ impl Harness {
 
 /// The VNIs of 1..=16 that we own with `PEER` as the other candidate.
 fn mine_with_peer() -> BTreeSet<u32> {
-    let mine = assign::owned(ME, &BTreeSet::from([PEER]), 1..=VNIS);
+    let mine: BTreeSet<u32> =
+        assign::owned(ME, &BTreeSet::from([PEER]), VniRange::spanning(1, VNIS))
+            .into_iter()
+            .map(|v| v.0)
+            .collect();
     assert!(
         !mine.is_empty() && mine.len() < VNIS as usize,
         "the test needs a split, got {mine:?}"
@@ -435,7 +447,7 @@ async fn start_sets_protodown_everywhere_before_the_first_heartbeat() {
             let journal = h.k.journal.borrow();
             let (changes, heartbeat_waiting) = &journal.protodown_calls[0];
             assert!(!heartbeat_waiting, "a heartbeat left before protodown");
-            let expected: Vec<(u32, bool)> = (1..=VNIS).map(|v| (ifindex(v), true)).collect();
+            let expected: Vec<(IfIndex, bool)> = (1..=VNIS).map(|v| (ifindex(v), true)).collect();
             assert_eq!(changes, &expected);
         }
         assert!(h.all_down());
@@ -444,7 +456,7 @@ async fn start_sets_protodown_everywhere_before_the_first_heartbeat() {
         let flushed = h.fake().take_flushed();
         let expected: Vec<FdbFlush> = (1..=VNIS)
             .map(|vni| FdbFlush {
-                vni,
+                vni: Vni(vni),
                 port: VETH_PEER,
                 mac: mac(vni),
             })
@@ -484,7 +496,7 @@ async fn lone_daemon_takes_everything_after_the_hold_down_and_sends_garps() {
         );
         h.untouched_links_untouched();
         // Neighbour entries collected while protodown are flushed on every interface taken.
-        let taken: Vec<u32> = (1..=VNIS).map(ifindex).collect();
+        let taken: Vec<IfIndex> = (1..=VNIS).map(ifindex).collect();
         assert_eq!(h.fake().take_neighbour_flushes(), taken);
         // Ready heartbeats from now on.
         h.until("a ready heartbeat", SOON, |h| {
@@ -539,7 +551,7 @@ async fn peer_heartbeat_releases_exactly_its_vnis() {
             let l = h.link(ifindex(vni));
             assert!(l.protodown && l.reason & OURS != 0, "vni {vni}: {l:?}");
         }
-        let flushed: BTreeSet<u32> = h.fake().take_flushed().iter().map(|f| f.vni).collect();
+        let flushed: BTreeSet<u32> = h.fake().take_flushed().iter().map(|f| f.vni.0).collect();
         let theirs: BTreeSet<u32> = (1..=VNIS).filter(|v| !mine.contains(v)).collect();
         assert_eq!(flushed, theirs);
         // ...and a heartbeat out of schedule tells the peer at once, not 100 ms later.
@@ -604,7 +616,12 @@ async fn leaving_peer_is_replaced_before_its_hold_time() {
         assert!(t.elapsed() < ms(200), "took {:?}", t.elapsed());
         // The retaken VNIs are announced.
         h.pass(ms(10)).await;
-        let garped: BTreeSet<u32> = h.fake().take_sent().iter().map(|(i, _)| i - 100).collect();
+        let garped: BTreeSet<u32> = h
+            .fake()
+            .take_sent()
+            .iter()
+            .map(|(i, _)| i.0 - 100)
+            .collect();
         let theirs: BTreeSet<u32> = (1..=VNIS).filter(|v| !mine.contains(v)).collect();
         assert_eq!(garped, theirs);
         h.stop().await;
@@ -648,7 +665,7 @@ async fn malformed_datagrams_change_nothing() {
         let requests = h.protodown_requests();
 
         let good = wire::encode(&Heartbeat {
-            uid: 0x1003,
+            uid: Uid(0x1003),
             incarnation: 1,
             sequence: 1,
             flags: 0,
@@ -719,7 +736,7 @@ async fn own_frames_are_ignored_and_uid_conflicts_counted() {
             sequence: 1,
             ..echo
         }));
-        h.send(&ME.to_be_bytes());
+        h.send(&ME.0.to_be_bytes());
         h.pass(ms(300)).await;
         assert_eq!(h.up(), all);
         let stats = h.stop().await;
@@ -950,7 +967,9 @@ async fn uplink_hold_down_shorter_than_the_start_up_hold_down_does_not_shorten_i
 }
 
 /// GARP frames sent since the last call, per (ifindex, sender IP).
-fn garps_by_address(sent: &[(u32, Vec<u8>)]) -> std::collections::BTreeMap<(u32, Ipv4Addr), usize> {
+fn garps_by_address(
+    sent: &[(IfIndex, Vec<u8>)],
+) -> std::collections::BTreeMap<(IfIndex, Ipv4Addr), usize> {
     let mut m = std::collections::BTreeMap::new();
     for (i, f) in sent {
         let ip = Ipv4Addr::new(f[28], f[29], f[30], f[31]);
@@ -1023,7 +1042,7 @@ async fn address_added_to_an_owned_interface_is_announced() {
         h.pass(2 * GARP_SPACING + ms(50)).await;
         let sent = garps_by_address(&h.fake().take_sent());
         // A burst for the owned interface (all of its addresses), nothing for the other one.
-        let expected: std::collections::BTreeMap<(u32, Ipv4Addr), usize> = ips(ours)
+        let expected: std::collections::BTreeMap<(IfIndex, Ipv4Addr), usize> = ips(ours)
             .into_iter()
             .chain([Ipv4Addr::new(10, 200, ours as u8, 9)])
             .map(|ip| ((ifindex(ours), ip), 3))
@@ -1109,7 +1128,7 @@ async fn a_deleted_interface_is_forgotten_and_a_new_one_managed() {
             .unwrap();
         h.pass(ms(10)).await;
         let mut again = managed(4);
-        again.ifindex = 500;
+        again.ifindex = IfIndex(500);
         again.protodown = true;
         again.reason = 0;
         again.carrier = false;
@@ -1119,19 +1138,21 @@ async fn a_deleted_interface_is_forgotten_and_a_new_one_managed() {
         // FakeKernel reports the link only; the kernel reports the address next.
         h.inject
             .send(KernelEvent::Address {
-                ifindex: 500,
+                ifindex: IfIndex(500),
                 addr: ips(4)[0],
                 added: true,
             })
             .unwrap();
-        h.until("the new vrrp4-4 up", SOON, |h| h.link(500).active())
-            .await;
+        h.until("the new vrrp4-4 up", SOON, |h| {
+            h.link(IfIndex(500)).active()
+        })
+        .await;
         h.pass(ms(10)).await;
         let sent = garps_by_address(&h.fake().take_sent());
-        assert_eq!(sent.get(&(500, ips(4)[0])), Some(&1), "{sent:?}");
+        assert_eq!(sent.get(&(IfIndex(500), ips(4)[0])), Some(&1), "{sent:?}");
         h.stop().await;
         // The stop puts the new interface down (acted on a moment ago: no backoff at the stop).
-        assert!(h.link(500).protodown);
+        assert!(h.link(IfIndex(500)).protodown);
     })
     .await;
 }
@@ -1151,7 +1172,7 @@ async fn a_large_takeover_announces_every_address() {
         for vni in 1..=N {
             let l = LinkState {
                 mac: mac(vni),
-                ..link(1000 + vni, &format!("vrrp4-{vni}"), None, None)
+                ..link(IfIndex(1000 + vni), &format!("vrrp4-{vni}"), None, None)
             };
             fake.put_link(l, vec![ip(vni)]);
         }
@@ -1194,8 +1215,8 @@ async fn a_large_takeover_announces_every_address() {
         assert!(last - first < ms(50), "the burst took {:?}", last - first);
         let sent = k.fake.take_sent();
         assert_eq!(sent.len(), N as usize, "exactly one each");
-        let expected: BTreeSet<(u32, Vec<u8>)> = (1..=N)
-            .map(|vni| (1000 + vni, garp(mac(vni), ip(vni)).to_vec()))
+        let expected: BTreeSet<(IfIndex, Vec<u8>)> = (1..=N)
+            .map(|vni| (IfIndex(1000 + vni), garp(mac(vni), ip(vni)).to_vec()))
             .collect();
         assert_eq!(sent.into_iter().collect::<BTreeSet<_>>(), expected);
         token.cancel();

@@ -256,8 +256,12 @@ impl Drop for Lab {
 fn expected(gws: &[usize]) -> BTreeMap<u32, Vec<usize>> {
     (1..=V)
         .map(|v| {
-            let o = assign::owner(v, gws.iter().map(|&g| uid(g))).expect("a candidate");
-            (v, vec![(o - 0x1000) as usize])
+            let o = assign::owner(
+                wmgwd2::types::Vni(v),
+                gws.iter().map(|&g| wmgwd2::types::Uid(uid(g))),
+            )
+            .expect("a candidate");
+            (v, vec![(o.0 - 0x1000) as usize])
         })
         .collect()
 }
@@ -520,7 +524,7 @@ fn garbage_datagrams_change_nothing() {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
         s.set_broadcast(true).expect("broadcast");
         let mut v1 = wmgwd2::wire::encode(&wmgwd2::wire::Heartbeat {
-            uid: 0x9999,
+            uid: wmgwd2::types::Uid(0x9999),
             incarnation: 1,
             sequence: 1,
             flags: 0,

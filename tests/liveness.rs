@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use wmgwd2::liveness::{Liveness, Observation, PeerState, LEGACY_HOLD};
+use wmgwd2::types::Uid;
 use wmgwd2::wire::{Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
 
-const ME: u64 = 0x1001;
+const ME: Uid = Uid(0x1001);
 const MY_INC: u64 = 500;
-const PEER: u64 = 0x1002;
-const OTHER: u64 = 0x1003;
+const PEER: Uid = Uid(0x1002);
+const OTHER: Uid = Uid(0x1003);
 const NS: Duration = Duration::from_nanos(1);
 
 fn addr() -> SocketAddr {
@@ -20,7 +21,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn hb(uid: u64, incarnation: u64, sequence: u64, flags: u8, hold_ms: u32) -> Frame {
+fn hb(uid: Uid, incarnation: u64, sequence: u64, flags: u8, hold_ms: u32) -> Frame {
     Frame::Heartbeat(Heartbeat {
         uid,
         incarnation,
@@ -31,7 +32,7 @@ fn hb(uid: u64, incarnation: u64, sequence: u64, flags: u8, hold_ms: u32) -> Fra
     })
 }
 
-fn ready(uid: u64, inc: u64, seq: u64) -> Frame {
+fn ready(uid: Uid, inc: u64, seq: u64) -> Frame {
     hb(uid, inc, seq, 0, 300)
 }
 
@@ -39,7 +40,7 @@ fn table() -> (Liveness, Instant) {
     (Liveness::new(ME, MY_INC), Instant::now())
 }
 
-fn ready_peers(l: &Liveness) -> Vec<u64> {
+fn ready_peers(l: &Liveness) -> Vec<Uid> {
     l.ready_peers().collect()
 }
 
@@ -71,7 +72,7 @@ fn join_then_refresh_moves_the_deadline() {
     assert_eq!(l.peers()[&PEER].deadline, t1 + ms(300));
     assert_eq!(l.peers()[&PEER].sequence, 2);
     // The refresh is what keeps it: it is alive past the first frame's deadline.
-    assert_eq!(l.expire(t0 + ms(300)), Vec::<u64>::new());
+    assert_eq!(l.expire(t0 + ms(300)), Vec::<Uid>::new());
     assert_eq!(ready_peers(&l), vec![PEER]);
 }
 
@@ -82,15 +83,15 @@ fn expires_exactly_at_the_deadline() {
     let deadline = t0 + ms(300);
     assert_eq!(l.next_deadline(), Some(deadline));
 
-    assert_eq!(l.expire(deadline - NS), Vec::<u64>::new());
+    assert_eq!(l.expire(deadline - NS), Vec::<Uid>::new());
     assert_eq!(ready_peers(&l), vec![PEER]);
 
     assert_eq!(l.expire(deadline), vec![PEER]);
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
     assert!(l.peers().is_empty());
     assert_eq!(l.next_deadline(), None);
     // Gone means gone: a second expiry reports nothing.
-    assert_eq!(l.expire(deadline + ms(1)), Vec::<u64>::new());
+    assert_eq!(l.expire(deadline + ms(1)), Vec::<Uid>::new());
 }
 
 #[test]
@@ -117,14 +118,18 @@ fn next_deadline_is_the_minimum() {
     let (mut l, t0) = table();
     l.observe(&hb(PEER, 1, 1, 0, 900), addr(), t0);
     l.observe(&hb(OTHER, 1, 1, FLAG_STARTING, 400), addr(), t0 + ms(100));
-    l.observe(&hb(0x1004, 1, 1, 0, 700), addr(), t0 + ms(50));
+    l.observe(&hb(Uid(0x1004), 1, 1, 0, 700), addr(), t0 + ms(50));
     assert_eq!(l.next_deadline(), Some(t0 + ms(500)));
     // Expiring the starting peer removes it but reports no candidate.
-    assert_eq!(l.expire(t0 + ms(500)), Vec::<u64>::new());
+    assert_eq!(l.expire(t0 + ms(500)), Vec::<Uid>::new());
     assert!(!l.peers().contains_key(&OTHER));
     assert_eq!(l.next_deadline(), Some(t0 + ms(750)));
     // Tombstones count too: `expire` has to remove them.
-    l.observe(&hb(0x1005, 1, 1, FLAG_LEAVING, 100), addr(), t0 + ms(500));
+    l.observe(
+        &hb(Uid(0x1005), 1, 1, FLAG_LEAVING, 100),
+        addr(),
+        t0 + ms(500),
+    );
     assert_eq!(l.next_deadline(), Some(t0 + ms(600)));
 }
 
@@ -136,7 +141,7 @@ fn leaving_removes_at_once_and_older_frames_stay_out() {
         l.observe(&hb(PEER, 7, 11, FLAG_LEAVING, 300), addr(), t0 + ms(1)),
         Observation::Left { uid: PEER }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
     assert_eq!(l.peers()[&PEER].state, PeerState::Left);
 
     // The heartbeat sent just before LEAVING arrives late.
@@ -144,7 +149,7 @@ fn leaving_removes_at_once_and_older_frames_stay_out() {
         l.observe(&ready(PEER, 7, 10), addr(), t0 + ms(2)),
         Observation::Stale { uid: PEER }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
     // The second LEAVING (a stopping gateway sends two) changes nothing either.
     assert_eq!(
         l.observe(&hb(PEER, 7, 12, FLAG_LEAVING, 300), addr(), t0 + ms(3)),
@@ -155,12 +160,12 @@ fn leaving_removes_at_once_and_older_frames_stay_out() {
         l.observe(&ready(PEER, 7, 13), addr(), t0 + ms(4)),
         Observation::Stale { uid: PEER }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
     assert_eq!(l.peers()[&PEER].state, PeerState::Left);
 
     // The tombstone goes away silently, and the next process of that gateway joins.
     let dead = l.peers()[&PEER].deadline;
-    assert_eq!(l.expire(dead), Vec::<u64>::new());
+    assert_eq!(l.expire(dead), Vec::<Uid>::new());
     assert!(l.peers().is_empty());
     assert_eq!(
         l.observe(&ready(PEER, 8, 1), addr(), dead + ms(1)),
@@ -197,7 +202,7 @@ fn leaving_from_an_unknown_peer_leaves_a_tombstone() {
         l.observe(&ready(PEER, 7, 10), addr(), t0 + ms(1)),
         Observation::Stale { uid: PEER }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
 }
 
 #[test]
@@ -224,7 +229,7 @@ fn larger_incarnation_is_a_restart() {
             starting: true
         }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
 }
 
 #[test]
@@ -256,13 +261,13 @@ fn starting_peers_are_not_candidates_until_ready() {
             starting: true
         }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
     assert_eq!(l.peers()[&PEER].state, PeerState::Starting);
     assert_eq!(
         l.observe(&hb(PEER, 1, 2, FLAG_STARTING, 300), addr(), t0 + ms(100)),
         Observation::Refreshed { uid: PEER }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
     assert_eq!(
         l.observe(&ready(PEER, 1, 3), addr(), t0 + ms(200)),
         Observation::Ready { uid: PEER }
@@ -276,17 +281,17 @@ fn starting_peers_are_not_candidates_until_ready() {
             starting: true
         }
     );
-    assert_eq!(ready_peers(&l), Vec::<u64>::new());
+    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
 }
 
 #[test]
 fn ready_peers_are_in_ascending_uid_order() {
     let (mut l, t0) = table();
     for uid in [0x9, 0x3, 0x7, 0x1] {
-        l.observe(&ready(uid, 1, 1), addr(), t0);
+        l.observe(&ready(Uid(uid), 1, 1), addr(), t0);
     }
-    l.observe(&hb(0x5, 1, 1, FLAG_STARTING, 300), addr(), t0);
-    assert_eq!(ready_peers(&l), vec![0x1, 0x3, 0x7, 0x9]);
+    l.observe(&hb(Uid(0x5), 1, 1, FLAG_STARTING, 300), addr(), t0);
+    assert_eq!(ready_peers(&l), [0x1, 0x3, 0x7, 0x9].map(Uid));
 }
 
 #[test]
@@ -348,7 +353,7 @@ fn legacy_frames_join_with_the_legacy_hold() {
     assert_eq!(l.peers()[&PEER].deadline, t0 + ms(1000) + LEGACY_HOLD);
     assert_eq!(
         l.expire(t0 + ms(1000) + LEGACY_HOLD - NS),
-        Vec::<u64>::new()
+        Vec::<Uid>::new()
     );
     assert_eq!(l.expire(t0 + ms(1000) + LEGACY_HOLD), vec![PEER]);
 }
@@ -447,8 +452,8 @@ fn changes_candidates_matches_the_table() {
         ready(OTHER, 1, 1),
         hb(PEER, 2, 1, FLAG_STARTING, 300),
         ready(PEER, 2, 2),
-        Frame::Legacy { uid: 0x1004 },
-        Frame::Legacy { uid: 0x1004 },
+        Frame::Legacy { uid: Uid(0x1004) },
+        Frame::Legacy { uid: Uid(0x1004) },
     ];
     for (i, f) in frames.iter().enumerate() {
         let before = ready_peers(&l);

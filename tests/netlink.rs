@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wmgwd2::kernel::{EventSource, Kernel, KernelError, KernelEvent};
-use wmgwd2::reconcile::{bridge_port, FdbFlush, LinkState};
+use wmgwd2::links::{bridge_port, LinkState};
+use wmgwd2::reconcile::FdbFlush;
 use wmgwd2::sys::NetlinkKernel;
+use wmgwd2::types::{IfIndex, Vni};
 
 const REASON_BIT: u8 = 3;
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -127,7 +129,7 @@ fn protodown_batches_set_and_release_our_reason_bit() {
             let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
             let snap = k.snapshot().await.expect("snapshot");
             let links = by_name(&snap.links);
-            let on: Vec<(u32, bool)> = (1..=40)
+            let on: Vec<(IfIndex, bool)> = (1..=40)
                 .map(|i| (links[&format!("m{i}")].ifindex, true))
                 .collect();
             for r in k.set_protodown(&on).await {
@@ -166,7 +168,7 @@ fn protodown_batches_set_and_release_our_reason_bit() {
         Box::pin(async {
             let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
             let snap = k.snapshot().await.expect("snapshot");
-            let off: Vec<(u32, bool)> = snap
+            let off: Vec<(IfIndex, bool)> = snap
                 .links
                 .iter()
                 .filter(|l| l.ifname.starts_with('m'))
@@ -200,7 +202,7 @@ fn a_foreign_reason_bit_is_reported_busy_and_ours_is_still_cleared() {
             let m1 = by_name(&snap.links)["m1"].ifindex;
             k.set_protodown(&[(m1, true)]).await.remove(0).expect("on");
             let busy = k.set_protodown(&[(m1, false)]).await.remove(0);
-            let missing = k.set_protodown(&[(999_999, true)]).await.remove(0);
+            let missing = k.set_protodown(&[(IfIndex(999_999), true)]).await.remove(0);
             (busy, missing)
         })
     });
@@ -257,13 +259,13 @@ fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
         Box::pin(async {
             let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
             let snap = k.snapshot().await.expect("snapshot");
-            let all: BTreeMap<u32, LinkState> =
+            let all: BTreeMap<IfIndex, LinkState> =
                 snap.links.iter().map(|l| (l.ifindex, l.clone())).collect();
             let names = by_name(&snap.links);
             let gw = &names["vrrp4-100"];
             let port = bridge_port(gw, &all);
             let f = FdbFlush {
-                vni: 100,
+                vni: Vni(100),
                 port: port.expect("port"),
                 mac: gw.mac,
             };
@@ -386,6 +388,7 @@ fn a_veth_whose_peer_is_in_another_namespace_has_no_lower_here() {
     // unrelated local link and flush the MAC on the wrong bridge port.
     assert_eq!(links["vetha"].lower, None, "{:?}", links["vetha"]);
     assert_eq!(links["vrrp4-7"].lower, Some(links["vetha"].ifindex));
-    let all: BTreeMap<u32, LinkState> = links.values().map(|l| (l.ifindex, l.clone())).collect();
+    let all: BTreeMap<IfIndex, LinkState> =
+        links.values().map(|l| (l.ifindex, l.clone())).collect();
     assert_eq!(bridge_port(&links["vrrp4-7"], &all), None);
 }

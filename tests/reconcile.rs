@@ -5,10 +5,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
-use wmgwd2::arp::{garp, GARP_LEN};
-use wmgwd2::reconcile::{
-    bridge_port, fdb_flushes, plan, Action, FdbFlush, LinkState, NamePattern, Plan,
-};
+use wmgwd2::garp::{frame as garp, FRAME_LEN as GARP_LEN};
+use wmgwd2::links::{bridge_port, LinkState, NamePattern};
+use wmgwd2::reconcile::{self, fdb_flushes, FdbFlush, Plan, Protodown};
+use wmgwd2::types::{IfIndex, Vni, VniRange};
+
+/// `reconcile::plan` over plain integers: the tables below are easier to read that way.
+fn plan(
+    owned: &BTreeSet<u32>,
+    vnis: std::ops::RangeInclusive<u32>,
+    links: &BTreeMap<u32, LinkState>,
+    bit: u8,
+) -> Plan {
+    let owned = owned.iter().map(|&v| Vni(v)).collect();
+    let links = links.iter().map(|(&v, l)| (Vni(v), l.clone())).collect();
+    reconcile::plan(
+        &owned,
+        VniRange::spanning(*vnis.start(), *vnis.end()),
+        &links,
+        bit,
+    )
+}
+
+fn vnis(v: &[u32]) -> Vec<Vni> {
+    v.iter().map(|&v| Vni(v)).collect()
+}
 
 /// Our reason bit in these tests (the default, 3), and its mask.
 const BIT: u8 = 3;
@@ -18,7 +39,7 @@ const FOREIGN: u32 = 1 << 0;
 
 fn link(vni: u32, protodown: bool, reason: u32, carrier: bool) -> LinkState {
     LinkState {
-        ifindex: 1000 + vni,
+        ifindex: IfIndex(1000 + vni),
         ifname: format!("vrrp4-{vni}"),
         protodown,
         reason,
@@ -26,23 +47,23 @@ fn link(vni: u32, protodown: bool, reason: u32, carrier: bool) -> LinkState {
         carrier,
         running: carrier,
         mac: [0x02, 0, 0, 0, (vni >> 8) as u8, vni as u8],
-        lower: Some(2),
+        lower: Some(IfIndex(2)),
         master: None,
     }
 }
 
-fn on(vni: u32) -> Action {
-    Action::SetProtodown {
-        vni,
-        ifindex: 1000 + vni,
+fn on(vni: u32) -> Protodown {
+    Protodown {
+        vni: Vni(vni),
+        ifindex: IfIndex(1000 + vni),
         on: true,
     }
 }
 
-fn off(vni: u32) -> Action {
-    Action::SetProtodown {
-        vni,
-        ifindex: 1000 + vni,
+fn off(vni: u32) -> Protodown {
+    Protodown {
+        vni: Vni(vni),
+        ifindex: IfIndex(1000 + vni),
         on: false,
     }
 }
@@ -90,13 +111,13 @@ fn plan_cases() {
         };
         let p = plan(&owned, VNI..=VNI, &links, BIT);
         let expected = Plan {
-            actions: c
+            changes: c
                 .action
                 .map(|o| if o { on(VNI) } else { off(VNI) })
                 .into_iter()
                 .collect(),
             missing: vec![],
-            blocked: c.blocked.map(|b| (VNI, b)).into_iter().collect(),
+            blocked: c.blocked.map(|b| (Vni(VNI), b)).into_iter().collect(),
         };
         assert_eq!(p, expected, "case: {}", c.name);
     }
@@ -112,10 +133,10 @@ fn reason_bit_is_the_configured_one() {
     ]);
     let p = plan(&BTreeSet::new(), 1..=2, &links, 31);
     // VNI 1 is correct for bit 31; VNI 2 carries bit 3, which is not ours with bit 31.
-    assert_eq!(p.actions, vec![on(2)]);
+    assert_eq!(p.changes, vec![on(2)]);
     let p = plan(&BTreeSet::from([1, 2]), 1..=2, &links, 31);
-    assert_eq!(p.actions, vec![off(1)]);
-    assert_eq!(p.blocked, vec![(2, OURS)]);
+    assert_eq!(p.changes, vec![off(1)]);
+    assert_eq!(p.blocked, vec![(Vni(2), OURS)]);
 }
 
 #[test]
@@ -131,8 +152,8 @@ fn missing_interfaces_are_reported() {
     assert_eq!(
         p,
         Plan {
-            actions: vec![on(3), off(5)],
-            missing: vec![2, 4, 6],
+            changes: vec![on(3), off(5)],
+            missing: vnis(&[2, 4, 6]),
             blocked: vec![],
         }
     );
@@ -141,8 +162,8 @@ fn missing_interfaces_are_reported() {
 #[test]
 fn no_links_at_all() {
     let p = plan(&BTreeSet::from([1, 2]), 1..=3, &BTreeMap::new(), BIT);
-    assert_eq!(p.actions, vec![]);
-    assert_eq!(p.missing, vec![1, 2, 3]);
+    assert_eq!(p.changes, vec![]);
+    assert_eq!(p.missing, vnis(&[1, 2, 3]));
 }
 
 fn settled(owned: &BTreeSet<u32>, vnis: std::ops::RangeInclusive<u32>) -> BTreeMap<u32, LinkState> {
@@ -166,19 +187,19 @@ fn a_settled_thousand_vnis_need_nothing() {
     // One drifted link (someone ran `ip link set vrrp4-500 protodown off`): one action.
     links.get_mut(&500).unwrap().protodown = false;
     links.get_mut(&500).unwrap().carrier = true;
-    assert_eq!(plan(&owned, 1..=1000, &links, BIT).actions, vec![on(500)]);
+    assert_eq!(plan(&owned, 1..=1000, &links, BIT).changes, vec![on(500)]);
 
     // Taking everything over: one action per VNI not owned before, in VNI order.
     let all: BTreeSet<u32> = (1..=1000).collect();
     let p = plan(&all, 1..=1000, &settled(&owned, 1..=1000), BIT);
-    let expected: Vec<Action> = (1..=1000).filter(|v| v % 3 != 0).map(off).collect();
-    assert_eq!(p.actions, expected);
+    let expected: Vec<Protodown> = (1..=1000).filter(|v| v % 3 != 0).map(off).collect();
+    assert_eq!(p.changes, expected);
 }
 
 /// A plain link for the topology around a managed interface.
 fn dev(ifindex: u32, lower: Option<u32>, master: Option<u32>) -> LinkState {
     LinkState {
-        ifindex,
+        ifindex: IfIndex(ifindex),
         ifname: format!("dev{ifindex}"),
         protodown: false,
         reason: 0,
@@ -186,71 +207,76 @@ fn dev(ifindex: u32, lower: Option<u32>, master: Option<u32>) -> LinkState {
         carrier: true,
         running: true,
         mac: [0x02, 0xff, 0, 0, 0, ifindex as u8],
-        lower,
-        master,
+        lower: lower.map(IfIndex),
+        master: master.map(IfIndex),
     }
 }
 
 /// macvlan vrrp4-1 (1001) on veth 10, whose peer veth 11 is a port of bridge 3.
-fn topology() -> BTreeMap<u32, LinkState> {
+fn topology() -> BTreeMap<IfIndex, LinkState> {
     let mut mv = link(1, false, 0, true);
-    mv.lower = Some(10);
+    mv.lower = Some(IfIndex(10));
     BTreeMap::from([
-        (1001, mv),
-        (10, dev(10, Some(11), None)),
-        (11, dev(11, Some(10), Some(3))),
-        (3, dev(3, None, None)),
+        (IfIndex(1001), mv),
+        (IfIndex(10), dev(10, Some(11), None)),
+        (IfIndex(11), dev(11, Some(10), Some(3))),
+        (IfIndex(3), dev(3, None, None)),
     ])
 }
 
 #[test]
 fn bridge_port_is_the_veth_peer_on_the_bridge() {
     let all = topology();
-    assert_eq!(bridge_port(&all[&1001], &all), Some(11));
+    assert_eq!(bridge_port(&all[&IfIndex(1001)], &all), Some(IfIndex(11)));
 
     // The peer is not enslaved to a bridge.
     let mut t = topology();
-    t.get_mut(&11).unwrap().master = None;
-    assert_eq!(bridge_port(&t[&1001], &t), None);
+    t.get_mut(&IfIndex(11)).unwrap().master = None;
+    assert_eq!(bridge_port(&t[&IfIndex(1001)], &t), None);
     // The lower device has no peer (a physical NIC).
     let mut t = topology();
-    t.get_mut(&10).unwrap().lower = None;
-    assert_eq!(bridge_port(&t[&1001], &t), None);
+    t.get_mut(&IfIndex(10)).unwrap().lower = None;
+    assert_eq!(bridge_port(&t[&IfIndex(1001)], &t), None);
     // The lower device, or its peer, is not known.
     let mut t = topology();
-    t.remove(&11);
-    assert_eq!(bridge_port(&t[&1001], &t), None);
+    t.remove(&IfIndex(11));
+    assert_eq!(bridge_port(&t[&IfIndex(1001)], &t), None);
     let mut t = topology();
-    t.remove(&10);
-    assert_eq!(bridge_port(&t[&1001], &t), None);
+    t.remove(&IfIndex(10));
+    assert_eq!(bridge_port(&t[&IfIndex(1001)], &t), None);
     // No lower device at all.
     let mut t = topology();
-    t.get_mut(&1001).unwrap().lower = None;
-    assert_eq!(bridge_port(&t[&1001], &t), None);
+    t.get_mut(&IfIndex(1001)).unwrap().lower = None;
+    assert_eq!(bridge_port(&t[&IfIndex(1001)], &t), None);
     // A lower device that names itself (and is a bridge port) is not a veth pair.
     let mut t = topology();
-    t.insert(10, dev(10, Some(10), Some(3)));
-    assert_eq!(bridge_port(&t[&1001], &t), None);
+    t.insert(IfIndex(10), dev(10, Some(10), Some(3)));
+    assert_eq!(bridge_port(&t[&IfIndex(1001)], &t), None);
 }
 
 #[test]
 fn fdb_flushes_only_for_interfaces_put_down_with_a_port() {
     let links = BTreeMap::from([
-        (1, link(1, false, 0, true)),
-        (2, link(2, false, 0, true)),
-        (3, link(3, false, 0, true)),
+        (Vni(1), link(1, false, 0, true)),
+        (Vni(2), link(2, false, 0, true)),
+        (Vni(3), link(3, false, 0, true)),
     ]);
-    let ports = BTreeMap::from([(1, 11), (2, 12), (4, 14)]);
+    let ports = BTreeMap::from([
+        (Vni(1), IfIndex(11)),
+        (Vni(2), IfIndex(12)),
+        (Vni(4), IfIndex(14)),
+    ]);
+    let port_of = |v: Vni| ports.get(&v).copied();
     let actions = [on(1), off(2), on(3), on(4)];
     assert_eq!(
-        fdb_flushes(&actions, &links, &ports),
+        fdb_flushes(&actions, &links, port_of),
         vec![FdbFlush {
-            vni: 1,
-            port: 11,
-            mac: links[&1].mac,
+            vni: Vni(1),
+            port: IfIndex(11),
+            mac: links[&Vni(1)].mac,
         }]
     );
-    assert_eq!(fdb_flushes(&[], &links, &ports), vec![]);
+    assert_eq!(fdb_flushes(&[], &links, port_of), vec![]);
 }
 
 proptest! {
@@ -272,8 +298,8 @@ proptest! {
         }
         let p = plan(&owned, 1..=n, &links, BIT);
         prop_assert!(p.missing.is_empty() && p.blocked.is_empty());
-        for a in &p.actions {
-            let Action::SetProtodown { vni, on, .. } = *a;
+        for a in &p.changes {
+            let Protodown { vni: Vni(vni), on, .. } = *a;
             prop_assert_eq!(on, !owned.contains(&vni));
             let l = links.get_mut(&vni).unwrap();
             l.protodown = on;
@@ -288,12 +314,12 @@ proptest! {
 #[test]
 fn name_pattern_maps_both_ways() {
     let p = NamePattern::new("vrrp4-{vni}").unwrap();
-    assert_eq!(p.name(1), "vrrp4-1");
-    assert_eq!(p.name(16_777_215), "vrrp4-16777215");
-    assert_eq!(p.vni("vrrp4-1"), Some(1));
-    assert_eq!(p.vni("vrrp4-0"), Some(0));
-    assert_eq!(p.vni("vrrp4-100"), Some(100));
-    assert_eq!(p.vni("vrrp4-16777215"), Some(16_777_215));
+    assert_eq!(p.name(Vni(1)), "vrrp4-1");
+    assert_eq!(p.name(Vni(16_777_215)), "vrrp4-16777215");
+    assert_eq!(p.vni("vrrp4-1"), Some(Vni(1)));
+    assert_eq!(p.vni("vrrp4-0"), Some(Vni(0)));
+    assert_eq!(p.vni("vrrp4-100"), Some(Vni(100)));
+    assert_eq!(p.vni("vrrp4-16777215"), Some(Vni(16_777_215)));
     for bad in [
         "vrrp4-007",
         "vrrp4-00",
@@ -314,14 +340,14 @@ fn name_pattern_maps_both_ways() {
 #[test]
 fn name_pattern_with_prefix_and_suffix() {
     let p = NamePattern::new("gw{vni}.v4").unwrap();
-    assert_eq!(p.name(12), "gw12.v4");
-    assert_eq!(p.vni("gw12.v4"), Some(12));
+    assert_eq!(p.name(Vni(12)), "gw12.v4");
+    assert_eq!(p.vni("gw12.v4"), Some(Vni(12)));
     assert_eq!(p.vni("gw12.v6"), None);
     assert_eq!(p.vni("gw12"), None);
     assert_eq!(p.vni("gw.v4"), None);
     let bare = NamePattern::new("{vni}").unwrap();
-    assert_eq!(bare.name(5), "5");
-    assert_eq!(bare.vni("5"), Some(5));
+    assert_eq!(bare.name(Vni(5)), "5");
+    assert_eq!(bare.vni("5"), Some(Vni(5)));
     assert_eq!(bare.vni("05"), None);
 }
 
@@ -343,7 +369,7 @@ proptest! {
     #[test]
     fn name_pattern_round_trips(vni in 0u32..=16_777_215) {
         let p = NamePattern::new("vrrp4-{vni}").unwrap();
-        prop_assert_eq!(p.vni(&p.name(vni)), Some(vni));
+        prop_assert_eq!(p.vni(&p.name(Vni(vni))), Some(Vni(vni)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! both ways, one test per `DecodeError`, and properties over arbitrary bytes.
 
 use proptest::prelude::*;
+use wmgwd2::types::Uid;
 use wmgwd2::wire::{
     decode, encode, DecodeError, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING, FRAME_LEN,
     LEGACY_LEN, MAX_DATAGRAM,
@@ -10,7 +11,7 @@ use wmgwd2::wire::{
 /// A starting heartbeat, and the bytes it is on the wire, written out by hand from the diagram in
 /// docs/protocol.md.
 const STARTING_HB: Heartbeat = Heartbeat {
-    uid: 0x1a2b,
+    uid: Uid(0x1a2b),
     incarnation: 0x0102_0304_0506_0708,
     sequence: 42,
     flags: FLAG_STARTING,
@@ -30,7 +31,7 @@ const STARTING_BYTES: [u8; 40] = [
 
 /// A leaving heartbeat with every multi-byte field using its high byte.
 const LEAVING_HB: Heartbeat = Heartbeat {
-    uid: 0xfedc_ba98_7654_3210,
+    uid: Uid(0xfedc_ba98_7654_3210),
     incarnation: 0x8000_0000_0000_0001,
     sequence: u64::MAX,
     flags: FLAG_LEAVING,
@@ -81,19 +82,19 @@ fn literal_bytes_decode_to_the_heartbeat() {
 fn legacy_frame_is_the_big_endian_uid() {
     assert_eq!(
         decode(&[0, 0, 0, 0, 0, 0, 0x1a, 0x2b]),
-        Ok(Frame::Legacy { uid: 0x1a2b })
+        Ok(Frame::Legacy { uid: Uid(0x1a2b) })
     );
     assert_eq!(
         decode(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1]),
         Ok(Frame::Legacy {
-            uid: 0xdead_beef_0000_0001
+            uid: Uid(0xdead_beef_0000_0001)
         })
     );
     // Length decides: eight bytes that start like a version-1 frame are still a legacy UID.
     assert_eq!(
         decode(b"WMG2\x01\x00\x00\x00"),
         Ok(Frame::Legacy {
-            uid: 0x574d_4732_0100_0000
+            uid: Uid(0x574d_4732_0100_0000)
         })
     );
 }
@@ -187,7 +188,7 @@ fn error_zero_uid_legacy_and_v1() {
     assert_eq!(decode(&b), Err(DecodeError::ZeroUid));
     // uid 1 is fine.
     b[15] = 1;
-    assert!(matches!(decode(&b), Ok(Frame::Heartbeat(h)) if h.uid == 1));
+    assert!(matches!(decode(&b), Ok(Frame::Heartbeat(h)) if h.uid == Uid(1)));
 }
 
 #[test]
@@ -265,7 +266,7 @@ fn valid_heartbeat() -> impl Strategy<Value = Heartbeat> {
     )
         .prop_map(
             |(uid, incarnation, sequence, flags, interval_ms, extra)| Heartbeat {
-                uid,
+                uid: Uid(uid),
                 incarnation,
                 sequence,
                 flags,
@@ -316,6 +317,6 @@ proptest! {
 
     #[test]
     fn any_nonzero_legacy_uid_decodes(uid in 1..=u64::MAX) {
-        prop_assert_eq!(decode(&uid.to_be_bytes()), Ok(Frame::Legacy { uid }));
+        prop_assert_eq!(decode(&uid.to_be_bytes()), Ok(Frame::Legacy { uid: Uid(uid) }));
     }
 }

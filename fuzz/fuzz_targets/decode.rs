@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     match decode(data) {
         Ok(Frame::Heartbeat(hb)) => {
             assert_eq!(data.len(), FRAME_LEN);
-            assert!(hb.uid != 0 && hb.interval_ms != 0 && hb.hold_ms >= hb.interval_ms);
+            assert!(hb.uid.0 != 0 && hb.interval_ms != 0 && hb.hold_ms >= hb.interval_ms);
             let again = encode(&hb);
             assert_eq!(&again[..7], &data[..7]);
             assert_eq!(&again[8..], &data[8..]);
@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(Frame::Legacy { uid }) => {
             assert_eq!(data.len(), LEGACY_LEN);
-            assert_ne!(uid, 0);
-            assert_eq!(uid.to_be_bytes(), data);
+            assert_ne!(uid.0, 0);
+            assert_eq!(uid.0.to_be_bytes(), data);
         }
         Err(e) => {
             assert!(!e.kind().is_empty());

@@ -1,0 +1,219 @@
+//! Gratuitous ARP: the frame as bytes, and the schedule that says when to announce which VNI,
+//! paced. Pure.
+//!
+//! Form: an ARP **request** (opcode 1) broadcast to `ff:ff:ff:ff:ff:ff`, sender MAC = the
+//! interface's MAC, sender IP = target IP = the gateway address, target MAC
+//! `ff:ff:ff:ff:ff:ff`. This is what keepalived, FRR's vrrpd and iputils' `arping -U` send.
+//! Linux updates an existing neighbour entry from such a request whatever `arp_accept` says, every
+//! bridge learns the source MAC from it, and hosts that ignore unsolicited replies (the Go
+//! original sends op=2 with a zero target MAC) still process requests. See docs/protocol.md.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use pnet::packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
+use pnet::packet::ethernet::{EtherTypes, MutableEthernetPacket};
+use pnet::util::MacAddr;
+
+use crate::types::{IfIndex, Vni};
+
+/// Ethernet header (14) + ARP for IPv4 over Ethernet (28).
+pub const FRAME_LEN: usize = 42;
+
+/// The gratuitous ARP announcing `ip` at `mac`.
+pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; FRAME_LEN] {
+    let mut frame = [0u8; FRAME_LEN];
+    let src = MacAddr::from(mac);
+    let bcast = MacAddr::broadcast();
+    {
+        // Both buffers are sized by construction, so `new` cannot fail; stay panic-free anyway.
+        let Some(mut eth) = MutableEthernetPacket::new(&mut frame) else {
+            return frame;
+        };
+        eth.set_destination(bcast);
+        eth.set_source(src);
+        eth.set_ethertype(EtherTypes::Arp);
+    }
+    if let Some(mut arp) = MutableArpPacket::new(&mut frame[14..]) {
+        arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+        arp.set_protocol_type(EtherTypes::Ipv4);
+        arp.set_hw_addr_len(6);
+        arp.set_proto_addr_len(4);
+        arp.set_operation(ArpOperations::Request);
+        arp.set_sender_hw_addr(src);
+        arp.set_sender_proto_addr(ip);
+        arp.set_target_hw_addr(bcast);
+        arp.set_target_proto_addr(ip);
+    }
+    frame
+}
+
+/// GARP frames sent per wake-up at most; the rest follow after [`PACE`].
+pub const BATCH: usize = 128;
+/// The pause between two batches, and before retrying on a full socket.
+pub const PACE: Duration = Duration::from_millis(2);
+
+/// One owned, active VNI's announcement: a GARP for each of its addresses, sent out of `ifindex`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub vni: Vni,
+    pub ifindex: IfIndex,
+    pub mac: [u8; 6],
+    pub ips: Vec<Ipv4Addr>,
+    /// How many announcements of the takeover burst remain, this one included.
+    pub remaining: u32,
+}
+
+/// How VNIs are announced: a burst of `count` spaced `spacing` apart when a VNI becomes active,
+/// then one every `refresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub count: u32,
+    pub spacing: Duration,
+    pub refresh: Option<Duration>,
+}
+
+/// The GARP schedule: which owned VNIs are active (and so announced), and when each is due next.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    policy: Policy,
+    /// Owned VNIs whose interface was active at the last [`Schedule::update`]. A VNI that enters
+    /// (or changes ifindex) starts a burst.
+    active: BTreeMap<Vni, IfIndex>,
+    due: BTreeSet<(Instant, Vni)>,
+    by_vni: HashMap<Vni, (Instant, u32)>,
+}
+
+impl Schedule {
+    pub fn new(policy: Policy) -> Schedule {
+        Schedule {
+            policy,
+            active: BTreeMap::new(),
+            due: BTreeSet::new(),
+            by_vni: HashMap::new(),
+        }
+    }
+
+    fn put(&mut self, vni: Vni, at: Instant, remaining: u32) {
+        self.remove(vni);
+        self.due.insert((at, vni));
+        self.by_vni.insert(vni, (at, remaining));
+    }
+
+    fn remove(&mut self, vni: Vni) {
+        if let Some((at, _)) = self.by_vni.remove(&vni) {
+            self.due.remove(&(at, vni));
+        }
+    }
+
+    /// When the next announcement is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.due.first().map(|&(t, _)| t)
+    }
+
+    /// The owned VNIs that are active now (`active_links`: VNI -> ifindex): a newly active one
+    /// starts a burst at `now`, one no longer active is no longer announced.
+    pub fn update(&mut self, active_links: BTreeMap<Vni, IfIndex>, now: Instant) {
+        for (&vni, &ifindex) in &active_links {
+            if self.active.get(&vni) != Some(&ifindex) {
+                self.put(vni, now, self.policy.count);
+            }
+        }
+        let gone: Vec<Vni> = self
+            .active
+            .keys()
+            .filter(|v| !active_links.contains_key(v))
+            .copied()
+            .collect();
+        for vni in gone {
+            self.remove(vni);
+        }
+        self.active = active_links;
+    }
+
+    /// The kernel reported the VNI's link unable to carry traffic: forget it, so that when it is
+    /// back (maybe in the same batch of events: a flap) it counts as newly active and announces
+    /// itself again.
+    pub fn inactive(&mut self, vni: Vni) {
+        if self.active.remove(&vni).is_some() {
+            self.remove(vni);
+        }
+    }
+
+    /// An address was added to a link: if it is an active one, announce it (a new burst).
+    pub fn address_added(&mut self, vni: Vni, ifindex: IfIndex, now: Instant) {
+        if self.active.get(&vni) == Some(&ifindex) {
+            self.put(vni, now, self.policy.count);
+        }
+    }
+
+    /// Every active VNI (what a status shows).
+    pub fn active(&self) -> &BTreeMap<Vni, IfIndex> {
+        &self.active
+    }
+
+    /// The announcements due at `now`, at most [`BATCH`] frames of them (the rest are put off by
+    /// [`PACE`]), each already followed in the schedule by its next one. `link` gives a VNI's MAC
+    /// and addresses.
+    pub fn take_due<'a>(
+        &mut self,
+        now: Instant,
+        link: impl Fn(Vni) -> Option<([u8; 6], &'a [Ipv4Addr])>,
+    ) -> Vec<Announcement> {
+        let mut out = Vec::new();
+        let mut frames = 0usize;
+        while let Some(&(t, vni)) = self.due.first() {
+            if t > now {
+                break;
+            }
+            if frames >= BATCH {
+                // Pace: this one and the rest a moment later.
+                let later = now + PACE;
+                let rest: Vec<Vni> = self
+                    .due
+                    .iter()
+                    .take_while(|&&(t2, _)| t2 <= now)
+                    .map(|&(_, v)| v)
+                    .collect();
+                for v in rest {
+                    if let Some(&(_, rem)) = self.by_vni.get(&v) {
+                        self.put(v, later, rem);
+                    }
+                }
+                break;
+            }
+            self.due.pop_first();
+            let Some((_, remaining)) = self.by_vni.remove(&vni) else {
+                continue;
+            };
+            let (Some(&ifindex), Some((mac, ips))) = (self.active.get(&vni), link(vni)) else {
+                continue;
+            };
+            frames += ips.len();
+            out.push(Announcement {
+                vni,
+                ifindex,
+                mac,
+                ips: ips.to_vec(),
+                remaining,
+            });
+            if remaining > 1 {
+                self.put(vni, now + self.policy.spacing, remaining - 1);
+            } else if let Some(r) = self.policy.refresh {
+                self.put(vni, now + r, 1);
+            }
+        }
+        out
+    }
+
+    /// Announcements that could not be sent at `now` (the socket was full): again after [`PACE`],
+    /// with the burst they were part of.
+    pub fn defer(&mut self, unsent: &[Announcement], now: Instant) {
+        for a in unsent {
+            if self.active.get(&a.vni) == Some(&a.ifindex) {
+                self.put(a.vni, now + PACE, a.remaining);
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The kernel's links as the daemon last heard of them. Pure.
+//!
+//! [`LinkState`] is one link as the kernel reports it; [`Snapshot`] and [`KernelEvent`] are how
+//! it reports them (a full read, or one change); [`LinkTable`] keeps the managed links by VNI,
+//! every other link by index (the topology around them: lower devices, bridge ports) and the
+//! heartbeat uplink, through renames, deletions and re-creations. [`NamePattern`] maps interface
+//! names to VNIs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use crate::types::{IfIndex, Vni, VniRange};
+
+/// What the kernel says about one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub ifindex: IfIndex,
+    pub ifname: String,
+    pub protodown: bool,
+    /// IFLA_PROTO_DOWN_REASON value (the kernel omits it when 0).
+    pub reason: u32,
+    /// IFF_UP.
+    pub admin_up: bool,
+    /// IFF_LOWER_UP: the kernel's carrier.
+    pub carrier: bool,
+    /// IFF_RUNNING: operationally up. It follows carrier by a moment (the kernel's link watch);
+    /// frames sent in between are dropped, so GARPs wait for it.
+    pub running: bool,
+    pub mac: [u8; 6],
+    /// IFLA_LINK: the lower device (for a veth: its peer), when it is in this namespace.
+    pub lower: Option<IfIndex>,
+    /// IFLA_MASTER: the bridge (or other master) this link is a port of.
+    pub master: Option<IfIndex>,
+}
+
+impl LinkState {
+    /// Can this interface carry traffic right now?
+    pub fn active(&self) -> bool {
+        !self.protodown && self.admin_up && self.carrier && self.running
+    }
+}
+
+/// IPv4 addresses per interface index.
+pub type Addresses = BTreeMap<IfIndex, Vec<Ipv4Addr>>;
+
+/// Every link and every IPv4 address, read at one time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub links: Vec<LinkState>,
+    pub addrs: Addresses,
+}
+
+/// What the kernel reports between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A link appeared or changed (RTM_NEWLINK).
+    Link(LinkState),
+    /// A link is gone (RTM_DELLINK).
+    LinkGone { ifindex: IfIndex },
+    /// An IPv4 address was added to or removed from a link.
+    Address {
+        ifindex: IfIndex,
+        addr: Ipv4Addr,
+        added: bool,
+    },
+    /// Events were lost (the event stream overran): take a new snapshot.
+    Lost,
+}
+
+/// What one event meant for the managed links, beyond updating the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Nothing,
+    /// Events were lost: only a snapshot brings the table back.
+    Lost,
+    /// A managed link was reported unable to carry traffic (it may be back in the same batch: a
+    /// flap; the caller treats it as newly active then, and announces it again).
+    Inactive(Vni),
+    /// An IPv4 address was added to a managed link.
+    AddressAdded(Vni, IfIndex),
+}
+
+/// The bridge port a managed interface's frames enter a bridge through: the macvlan's lower
+/// device is a veth whose peer is a bridge port. `links` holds every link by ifindex.
+pub fn bridge_port(link: &LinkState, links: &BTreeMap<IfIndex, LinkState>) -> Option<IfIndex> {
+    let lower = links.get(&link.lower?)?;
+    let peer = links.get(&lower.lower?)?;
+    (peer.master.is_some() && peer.ifindex != lower.ifindex).then_some(peer.ifindex)
+}
+
+/// The managed links, the topology around them and the uplink, kept current from snapshots and
+/// events.
+#[derive(Debug, Clone)]
+pub struct LinkTable {
+    pattern: NamePattern,
+    vnis: VniRange,
+    /// `--bind-interface`: tracked by name, so a re-created uplink is found again.
+    uplink_name: Option<String>,
+    uplink: Option<IfIndex>,
+    /// Managed links by VNI.
+    managed: BTreeMap<Vni, LinkState>,
+    /// ifindex -> VNI for the managed links.
+    index: HashMap<IfIndex, Vni>,
+    /// Every link by ifindex.
+    all: BTreeMap<IfIndex, LinkState>,
+    /// IPv4 addresses of the managed links.
+    addrs: Addresses,
+}
+
+impl LinkTable {
+    pub fn new(pattern: NamePattern, vnis: VniRange, uplink: Option<String>) -> LinkTable {
+        LinkTable {
+            pattern,
+            vnis,
+            uplink_name: uplink,
+            uplink: None,
+            managed: BTreeMap::new(),
+            index: HashMap::new(),
+            all: BTreeMap::new(),
+            addrs: Addresses::new(),
+        }
+    }
+
+    /// Replaces everything with a snapshot.
+    pub fn load(&mut self, snap: Snapshot) {
+        self.managed.clear();
+        self.index.clear();
+        self.all.clear();
+        self.uplink = None;
+        for l in snap.links {
+            self.put(l);
+        }
+        self.addrs = snap
+            .addrs
+            .into_iter()
+            .filter(|(i, _)| self.index.contains_key(i))
+            .collect();
+    }
+
+    /// Applies one event.
+    pub fn apply(&mut self, ev: KernelEvent) -> Change {
+        match ev {
+            KernelEvent::Link(l) => {
+                let inactive = (!l.active()).then_some(l.ifindex);
+                self.put(l);
+                match inactive.and_then(|i| self.index.get(&i)) {
+                    Some(&vni) => Change::Inactive(vni),
+                    None => Change::Nothing,
+                }
+            }
+            KernelEvent::LinkGone { ifindex } => {
+                self.all.remove(&ifindex);
+                if self.uplink == Some(ifindex) {
+                    self.uplink = None;
+                }
+                if let Some(vni) = self.index.remove(&ifindex) {
+                    tracing::debug!(%vni, %ifindex, "managed interface deleted");
+                    self.managed.remove(&vni);
+                }
+                self.addrs.remove(&ifindex);
+                Change::Nothing
+            }
+            KernelEvent::Address {
+                ifindex,
+                addr,
+                added,
+            } => {
+                let Some(&vni) = self.index.get(&ifindex) else {
+                    return Change::Nothing;
+                };
+                let list = self.addrs.entry(ifindex).or_default();
+                list.retain(|a| *a != addr);
+                if added {
+                    list.push(addr);
+                    return Change::AddressAdded(vni, ifindex);
+                }
+                Change::Nothing
+            }
+            KernelEvent::Lost => Change::Lost,
+        }
+    }
+
+    fn put(&mut self, l: LinkState) {
+        if self.uplink_name.as_deref() == Some(l.ifname.as_str()) {
+            self.uplink = Some(l.ifindex);
+        } else if self.uplink == Some(l.ifindex) {
+            // Renamed away.
+            self.uplink = None;
+        }
+        if let Some(old) = self.index.remove(&l.ifindex) {
+            // Renamed (or reported again): forget the old name's entry.
+            if self.managed.get(&old).map(|x| x.ifindex) == Some(l.ifindex) {
+                self.managed.remove(&old);
+            }
+        }
+        let vni = self
+            .pattern
+            .vni(&l.ifname)
+            .filter(|v| self.vnis.contains(*v));
+        match vni {
+            None => {
+                self.addrs.remove(&l.ifindex);
+            }
+            Some(vni) => {
+                if let Some(prev) = self.managed.get(&vni) {
+                    if prev.ifindex != l.ifindex {
+                        self.index.remove(&prev.ifindex);
+                        self.addrs.remove(&prev.ifindex);
+                    }
+                }
+                self.index.insert(l.ifindex, vni);
+                self.managed.insert(vni, l.clone());
+            }
+        }
+        self.all.insert(l.ifindex, l);
+    }
+
+    /// The managed links by VNI.
+    pub fn managed(&self) -> &BTreeMap<Vni, LinkState> {
+        &self.managed
+    }
+
+    pub fn get(&self, vni: Vni) -> Option<&LinkState> {
+        self.managed.get(&vni)
+    }
+
+    /// The IPv4 addresses of a managed link.
+    pub fn addrs(&self, ifindex: IfIndex) -> &[Ipv4Addr] {
+        self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The bridge port the managed link of `vni` feeds, if any (see [`bridge_port`]).
+    pub fn bridge_port(&self, vni: Vni) -> Option<IfIndex> {
+        bridge_port(self.managed.get(&vni)?, &self.all)
+    }
+
+    /// Is the heartbeat interface up with carrier? Always true when none is tracked.
+    pub fn uplink_up(&self) -> bool {
+        if self.uplink_name.is_none() {
+            return true;
+        }
+        self.uplink
+            .and_then(|i| self.all.get(&i))
+            .is_some_and(|l| l.admin_up && l.carrier)
+    }
+
+    pub fn uplink_name(&self) -> Option<&str> {
+        self.uplink_name.as_deref()
+    }
+
+    pub fn pattern(&self) -> &NamePattern {
+        &self.pattern
+    }
+}
+
+/// Maps interface names to VNIs and back for a pattern such as `vrrp4-{vni}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamePattern {
+    prefix: String,
+    suffix: String,
+}
+
+impl NamePattern {
+    /// The placeholder that stands for the VNI in decimal.
+    pub const PLACEHOLDER: &'static str = "{vni}";
+
+    /// `None` unless `pattern` holds the placeholder exactly once.
+    pub fn new(pattern: &str) -> Option<Self> {
+        let (prefix, suffix) = pattern.split_once(Self::PLACEHOLDER)?;
+        if suffix.contains(Self::PLACEHOLDER) {
+            return None;
+        }
+        Some(NamePattern {
+            prefix: prefix.to_owned(),
+            suffix: suffix.to_owned(),
+        })
+    }
+
+    pub fn name(&self, vni: Vni) -> String {
+        format!("{}{}{}", self.prefix, vni.0, self.suffix)
+    }
+
+    /// The VNI an interface name stands for, if it matches the pattern in canonical decimal.
+    pub fn vni(&self, name: &str) -> Option<Vni> {
+        let digits = name
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(self.suffix.as_str())?;
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || (digits.len() > 1 && digits.starts_with('0'))
+        {
+            return None;
+        }
+        digits.parse().ok().map(Vni)
+    }
+}

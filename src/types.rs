@@ -1,0 +1,95 @@
+//! Identifiers that say what they are: a VNI, a gateway's UID and an interface index are all
+//! integers, and side by side in one map they were easy to mix up. Pure.
+//!
+//! Each is a transparent newtype with a public field, so tests and the wire codec can build and
+//! read them without ceremony; the type, not the field, is what the rest of the code passes around.
+
+use std::fmt;
+
+/// A VXLAN network identifier (24 bits; [`crate::cli`] checks the range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Vni(pub u32);
+
+/// A gateway's unique ID (never 0 on the wire). Shown in hex, as operators write it in `--uid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Uid(pub u64);
+
+/// A Linux interface index in the daemon's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct IfIndex(pub u32);
+
+impl fmt::Display for Vni {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::Display for IfIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The managed VNIs: `lo..=hi`, never empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VniRange {
+    lo: Vni,
+    hi: Vni,
+}
+
+impl VniRange {
+    /// `None` when `lo > hi`.
+    pub fn new(lo: u32, hi: u32) -> Option<VniRange> {
+        (lo <= hi).then_some(VniRange {
+            lo: Vni(lo),
+            hi: Vni(hi),
+        })
+    }
+
+    /// From the smaller of `a` and `b` to the larger.
+    pub fn spanning(a: u32, b: u32) -> VniRange {
+        VniRange {
+            lo: Vni(a.min(b)),
+            hi: Vni(a.max(b)),
+        }
+    }
+
+    pub fn first(&self) -> Vni {
+        self.lo
+    }
+
+    pub fn last(&self) -> Vni {
+        self.hi
+    }
+
+    pub fn contains(&self, v: Vni) -> bool {
+        self.lo <= v && v <= self.hi
+    }
+
+    /// How many VNIs the range holds.
+    pub fn len(&self) -> usize {
+        (self.hi.0 - self.lo.0) as usize + 1
+    }
+
+    /// Never true; here for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Every VNI of the range, ascending.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Vni> + Clone {
+        (self.lo.0..=self.hi.0).map(Vni)
+    }
+}
+
+impl fmt::Display for VniRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.lo, self.hi)
+    }
+}
