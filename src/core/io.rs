@@ -1,0 +1,127 @@
+//! The core's vocabulary: what goes in ([`Input`], [`Command`]), what comes out ([`Effect`]), and
+//! what it reports ([`Stats`], [`Status`], [`Exit`]). Pure data.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::garp::Announcement;
+use crate::kernel::KernelError;
+use crate::links::{KernelEvent, Snapshot};
+use crate::reconcile::{FdbFlush, Protodown};
+use crate::types::{IfIndex, Vni};
+
+/// Something that happened, fed to `Core::handle` with the time it happened.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// The first read of the kernel: the core puts every managed interface down and starts its
+    /// hold-down.
+    Start(Snapshot),
+    /// One datagram on the heartbeat socket.
+    Datagram { bytes: &'a [u8], from: SocketAddr },
+    /// Kernel events, every one queued so far.
+    Kernel(Vec<KernelEvent>),
+    /// The result of [`Effect::Resync`].
+    Snapshot(Result<Snapshot, KernelError>),
+    /// The result of [`Effect::SetProtodown`]: one result per change, in order.
+    Applied {
+        changes: Vec<Protodown>,
+        results: Vec<Result<(), KernelError>>,
+    },
+    /// The result of [`Effect::FlushFdb`].
+    FdbFlushed {
+        flushes: Vec<FdbFlush>,
+        results: Vec<Result<(), KernelError>>,
+    },
+    /// The result of [`Effect::FlushNeighbours`]: how many entries went.
+    NeighboursFlushed {
+        interfaces: usize,
+        result: Result<usize, KernelError>,
+    },
+    /// The result of [`Effect::SendGarps`].
+    GarpsSent(GarpReport),
+    /// [`Core::next_deadline`] has come.
+    Timer,
+    /// An operator's command.
+    Command(Command),
+}
+
+/// Commands from outside (signals today; a control socket later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Leave gracefully: announce it, wait for the peers to take over, put everything down, exit.
+    Stop,
+}
+
+/// What the shell made of an [`Effect::SendGarps`].
+#[derive(Debug, Default)]
+pub struct GarpReport {
+    /// Frames sent.
+    pub sent: u64,
+    /// Frames that failed, with the error.
+    pub failed: Vec<(Vni, Ipv4Addr, KernelError)>,
+    /// Announcements not (completely) sent because the socket was full: from the first one
+    /// blocked to the end of the list.
+    pub unsent: Vec<Announcement>,
+}
+
+/// Something for the shell to do, in the order queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Set or release protodown; report with [`Input::Applied`].
+    SetProtodown(Vec<Protodown>),
+    /// Remove released MACs from bridges; report with [`Input::FdbFlushed`].
+    FlushFdb(Vec<FdbFlush>),
+    /// Delete the dynamic neighbour entries of these links; report with
+    /// [`Input::NeighboursFlushed`].
+    FlushNeighbours(Vec<IfIndex>),
+    /// Send these gratuitous ARPs (only once each link runs: the core checked); report with
+    /// [`Input::GarpsSent`].
+    SendGarps(Vec<Announcement>),
+    /// Read every link and address again; report with [`Input::Snapshot`].
+    Resync,
+    /// Have the heartbeat task send a heartbeat at once, with `Core::heartbeat_flags` as they
+    /// are once this input's effects are done.
+    HeartbeatNow,
+    /// Stop the periodic heartbeats (no heartbeat may follow our LEAVING).
+    StopBeacon,
+    /// Send one heartbeat with these flags from the shell itself.
+    SendHeartbeat { flags: u8 },
+    /// The stop is complete: exit.
+    Exit(Exit),
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Managed interfaces that could not be put down (empty: a clean stop).
+    pub still_up: Vec<Vni>,
+}
+
+/// Counters, logged at a stop and on demand.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub frames_received: u64,
+    pub frames_malformed: BTreeMap<&'static str, u64>,
+    pub frames_stale: u64,
+    pub uid_conflicts: u64,
+    pub heartbeats_sent: u64,
+    pub send_errors: u64,
+    pub actions_applied: u64,
+    pub actions_failed: u64,
+    pub garps_sent: u64,
+    pub garp_errors: u64,
+    pub resyncs: u64,
+}
+
+/// One line's worth of state (SIGUSR1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub ready: bool,
+    pub uplink_up: bool,
+    pub peers: Vec<String>,
+    pub managed: usize,
+    pub owned: usize,
+    pub active: usize,
+    pub missing: usize,
+    pub blocked: usize,
+}
