@@ -103,7 +103,7 @@ pub struct LinkTable {
     index: HashMap<IfIndex, Vni>,
     /// Every link by ifindex.
     all: BTreeMap<IfIndex, LinkState>,
-    /// IPv4 addresses of the managed links.
+    /// IPv4 addresses of every link (a link renamed into the pattern brings its addresses).
     addrs: Addresses,
 }
 
@@ -130,11 +130,7 @@ impl LinkTable {
         for l in snap.links {
             self.put(l);
         }
-        self.addrs = snap
-            .addrs
-            .into_iter()
-            .filter(|(i, _)| self.index.contains_key(i))
-            .collect();
+        self.addrs = snap.addrs;
     }
 
     /// Applies one event.
@@ -165,16 +161,15 @@ impl LinkTable {
                 addr,
                 added,
             } => {
-                let Some(&vni) = self.index.get(&ifindex) else {
-                    return Change::Nothing;
-                };
                 let list = self.addrs.entry(ifindex).or_default();
                 list.retain(|a| *a != addr);
                 if added {
                     list.push(addr);
-                    return Change::AddressAdded(vni, ifindex);
                 }
-                Change::Nothing
+                match self.index.get(&ifindex) {
+                    Some(&vni) if added => Change::AddressAdded(vni, ifindex),
+                    _ => Change::Nothing,
+                }
             }
             KernelEvent::Lost => Change::Lost,
         }
@@ -197,20 +192,14 @@ impl LinkTable {
             .pattern
             .vni(&l.ifname)
             .filter(|v| self.vnis.contains(*v));
-        match vni {
-            None => {
-                self.addrs.remove(&l.ifindex);
-            }
-            Some(vni) => {
-                if let Some(prev) = self.managed.get(&vni) {
-                    if prev.ifindex != l.ifindex {
-                        self.index.remove(&prev.ifindex);
-                        self.addrs.remove(&prev.ifindex);
-                    }
+        if let Some(vni) = vni {
+            if let Some(prev) = self.managed.get(&vni) {
+                if prev.ifindex != l.ifindex {
+                    self.index.remove(&prev.ifindex);
                 }
-                self.index.insert(l.ifindex, vni);
-                self.managed.insert(vni, l.clone());
             }
+            self.index.insert(l.ifindex, vni);
+            self.managed.insert(vni, l.clone());
         }
         self.all.insert(l.ifindex, l);
     }
@@ -224,7 +213,7 @@ impl LinkTable {
         self.managed.get(&vni)
     }
 
-    /// The IPv4 addresses of a managed link.
+    /// The IPv4 addresses of a link.
     pub fn addrs(&self, ifindex: IfIndex) -> &[Ipv4Addr] {
         self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[])
     }

@@ -1,0 +1,690 @@
+//! Scenario tests as data: every file in tests/scenarios/ is an input script for the sans-I/O
+//! core (frames, kernel changes, commands, time) with the effects the core must answer with, in
+//! order. No root, no sockets, no clock: the script's `at <ms>` is the time, and the kernel is an
+//! in-memory model that carries out the core's effects at once and reports what changed.
+//!
+//! Script lines (`#` starts a comment):
+//!
+//! ```text
+//! config <daemon flags…>      before `start`; defaults: --minvni 1 --maxvni 4 --interval 100ms
+//!                             --dead-after 3 --hold-down 3 --garp-count 2 --garp-spacing 200ms
+//!                             --garp-refresh 0s --leave-wait 300ms --uplink-hold-down 0s
+//! at <ms> <input>             advance to <ms> (firing every timer due on the way), then:
+//!   start                     the first read of the kernel
+//!   hb <uid> [inc=N] [seq=N] [hold=MS] [leaving] [starting] [settling]   a heartbeat from <uid>
+//!                             (seq defaults to one more than that uid's last)
+//!   legacy <uid>              the Go original's 8-byte frame
+//!   bytes <hex>               any datagram
+//!   stop                      SIGTERM
+//!   timer                     nothing but the time
+//!   set <vni> <field>=<v>…    someone changes the kernel: protodown, carrier, reason, name
+//!   rename <name> <new>       someone renames a link
+//!   uplink up|down            the heartbeat interface's carrier
+//!   delete <vni> | create <vni> [ifindex=N] | address <vni> <ip>
+//!   lost                      the kernel's event socket overran
+//!   fail <vni> <errno>        the kernel refuses this VNI's protodown changes from now on
+//!   heal <vni>                …and accepts them again
+//!   mute on|off               kernel events are (not) delivered
+//!   hold on|off               kernel events are kept back, then delivered as one batch
+//! expect <effect>             the effects since the last check, one line each, in order:
+//!                             protodown on|off <vnis> · flush-fdb <vnis> · flush-neigh <vnis> ·
+//!                             garp <vnis> · resync · heartbeat-now · stop-beacon ·
+//!                             heartbeat <flags> · exit clean | exit still-up <vnis>
+//! expect nothing              no effect since the last check
+//! owned <vnis>|none           what the core owns now
+//! active <vnis>|none          the kernel's managed links that can carry traffic
+//! stat <name>=<n>             a counter
+//! ```
+//!
+//! `<vnis>` is a list of ranges (`1-3,6`). Effects that no `expect` checked before the end of the
+//! script fail it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use wmgwd2::cli::Config;
+use wmgwd2::core::{Command, Core, Effect, GarpReport, Input};
+use wmgwd2::kernel::KernelError;
+use wmgwd2::links::{KernelEvent, LinkState, Snapshot};
+use wmgwd2::types::{IfIndex, Uid};
+use wmgwd2::wire::{self, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
+
+const ME: Uid = Uid(0x1001);
+const MY_INC: u64 = 77;
+const REASON_BIT: u8 = 3;
+const OURS: u32 = 1 << REASON_BIT;
+const UPLINK: IfIndex = IfIndex(2);
+const VETH: IfIndex = IfIndex(200);
+const VETH_PEER: IfIndex = IfIndex(201);
+const BRIDGE: IfIndex = IfIndex(300);
+
+fn ifindex(vni: u32) -> IfIndex {
+    IfIndex(100 + vni)
+}
+
+fn gateway_ip(vni: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 100, vni as u8, 1)
+}
+
+/// The kernel, in memory: links whose protodown follows the requests, as Linux's does.
+struct Model {
+    links: BTreeMap<IfIndex, LinkState>,
+    addrs: BTreeMap<IfIndex, Vec<Ipv4Addr>>,
+    events: Vec<KernelEvent>,
+    muted: bool,
+    /// Events are kept back, to be delivered as one batch.
+    held: bool,
+    failing: BTreeMap<IfIndex, i32>,
+    next_ifindex: u32,
+}
+
+fn link(
+    ifindex: IfIndex,
+    ifname: &str,
+    lower: Option<IfIndex>,
+    master: Option<IfIndex>,
+) -> LinkState {
+    LinkState {
+        ifindex,
+        ifname: ifname.to_owned(),
+        protodown: false,
+        reason: 0,
+        admin_up: true,
+        carrier: true,
+        running: true,
+        mac: [0x02, 0xee, 0, 0, (ifindex.0 >> 8) as u8, ifindex.0 as u8],
+        lower,
+        master,
+    }
+}
+
+impl Model {
+    fn new(vnis: u32) -> Model {
+        let mut m = Model {
+            links: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            events: vec![],
+            muted: false,
+            held: false,
+            failing: BTreeMap::new(),
+            next_ifindex: 1000,
+        };
+        m.put(link(UPLINK, "eth0", None, None));
+        m.put(link(VETH, "veth-gw", Some(VETH_PEER), None));
+        m.put(link(VETH_PEER, "veth-br", Some(VETH), Some(BRIDGE)));
+        m.put(link(BRIDGE, "br0", None, None));
+        for v in 1..=vnis {
+            m.create(v, ifindex(v));
+        }
+        m.events.clear();
+        m
+    }
+
+    fn put(&mut self, l: LinkState) {
+        self.links.insert(l.ifindex, l.clone());
+        self.events.push(KernelEvent::Link(l));
+    }
+
+    fn create(&mut self, vni: u32, ifindex: IfIndex) {
+        self.put(link(ifindex, &format!("vrrp4-{vni}"), Some(VETH), None));
+        self.addrs.insert(ifindex, vec![gateway_ip(vni)]);
+        self.events.push(KernelEvent::Address {
+            ifindex,
+            addr: gateway_ip(vni),
+            added: true,
+        });
+    }
+
+    fn by_vni(&self, vni: u32) -> Option<IfIndex> {
+        let name = format!("vrrp4-{vni}");
+        self.links
+            .values()
+            .find(|l| l.ifname == name)
+            .map(|l| l.ifindex)
+    }
+
+    fn vni_of(&self, i: IfIndex) -> u32 {
+        let name = self.links.get(&i).map(|l| l.ifname.as_str()).unwrap_or("");
+        name.strip_prefix("vrrp4-")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i.0)
+    }
+
+    fn edit(&mut self, i: IfIndex, f: impl FnOnce(&mut LinkState)) {
+        if let Some(l) = self.links.get_mut(&i) {
+            f(l);
+            let l = l.clone();
+            self.events.push(KernelEvent::Link(l));
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            links: self.links.values().cloned().collect(),
+            addrs: self.addrs.clone(),
+        }
+    }
+
+    /// Linux's rules: our reason bit follows the request; protodown can only be cleared when no
+    /// reason is left; protodown drops carrier, releasing it brings carrier back.
+    fn set_protodown(&mut self, i: IfIndex, on: bool) -> Result<(), KernelError> {
+        if let Some(&errno) = self.failing.get(&i) {
+            return Err(KernelError::Errno {
+                op: "protodown",
+                ifindex: i,
+                errno,
+            });
+        }
+        let Some(l) = self.links.get(&i) else {
+            return Err(KernelError::NoDevice { ifindex: i });
+        };
+        let mut l = l.clone();
+        if on {
+            l.reason |= OURS;
+        } else {
+            l.reason &= !OURS;
+        }
+        let result = if !on && l.reason != 0 {
+            Err(KernelError::Busy { ifindex: i })
+        } else {
+            l.protodown = on;
+            l.carrier = !on;
+            l.running = !on;
+            Ok(())
+        };
+        self.links.insert(i, l.clone());
+        self.events.push(KernelEvent::Link(l));
+        result
+    }
+
+    fn active(&self) -> BTreeSet<u32> {
+        self.links
+            .values()
+            .filter(|l| l.ifname.starts_with("vrrp4-") && l.active())
+            .map(|l| self.vni_of(l.ifindex))
+            .collect()
+    }
+}
+
+/// `1-3,6` and back.
+fn parse_vnis(s: &str) -> BTreeSet<u32> {
+    if s == "none" {
+        return BTreeSet::new();
+    }
+    let mut out = BTreeSet::new();
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.parse::<u32>().unwrap()..=b.parse::<u32>().unwrap()),
+            None => {
+                out.insert(part.parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn show_vnis(v: impl IntoIterator<Item = u32>) -> String {
+    let v: Vec<u32> = v.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    if v.is_empty() {
+        return "none".into();
+    }
+    let mut parts = vec![];
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+fn show_flags(flags: u8) -> String {
+    let mut f = vec![];
+    for (bit, name) in [
+        (FLAG_LEAVING, "LEAVING"),
+        (FLAG_STARTING, "STARTING"),
+        (FLAG_SETTLING, "SETTLING"),
+    ] {
+        if flags & bit != 0 {
+            f.push(name);
+        }
+    }
+    if f.is_empty() {
+        "ready".into()
+    } else {
+        f.join("|")
+    }
+}
+
+struct Run {
+    name: String,
+    core: Core,
+    model: Model,
+    t0: Instant,
+    now: Instant,
+    log: Vec<String>,
+    seqs: BTreeMap<u64, u64>,
+}
+
+impl Run {
+    fn new(name: &str, flags: &[String]) -> Run {
+        const DEFAULTS: [(&str, &str); 10] = [
+            ("--minvni", "1"),
+            ("--maxvni", "4"),
+            ("--interval", "100ms"),
+            ("--dead-after", "3"),
+            ("--hold-down", "3"),
+            ("--garp-count", "2"),
+            ("--garp-spacing", "200ms"),
+            ("--garp-refresh", "0s"),
+            ("--leave-wait", "300ms"),
+            ("--uplink-hold-down", "0s"),
+        ];
+        let mut args = vec!["wmgwd2".to_string()];
+        for (flag, value) in DEFAULTS {
+            if !flags.iter().any(|f| f == flag) {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        args.extend_from_slice(flags);
+        let cfg = Config::parse_from(&args).unwrap_or_else(|e| panic!("{name}: config: {e}"));
+        let vnis = cfg.maxvni;
+        let t0 = Instant::now();
+        Run {
+            name: name.into(),
+            core: Core::new(cfg, ME, MY_INC),
+            model: Model::new(vnis),
+            t0,
+            now: t0,
+            log: vec![],
+            seqs: BTreeMap::new(),
+        }
+    }
+
+    /// Carries out the core's effects as the shell would, with the model for a kernel, and
+    /// delivers the model's events, until both are quiet.
+    fn settle(&mut self) {
+        loop {
+            while let Some(e) = self.core.poll_effect() {
+                self.execute(e);
+            }
+            if self.model.held {
+                return;
+            }
+            if self.model.muted || self.model.events.is_empty() {
+                if self.model.muted {
+                    self.model.events.clear();
+                }
+                return;
+            }
+            let events = std::mem::take(&mut self.model.events);
+            self.core.handle(Input::Kernel(events), self.now);
+        }
+    }
+
+    fn execute(&mut self, e: Effect) {
+        let now = self.now;
+        match e {
+            Effect::SetProtodown(changes) => {
+                for on in [true, false] {
+                    let v: Vec<u32> = changes
+                        .iter()
+                        .filter(|c| c.on == on)
+                        .map(|c| self.model.vni_of(c.ifindex))
+                        .collect();
+                    if !v.is_empty() {
+                        let word = if on { "on" } else { "off" };
+                        self.log.push(format!("protodown {word} {}", show_vnis(v)));
+                    }
+                }
+                let results = changes
+                    .iter()
+                    .map(|c| self.model.set_protodown(c.ifindex, c.on))
+                    .collect();
+                self.core.handle(Input::Applied { changes, results }, now);
+            }
+            Effect::FlushFdb(flushes) => {
+                self.log.push(format!(
+                    "flush-fdb {}",
+                    show_vnis(flushes.iter().map(|f| f.vni.0))
+                ));
+                assert!(flushes.iter().all(|f| f.port == VETH_PEER), "{flushes:?}");
+                let results = flushes.iter().map(|_| Ok(())).collect();
+                self.core
+                    .handle(Input::FdbFlushed { flushes, results }, now);
+            }
+            Effect::FlushNeighbours(ixs) => {
+                let v = ixs.iter().map(|&i| self.model.vni_of(i));
+                self.log.push(format!("flush-neigh {}", show_vnis(v)));
+                let interfaces = ixs.len();
+                self.core.handle(
+                    Input::NeighboursFlushed {
+                        interfaces,
+                        result: Ok(0),
+                    },
+                    now,
+                );
+            }
+            Effect::SendGarps(list) => {
+                self.log
+                    .push(format!("garp {}", show_vnis(list.iter().map(|a| a.vni.0))));
+                let mut report = GarpReport::default();
+                for a in &list {
+                    let l = &self.model.links[&a.ifindex];
+                    assert!(l.active(), "{}: GARP on an inactive link {l:?}", self.name);
+                    assert_eq!(a.mac, l.mac);
+                    assert_eq!(a.ips, self.model.addrs[&a.ifindex]);
+                    report.sent += a.ips.len() as u64;
+                }
+                self.core.handle(Input::GarpsSent(report), now);
+            }
+            Effect::Resync => {
+                self.log.push("resync".into());
+                let snap = self.model.snapshot();
+                self.core.handle(Input::Snapshot(Ok(snap)), now);
+            }
+            Effect::HeartbeatNow => self.log.push("heartbeat-now".into()),
+            Effect::StopBeacon => self.log.push("stop-beacon".into()),
+            Effect::SendHeartbeat { flags } => {
+                self.log.push(format!("heartbeat {}", show_flags(flags)))
+            }
+            Effect::Exit(exit) => {
+                if exit.still_up.is_empty() {
+                    self.log.push("exit clean".into());
+                } else {
+                    let v = exit.still_up.iter().map(|v| v.0);
+                    self.log.push(format!("exit still-up {}", show_vnis(v)));
+                }
+            }
+        }
+    }
+
+    /// Fires every timer due up to `t`, at its own time.
+    fn advance(&mut self, t: Instant) {
+        while let Some(d) = self.core.next_deadline() {
+            if d > t {
+                break;
+            }
+            self.now = d.max(self.now);
+            self.core.handle(Input::Timer, self.now);
+            self.settle();
+        }
+        self.now = t.max(self.now);
+    }
+
+    fn datagram(&mut self, bytes: &[u8]) {
+        let from: SocketAddr = "10.0.1.2:3000".parse().unwrap();
+        self.core.handle(Input::Datagram { bytes, from }, self.now);
+    }
+
+    fn input(&mut self, words: &[&str], line: usize) {
+        let ctx = format!("{}:{line}", self.name);
+        match words {
+            ["start"] => {
+                let snap = self.model.snapshot();
+                self.model.events.clear();
+                self.core.handle(Input::Start(snap), self.now);
+            }
+            ["hb", uid, opts @ ..] => {
+                let uid = parse_u64(uid);
+                let mut hb = Heartbeat {
+                    uid: Uid(uid),
+                    incarnation: 1,
+                    sequence: self.seqs.get(&uid).copied().unwrap_or(0) + 1,
+                    flags: 0,
+                    interval_ms: 100,
+                    hold_ms: 300,
+                };
+                for o in opts {
+                    match o.split_once('=') {
+                        Some(("inc", v)) => hb.incarnation = parse_u64(v),
+                        Some(("seq", v)) => hb.sequence = parse_u64(v),
+                        Some(("hold", v)) => hb.hold_ms = v.parse().unwrap(),
+                        None if *o == "leaving" => hb.flags |= FLAG_LEAVING,
+                        None if *o == "starting" => hb.flags |= FLAG_STARTING,
+                        None if *o == "settling" => hb.flags |= FLAG_SETTLING,
+                        _ => panic!("{ctx}: unknown heartbeat option {o}"),
+                    }
+                }
+                self.seqs.insert(uid, hb.sequence);
+                self.datagram(&wire::encode(&hb));
+            }
+            ["legacy", uid] => self.datagram(&parse_u64(uid).to_be_bytes()),
+            ["bytes", hex] => {
+                let b: Vec<u8> = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                    .collect();
+                self.datagram(&b);
+            }
+            ["stop"] => self.core.handle(Input::Command(Command::Stop), self.now),
+            ["timer"] => {}
+            ["set", vni, fields @ ..] => {
+                let i = self
+                    .model
+                    .by_vni(vni.parse().unwrap())
+                    .expect("no such link");
+                for f in fields {
+                    let (k, v) = f.split_once('=').expect("field=value");
+                    let on = matches!(v, "on" | "up" | "true");
+                    self.model.edit(i, |l| match k {
+                        "protodown" => l.protodown = on,
+                        "carrier" => {
+                            l.carrier = on;
+                            l.running = on;
+                        }
+                        "reason" => l.reason = parse_u64(v) as u32,
+                        "name" => l.ifname = v.to_string(),
+                        _ => panic!("{ctx}: unknown field {k}"),
+                    });
+                }
+            }
+            ["rename", from, to] => {
+                let i = self
+                    .model
+                    .links
+                    .values()
+                    .find(|l| l.ifname == *from)
+                    .expect("no such link");
+                let i = i.ifindex;
+                self.model.edit(i, |l| l.ifname = to.to_string());
+            }
+            ["uplink", state] => {
+                let on = *state == "up";
+                self.model.edit(UPLINK, |l| {
+                    l.carrier = on;
+                    l.running = on;
+                });
+            }
+            ["delete", vni] => {
+                let i = self
+                    .model
+                    .by_vni(vni.parse().unwrap())
+                    .expect("no such link");
+                self.model.links.remove(&i);
+                self.model.addrs.remove(&i);
+                self.model.events.push(KernelEvent::LinkGone { ifindex: i });
+            }
+            ["create", vni, opts @ ..] => {
+                let ix = match opts {
+                    [o] => IfIndex(o.strip_prefix("ifindex=").unwrap().parse().unwrap()),
+                    _ => {
+                        self.model.next_ifindex += 1;
+                        IfIndex(self.model.next_ifindex)
+                    }
+                };
+                self.model.create(vni.parse().unwrap(), ix);
+            }
+            ["address", vni, ip] => {
+                let i = self
+                    .model
+                    .by_vni(vni.parse().unwrap())
+                    .expect("no such link");
+                let addr: Ipv4Addr = ip.parse().unwrap();
+                self.model.addrs.entry(i).or_default().push(addr);
+                self.model.events.push(KernelEvent::Address {
+                    ifindex: i,
+                    addr,
+                    added: true,
+                });
+            }
+            ["lost"] => self.model.events.push(KernelEvent::Lost),
+            ["fail", vni, errno] => {
+                let i = self
+                    .model
+                    .by_vni(vni.parse().unwrap())
+                    .expect("no such link");
+                self.model.failing.insert(i, errno.parse().unwrap());
+            }
+            ["heal", vni] => {
+                let i = self
+                    .model
+                    .by_vni(vni.parse().unwrap())
+                    .expect("no such link");
+                self.model.failing.remove(&i);
+            }
+            ["mute", state] => self.model.muted = *state == "on",
+            ["hold", state] => self.model.held = *state == "on",
+            _ => panic!("{ctx}: unknown input {words:?}"),
+        }
+        self.settle();
+    }
+
+    fn check_effects(&mut self, expected: &[String], line: usize) {
+        let got = std::mem::take(&mut self.log);
+        if std::env::var_os("SCN_SHOW").is_some() {
+            // Writing a script: print what happened instead of checking it.
+            let t = self.now.duration_since(self.t0).as_millis();
+            eprintln!("{}:{line} @{t}ms: {got:#?}", self.name);
+            return;
+        }
+        assert_eq!(
+            got,
+            expected,
+            "{}:{line}: at {} ms the effects differ",
+            self.name,
+            self.now.duration_since(self.t0).as_millis()
+        );
+    }
+}
+
+fn parse_u64(s: &str) -> u64 {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).unwrap(),
+        None => s.parse().unwrap(),
+    }
+}
+
+fn run_script(path: &Path) {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let text = fs::read_to_string(path).unwrap();
+    let mut run: Option<Run> = None;
+    let mut config: Vec<String> = vec![];
+    let mut expected: Vec<String> = vec![];
+    let mut checked = false;
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split('#').next().unwrap().trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    for (idx, &(line, l)) in lines.iter().enumerate() {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        if words[0] == "config" {
+            assert!(run.is_none(), "{name}:{line}: config after the first input");
+            config.extend(words[1..].iter().map(|s| s.to_string()));
+            continue;
+        }
+        let r = run.get_or_insert_with(|| Run::new(&name, &config));
+        match words[0] {
+            "expect" => {
+                let e = words[1..].join(" ");
+                if e != "nothing" {
+                    expected.push(e);
+                }
+                checked = true;
+                let next_is_expect = lines
+                    .get(idx + 1)
+                    .is_some_and(|(_, n)| n.starts_with("expect"));
+                if !next_is_expect {
+                    r.check_effects(&std::mem::take(&mut expected), line);
+                }
+            }
+            "at" => {
+                let ms: u64 = words[1].parse().expect("at <ms>");
+                r.advance(r.t0 + Duration::from_millis(ms));
+                r.input(&words[2..], line);
+            }
+            "owned" => {
+                let got = show_vnis(r.core.owned().iter().map(|v| v.0));
+                let want = show_vnis(parse_vnis(words[1]));
+                assert_eq!(got, want, "{name}:{line}: owned");
+            }
+            "active" => {
+                let got = show_vnis(r.model.active());
+                let want = show_vnis(parse_vnis(words[1]));
+                assert_eq!(got, want, "{name}:{line}: active in the kernel");
+            }
+            "stat" => {
+                let (k, v) = words[1].split_once('=').unwrap();
+                let s = r.core.stats();
+                let got = match k {
+                    "frames_received" => s.frames_received,
+                    "frames_malformed" => s.frames_malformed.values().sum(),
+                    "frames_stale" => s.frames_stale,
+                    "uid_conflicts" => s.uid_conflicts,
+                    "actions_applied" => s.actions_applied,
+                    "actions_failed" => s.actions_failed,
+                    "garps_sent" => s.garps_sent,
+                    "resyncs" => s.resyncs,
+                    _ => panic!("{name}:{line}: unknown counter {k}"),
+                };
+                assert_eq!(got, v.parse::<u64>().unwrap(), "{name}:{line}: {k}");
+            }
+            w => panic!("{name}:{line}: unknown line '{w}'"),
+        }
+    }
+    let r = run.expect("an empty script");
+    assert!(
+        checked,
+        "{name}: a script without expectations tests nothing"
+    );
+    assert!(
+        r.log.is_empty(),
+        "{name}: effects no `expect` checked: {:?}",
+        r.log
+    );
+}
+
+#[test]
+fn scenarios() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "scn"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no scenario files in {dir:?}");
+    let only = std::env::var("SCN_ONLY").unwrap_or_default();
+    for f in files.iter().filter(|f| f.to_string_lossy().contains(&only)) {
+        eprintln!("scenario {}", f.display());
+        run_script(f);
+    }
+}
+
+#[test]
+fn vni_lists_round_trip() {
+    for s in ["none", "1", "1-3", "1-3,5", "2,4,6-8"] {
+        assert_eq!(show_vnis(parse_vnis(s)), s);
+    }
+}
