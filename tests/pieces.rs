@@ -1,0 +1,368 @@
+//! The small pure pieces the core is built from, each on its own: the GARP schedule and its
+//! pacing, readiness (hold-down and uplink), the action backoff, and the link table. Time is an
+//! argument (`t0 + offset`); nothing here reads a clock.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use wmgwd2::garp::{self, Announcement, Policy, Schedule, BATCH, PACE};
+use wmgwd2::links::{Change, KernelEvent, LinkState, LinkTable, NamePattern, Snapshot};
+use wmgwd2::readiness::{Readiness, Transition};
+use wmgwd2::reconcile::{Backoff, Protodown, ACTION_BACKOFF};
+use wmgwd2::types::{IfIndex, Vni, VniRange};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn policy(refresh: Option<Duration>) -> Policy {
+    Policy {
+        count: 3,
+        spacing: ms(200),
+        refresh,
+    }
+}
+
+fn active(vnis: impl IntoIterator<Item = u32>) -> BTreeMap<Vni, IfIndex> {
+    vnis.into_iter()
+        .map(|v| (Vni(v), IfIndex(100 + v)))
+        .collect()
+}
+
+/// One address per VNI.
+fn take(s: &mut Schedule, now: Instant, addrs: &[Ipv4Addr]) -> Vec<Announcement> {
+    s.take_due(now, |_| Some((MAC, addrs)))
+}
+
+fn vnis(a: &[Announcement]) -> Vec<u32> {
+    a.iter().map(|a| a.vni.0).collect()
+}
+
+#[test]
+fn garp_burst_then_refresh() {
+    let t0 = Instant::now();
+    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let mut s = Schedule::new(policy(Some(ms(30_000))));
+    s.update(active([1, 2]), t0);
+    assert_eq!(s.next_deadline(), Some(t0));
+    let a = take(&mut s, t0, &ip);
+    assert_eq!(vnis(&a), [1, 2]);
+    assert_eq!(a[0].remaining, 3);
+    assert_eq!(a[0].ifindex, IfIndex(101));
+    assert_eq!(s.next_deadline(), Some(t0 + ms(200)));
+    assert!(take(&mut s, t0 + ms(199), &ip).is_empty());
+    assert_eq!(take(&mut s, t0 + ms(200), &ip)[0].remaining, 2);
+    assert_eq!(take(&mut s, t0 + ms(400), &ip)[0].remaining, 1);
+    // The burst is over: the refresh, one at a time.
+    assert_eq!(s.next_deadline(), Some(t0 + ms(30_400)));
+    let r = take(&mut s, t0 + ms(30_400), &ip);
+    assert_eq!((vnis(&r), r[0].remaining), (vec![1, 2], 1));
+    assert_eq!(s.next_deadline(), Some(t0 + ms(60_400)));
+}
+
+#[test]
+fn garp_no_refresh_ends_after_the_burst() {
+    let t0 = Instant::now();
+    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let mut s = Schedule::new(policy(None));
+    s.update(active([1]), t0);
+    for i in 0..3 {
+        assert_eq!(take(&mut s, t0 + ms(200 * i), &ip).len(), 1);
+    }
+    assert_eq!(s.next_deadline(), None);
+}
+
+#[test]
+fn garp_only_newly_active_vnis_start_a_burst() {
+    let t0 = Instant::now();
+    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let mut s = Schedule::new(policy(None));
+    s.update(active([1]), t0);
+    take(&mut s, t0, &ip);
+    // Still active, plus a new one: only the new one is due now.
+    s.update(active([1, 2]), t0 + ms(50));
+    assert_eq!(vnis(&take(&mut s, t0 + ms(50), &ip)), [2]);
+    // A VNI no longer active is no longer announced.
+    s.update(active([2]), t0 + ms(60));
+    assert_eq!(vnis(&take(&mut s, t0 + ms(250), &ip)), [2]);
+    // Reported inactive (a carrier flap): back, it counts as new again.
+    s.inactive(Vni(2));
+    assert_eq!(s.next_deadline(), None);
+    s.update(active([2]), t0 + ms(300));
+    assert_eq!(take(&mut s, t0 + ms(300), &ip)[0].remaining, 3);
+    // A new ifindex for the same VNI (deleted and re-created): new as well.
+    let mut moved = active([2]);
+    moved.insert(Vni(2), IfIndex(999));
+    s.update(moved, t0 + ms(310));
+    let a = take(&mut s, t0 + ms(310), &ip);
+    assert_eq!((a[0].ifindex, a[0].remaining), (IfIndex(999), 3));
+}
+
+#[test]
+fn garp_an_added_address_restarts_the_burst_of_an_active_vni_only() {
+    let t0 = Instant::now();
+    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let mut s = Schedule::new(policy(None));
+    s.update(active([1]), t0);
+    for i in 0..3 {
+        take(&mut s, t0 + ms(200 * i), &ip);
+    }
+    s.address_added(Vni(2), IfIndex(102), t0 + ms(500));
+    assert_eq!(s.next_deadline(), None);
+    s.address_added(Vni(1), IfIndex(999), t0 + ms(500));
+    assert_eq!(s.next_deadline(), None);
+    s.address_added(Vni(1), IfIndex(101), t0 + ms(500));
+    assert_eq!(take(&mut s, t0 + ms(500), &ip)[0].remaining, 3);
+}
+
+#[test]
+fn garp_batches_are_paced() {
+    let t0 = Instant::now();
+    let two = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
+    let mut s = Schedule::new(policy(None));
+    s.update(active(1..=300), t0);
+    // Two frames per VNI: at most BATCH frames go now, the rest PACE later.
+    let first = take(&mut s, t0, &two);
+    assert_eq!(first.len(), BATCH / 2);
+    assert_eq!(s.next_deadline(), Some(t0 + PACE));
+    let mut seen = first.len();
+    let mut t = t0;
+    while seen < 300 {
+        t += PACE;
+        let more = take(&mut s, t, &two);
+        assert!(!more.is_empty() && more.len() <= BATCH / 2);
+        assert!(
+            more.iter().all(|a| a.remaining == 3),
+            "still the first round"
+        );
+        seen += more.len();
+    }
+    assert_eq!(seen, 300);
+}
+
+#[test]
+fn garp_deferred_announcements_keep_their_place_in_the_burst() {
+    let t0 = Instant::now();
+    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let mut s = Schedule::new(policy(None));
+    s.update(active([1, 2]), t0);
+    let a = take(&mut s, t0, &ip);
+    // The socket was full from VNI 2 on.
+    s.defer(&a[1..], t0);
+    let again = take(&mut s, t0 + PACE, &ip);
+    assert_eq!((vnis(&again), again[0].remaining), (vec![2], 3));
+    // VNI 1's next one is where it was.
+    assert_eq!(vnis(&take(&mut s, t0 + ms(200), &ip)), [1]);
+}
+
+#[test]
+fn garp_frame_is_an_arp_request_for_the_address_itself() {
+    let f = garp::frame(MAC, Ipv4Addr::new(192, 0, 2, 1));
+    assert_eq!(f.len(), garp::FRAME_LEN);
+    assert_eq!(&f[12..14], &[0x08, 0x06]);
+    assert_eq!(&f[28..32], &f[38..42]);
+}
+
+#[test]
+fn readiness_hold_down_then_ready() {
+    let t0 = Instant::now();
+    let mut r = Readiness::new(ms(300), ms(10_000));
+    r.start(t0, true);
+    assert!(!r.ready() && r.holding());
+    assert_eq!(r.poll(t0 + ms(299)), None);
+    assert_eq!(r.poll(t0 + ms(300)), Some(Transition::Ready));
+    assert!(r.ready() && !r.holding());
+    assert_eq!(r.poll(t0 + ms(400)), None);
+}
+
+#[test]
+fn readiness_uplink_down_releases_and_up_holds_down_longer() {
+    let t0 = Instant::now();
+    let mut r = Readiness::new(ms(300), ms(10_000));
+    r.start(t0, true);
+    r.poll(t0 + ms(300));
+    assert_eq!(
+        r.uplink(true, t0 + ms(400)),
+        None,
+        "no change, no transition"
+    );
+    assert_eq!(r.uplink(false, t0 + ms(500)), Some(Transition::UplinkDown));
+    assert!(!r.ready() && !r.holding());
+    assert_eq!(
+        r.uplink(true, t0 + ms(600)),
+        Some(Transition::UplinkUp { hold: ms(10_000) })
+    );
+    assert_eq!(r.next_deadline(), Some(t0 + ms(10_600)));
+    // Down again during the hold-down: the hold-down is off, nothing ends it.
+    assert_eq!(r.uplink(false, t0 + ms(700)), Some(Transition::UplinkDown));
+    assert_eq!(r.next_deadline(), None);
+}
+
+#[test]
+fn readiness_uplink_hold_down_is_never_shorter_than_the_hold_down() {
+    let t0 = Instant::now();
+    let mut r = Readiness::new(ms(300), ms(0));
+    r.start(t0, false);
+    assert!(!r.holding(), "uplink down at start: no hold-down runs");
+    assert_eq!(
+        r.uplink(true, t0),
+        Some(Transition::UplinkUp { hold: ms(300) })
+    );
+    r.stop();
+    assert!(!r.ready() && !r.holding());
+}
+
+fn change(vni: u32, on: bool) -> Protodown {
+    Protodown {
+        vni: Vni(vni),
+        ifindex: IfIndex(100 + vni),
+        on,
+    }
+}
+
+#[test]
+fn backoff_defers_a_vni_acted_on_just_now() {
+    let t0 = Instant::now();
+    let mut b = Backoff::default();
+    assert_eq!(b.admit(vec![change(1, true)], t0), vec![change(1, true)]);
+    b.acted([Vni(1)], t0);
+    let later = t0 + ACTION_BACKOFF;
+    assert!(b.admit(vec![change(1, false)], t0 + ms(10)).is_empty());
+    assert_eq!(b.next_deadline(), Some(later));
+    // Another VNI is not held back.
+    assert_eq!(b.admit(vec![change(2, true)], t0 + ms(10)).len(), 1);
+    assert!(!b.due(later - ms(1)));
+    assert!(b.due(later));
+    assert!(!b.due(later), "due once");
+    assert_eq!(b.admit(vec![change(1, false)], later).len(), 1);
+    // At a stop nothing is held back.
+    b.acted([Vni(1)], later);
+    b.clear();
+    assert_eq!(b.admit(vec![change(1, true)], later).len(), 1);
+}
+
+#[test]
+fn backoff_keeps_the_earliest_retry() {
+    let t0 = Instant::now();
+    let mut b = Backoff::default();
+    b.retry(t0 + ms(1000));
+    b.retry(t0 + ms(50));
+    b.retry(t0 + ms(700));
+    assert_eq!(b.next_deadline(), Some(t0 + ms(50)));
+}
+
+fn l(ifindex: u32, name: &str) -> LinkState {
+    LinkState {
+        ifindex: IfIndex(ifindex),
+        ifname: name.into(),
+        protodown: false,
+        reason: 0,
+        admin_up: true,
+        carrier: true,
+        running: true,
+        mac: MAC,
+        lower: None,
+        master: None,
+    }
+}
+
+fn table(uplink: Option<&str>) -> LinkTable {
+    LinkTable::new(
+        NamePattern::new("vrrp4-{vni}").unwrap(),
+        VniRange::new(1, 10).unwrap(),
+        uplink.map(String::from),
+    )
+}
+
+#[test]
+fn link_table_keeps_managed_links_by_vni_through_renames() {
+    let mut t = table(None);
+    t.load(Snapshot {
+        links: vec![
+            l(5, "vrrp4-1"),
+            l(6, "vrrp4-11"),
+            l(7, "tmp2"),
+            l(8, "eth0"),
+        ],
+        addrs: BTreeMap::from([(IfIndex(7), vec![Ipv4Addr::new(10, 0, 2, 1)])]),
+    });
+    let managed: Vec<u32> = t.managed().keys().map(|v| v.0).collect();
+    assert_eq!(
+        managed,
+        [1],
+        "vrrp4-11 is outside 1-10, tmp2 does not match"
+    );
+    // Renamed into the pattern, with the address it had.
+    assert_eq!(t.apply(KernelEvent::Link(l(7, "vrrp4-2"))), Change::Nothing);
+    assert_eq!(t.get(Vni(2)).map(|l| l.ifindex), Some(IfIndex(7)));
+    assert_eq!(t.addrs(IfIndex(7)), [Ipv4Addr::new(10, 0, 2, 1)]);
+    // Renamed out of it.
+    t.apply(KernelEvent::Link(l(7, "old2")));
+    assert_eq!(t.get(Vni(2)), None);
+    // A second link takes a VNI's name: the newer report wins.
+    t.apply(KernelEvent::Link(l(9, "vrrp4-1")));
+    assert_eq!(t.get(Vni(1)).map(|l| l.ifindex), Some(IfIndex(9)));
+    t.apply(KernelEvent::LinkGone {
+        ifindex: IfIndex(9),
+    });
+    assert_eq!(t.get(Vni(1)), None);
+}
+
+#[test]
+fn link_table_reports_inactive_links_and_new_addresses_of_managed_ones() {
+    let mut t = table(None);
+    t.load(Snapshot {
+        links: vec![l(5, "vrrp4-1"), l(8, "eth0")],
+        addrs: BTreeMap::new(),
+    });
+    let mut down = l(5, "vrrp4-1");
+    down.carrier = false;
+    assert_eq!(t.apply(KernelEvent::Link(down)), Change::Inactive(Vni(1)));
+    let mut eth_down = l(8, "eth0");
+    eth_down.carrier = false;
+    assert_eq!(t.apply(KernelEvent::Link(eth_down)), Change::Nothing);
+    let ip = Ipv4Addr::new(10, 0, 1, 1);
+    let add = |ifindex, added| KernelEvent::Address {
+        ifindex: IfIndex(ifindex),
+        addr: ip,
+        added,
+    };
+    assert_eq!(
+        t.apply(add(5, true)),
+        Change::AddressAdded(Vni(1), IfIndex(5))
+    );
+    assert_eq!(t.apply(add(8, true)), Change::Nothing);
+    assert_eq!(t.addrs(IfIndex(5)), [ip]);
+    assert_eq!(t.apply(add(5, false)), Change::Nothing);
+    assert!(t.addrs(IfIndex(5)).is_empty());
+    assert_eq!(t.apply(KernelEvent::Lost), Change::Lost);
+}
+
+#[test]
+fn link_table_follows_the_uplink_by_name() {
+    let mut t = table(Some("eth0"));
+    assert!(!t.uplink_up(), "not seen yet: down");
+    t.load(Snapshot {
+        links: vec![l(8, "eth0")],
+        addrs: BTreeMap::new(),
+    });
+    assert!(t.uplink_up());
+    let mut down = l(8, "eth0");
+    down.carrier = false;
+    t.apply(KernelEvent::Link(down));
+    assert!(!t.uplink_up());
+    // Deleted and re-created under a new index: found again by name.
+    t.apply(KernelEvent::LinkGone {
+        ifindex: IfIndex(8),
+    });
+    assert!(!t.uplink_up());
+    t.apply(KernelEvent::Link(l(12, "eth0")));
+    assert!(t.uplink_up());
+    // Renamed away.
+    t.apply(KernelEvent::Link(l(12, "eth9")));
+    assert!(!t.uplink_up());
+    assert!(table(None).uplink_up(), "no uplink tracked: always up");
+}
