@@ -1,0 +1,207 @@
+//! The netlink request socket: acknowledged requests sent in batches ([`BATCH`] per datagram,
+//! acks matched by sequence number) and dumps streamed datagram by datagram, so that memory stays
+//! bounded by one datagram however many links there are.
+
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::protocols::NETLINK_ROUTE;
+use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
+
+use super::set_rcvbuf_force;
+use crate::kernel::KernelError;
+
+/// Requests per datagram. Their acks (one per request) must fit the socket's receive buffer.
+pub(super) const BATCH: usize = 256;
+/// Receive buffer for one dump datagram (the kernel fills at most 32 KiB).
+const DUMP_BUF: usize = 64 << 10;
+/// Receive buffer of the request socket.
+const RCVBUF: usize = 4 << 20;
+/// How long to wait for the kernel's acks to one batch before calling them failed.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One plain netlink socket for requests and dumps, driven here rather than through rtnetlink's
+/// `Handle`: that handle queues a whole dump as parsed messages before the caller sees the
+/// first, which cost ~28 MB of heap at 4000 links; here memory is bounded by one datagram, and a
+/// reconcile's requests share datagrams.
+pub(super) struct Transport {
+    sock: TokioSocket,
+    seq: Cell<u32>,
+}
+
+/// Why one request of a batch failed.
+#[derive(Debug)]
+pub(super) enum BatchError {
+    Errno(i32),
+    Io(&'static str, String),
+}
+
+impl Transport {
+    /// Opens the socket (inside a tokio runtime).
+    pub(super) fn open() -> Result<Self, KernelError> {
+        let mut sock = TokioSocket::new(NETLINK_ROUTE).map_err(KernelError::Socket)?;
+        sock.socket_mut().bind_auto().map_err(KernelError::Socket)?;
+        let _ = sock.socket_mut().set_cap_ack(true);
+        if set_rcvbuf_force(sock.as_raw_fd(), RCVBUF).is_err() {
+            let _ = sock.socket_mut().set_rx_buf_sz(RCVBUF);
+        }
+        Ok(Transport {
+            sock,
+            seq: Cell::new(1),
+        })
+    }
+
+    /// Runs one dump request and hands every message to `each` as its datagram arrives, so that
+    /// memory stays bounded by one datagram however many links there are.
+    pub(super) async fn dump(
+        &self,
+        msg: RouteNetlinkMessage,
+        op: &'static str,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), KernelError> {
+        let err = |detail: String| KernelError::Netlink { op, detail };
+        let seq = self.seq.get();
+        self.seq.set(seq.wrapping_add(1));
+        let mut m = NetlinkMessage::from(msg);
+        m.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        m.header.sequence_number = seq;
+        m.finalize();
+        let mut out = vec![0u8; m.buffer_len()];
+        m.serialize(&mut out);
+        self.sock.send(&out).await.map_err(|e| err(e.to_string()))?;
+        let mut buf: Vec<u8> = Vec::with_capacity(DUMP_BUF);
+        loop {
+            buf.clear();
+            match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv(&mut buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(err(e.to_string())),
+                Err(_) => return Err(err("the kernel did not finish the dump".into())),
+            }
+            for m in messages(&buf) {
+                if m.header.sequence_number != seq {
+                    continue; // a late ack of an earlier batch
+                }
+                match m.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) if e.code.is_some() => {
+                        return Err(err(format!("{e}")))
+                    }
+                    NetlinkPayload::InnerMessage(x) => each(x),
+                    _ => {}
+                }
+            }
+            // The kernel fills each datagram inside recvmsg; a dump of thousands of links is
+            // many of them: let the heartbeat task run between two.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends `msgs` as acknowledged requests, [`BATCH`] per datagram, and returns one result per
+    /// message, matched by sequence number.
+    pub(super) async fn batch(
+        &self,
+        msgs: Vec<RouteNetlinkMessage>,
+        op: &'static str,
+    ) -> Vec<Result<(), BatchError>> {
+        let n = msgs.len();
+        let mut results: Vec<Option<Result<(), BatchError>>> = (0..n).map(|_| None).collect();
+        let mut msgs = msgs.into_iter();
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+        for c in 0..n.div_ceil(BATCH) {
+            let base = self.seq.get();
+            let len = BATCH.min(n - c * BATCH);
+            self.seq.set(base.wrapping_add(len as u32));
+            out.clear();
+            for (i, msg) in msgs.by_ref().take(len).enumerate() {
+                let mut m = NetlinkMessage::from(msg);
+                m.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+                m.header.sequence_number = base.wrapping_add(i as u32);
+                m.finalize();
+                let at = out.len();
+                out.resize(at + m.buffer_len(), 0);
+                m.serialize(&mut out[at..]);
+            }
+            let done = &mut results[c * BATCH..c * BATCH + len];
+            if let Err(e) = self.sock.send(&out).await {
+                for r in done.iter_mut() {
+                    *r = Some(Err(BatchError::Io(op, e.to_string())));
+                }
+                continue;
+            }
+            let mut pending = len;
+            while pending > 0 {
+                buf.clear();
+                match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv(&mut buf)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        // ENOBUFS: acks were dropped. The ones we lack count as failed; the
+                        // daemon retries them.
+                        tracing::debug!(error = %e, op, "ack receive failed");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+                for (seq, r) in acks(&buf) {
+                    let i = seq.wrapping_sub(base) as usize;
+                    if let Some(slot @ None) = done.get_mut(i) {
+                        *slot = Some(r.map_err(BatchError::Errno));
+                        pending -= 1;
+                    }
+                }
+            }
+            // The kernel did this datagram's work inside sendmsg, on our thread: let the
+            // heartbeat task run before the next one.
+            tokio::task::yield_now().await;
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(BatchError::Io(
+                        op,
+                        "no acknowledgement from the kernel".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The netlink messages in one datagram (malformed ones are skipped).
+pub(super) fn messages(mut buf: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
+    let mut out = Vec::new();
+    while buf.len() >= 16 {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if len < 16 || len > buf.len() {
+            break;
+        }
+        if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..len]) {
+            out.push(m);
+        }
+        // Messages are 4-byte aligned.
+        let step = (len + 3) & !3;
+        if step > buf.len() {
+            break;
+        }
+        buf = &buf[step..];
+    }
+    out
+}
+
+/// The acknowledgements in one datagram: (sequence number, Ok or Err(errno)).
+pub(super) fn acks(buf: &[u8]) -> Vec<(u32, Result<(), i32>)> {
+    messages(buf)
+        .into_iter()
+        .filter_map(|m| match m.payload {
+            NetlinkPayload::Error(e) => Some((
+                m.header.sequence_number,
+                e.code.map_or(Ok(()), |c| Err(-c.get())),
+            )),
+            _ => None,
+        })
+        .collect()
+}
