@@ -65,12 +65,8 @@ impl Transport {
         let err = |detail: String| KernelError::Netlink { op, detail };
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));
-        let mut m = NetlinkMessage::from(msg);
-        m.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        m.header.sequence_number = seq;
-        m.finalize();
-        let mut out = vec![0u8; m.buffer_len()];
-        m.serialize(&mut out);
+        let mut out = Vec::new();
+        serialize(msg, NLM_F_REQUEST | NLM_F_DUMP, seq, &mut out);
         self.sock.send(&out).await.map_err(|e| err(e.to_string()))?;
         let mut buf: Vec<u8> = Vec::with_capacity(DUMP_BUF);
         loop {
@@ -117,13 +113,12 @@ impl Transport {
             self.seq.set(base.wrapping_add(len as u32));
             out.clear();
             for (i, msg) in msgs.by_ref().take(len).enumerate() {
-                let mut m = NetlinkMessage::from(msg);
-                m.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-                m.header.sequence_number = base.wrapping_add(i as u32);
-                m.finalize();
-                let at = out.len();
-                out.resize(at + m.buffer_len(), 0);
-                m.serialize(&mut out[at..]);
+                serialize(
+                    msg,
+                    NLM_F_REQUEST | NLM_F_ACK,
+                    base.wrapping_add(i as u32),
+                    &mut out,
+                );
             }
             let done = &mut results[c * BATCH..c * BATCH + len];
             if let Err(e) = self.sock.send(&out).await {
@@ -171,6 +166,18 @@ impl Transport {
     }
 }
 
+/// Appends `msg` as a netlink message with these flags and sequence number (port id 0: the
+/// kernel).
+pub(super) fn serialize(msg: RouteNetlinkMessage, flags: u16, seq: u32, out: &mut Vec<u8>) {
+    let mut m = NetlinkMessage::from(msg);
+    m.header.flags = flags;
+    m.header.sequence_number = seq;
+    m.finalize();
+    let at = out.len();
+    out.resize(at + m.buffer_len(), 0);
+    m.serialize(&mut out[at..]);
+}
+
 /// The netlink messages in one datagram (malformed ones are skipped).
 pub(super) fn messages(mut buf: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
     let mut out = Vec::new();
@@ -204,4 +211,53 @@ pub(super) fn acks(buf: &[u8]) -> Vec<(u32, Result<(), i32>)> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::super::fixtures as fx;
+    use super::*;
+
+    /// Messages as the kernel packs them into one datagram: each padded to 4 bytes.
+    fn datagram(parts: &[&[u8]]) -> Vec<u8> {
+        let mut d = Vec::new();
+        for p in parts {
+            d.extend_from_slice(p);
+            d.resize(d.len().next_multiple_of(4), 0);
+        }
+        d
+    }
+
+    #[test]
+    fn acks_are_matched_to_their_sequence_numbers_with_the_kernels_errno() {
+        let d = datagram(&[fx::ACK_OK, fx::ACK_ENOENT, fx::ACK_EBUSY, fx::ACK_ENODEV]);
+        assert_eq!(
+            acks(&d),
+            vec![
+                (200, Ok(())),
+                (201, Err(libc::ENOENT)),
+                (402, Err(libc::EBUSY)),
+                (403, Err(libc::ENODEV)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dump_datagram_splits_into_its_messages() {
+        let d = datagram(&[fx::DUMP_LINK_MACVLAN, fx::DUMP_LINK_PORT, fx::DUMP_DONE]);
+        let m = messages(&d);
+        assert_eq!(m.len(), 3);
+        assert!(m.iter().all(|m| m.header.sequence_number == 100));
+        assert!(matches!(m[2].payload, NetlinkPayload::Done(_)));
+        // No acks in a dump.
+        assert!(acks(&d).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_datagram_yields_the_whole_messages_before_the_cut() {
+        let d = datagram(&[fx::DUMP_LINK_PORT, fx::DUMP_LINK_MACVLAN]);
+        let cut = fx::DUMP_LINK_PORT.len().next_multiple_of(4) + 40;
+        assert_eq!(messages(&d[..cut]).len(), 1);
+        assert!(messages(&d[..15]).is_empty());
+    }
 }
