@@ -21,7 +21,7 @@ mod transport;
 pub use events::NetlinkEvents;
 pub use msg::link_state;
 
-use crate::kernel::{Kernel, KernelError, Snapshot};
+use crate::kernel::{Kernel, KernelError, KernelOp, Snapshot};
 use crate::reconcile::FdbFlush;
 use packet::PacketSocket;
 use transport::{BatchError, Transport};
@@ -54,14 +54,14 @@ impl Kernel for NetlinkKernel {
     async fn snapshot(&self) -> Result<Snapshot, KernelError> {
         let mut snap = Snapshot::default();
         self.transport
-            .dump(msg::dump_links(), "link dump", |m| {
+            .dump(msg::dump_links(), KernelOp::LinkDump, |m| {
                 if let RouteNetlinkMessage::NewLink(l) = m {
                     snap.links.push(link_state(&l));
                 }
             })
             .await?;
         self.transport
-            .dump(msg::dump_ipv4_addresses(), "address dump", |m| {
+            .dump(msg::dump_ipv4_addresses(), KernelOp::AddressDump, |m| {
                 if let RouteNetlinkMessage::NewAddress(a) = m {
                     if let Some(v4) = msg::ipv4(&a) {
                         snap.addrs.entry(a.header.index).or_default().push(v4);
@@ -77,19 +77,20 @@ impl Kernel for NetlinkKernel {
             .iter()
             .map(|&(ifindex, on)| msg::protodown(ifindex, self.reason_bit, on))
             .collect();
+        let op = KernelOp::Protodown;
         self.transport
-            .batch(msgs, "protodown")
+            .batch(msgs, op)
             .await
             .into_iter()
             .zip(changes)
-            .map(|(r, &(ifindex, _))| r.map_err(|e| e.for_link(ifindex)))
+            .map(|(r, &(ifindex, _))| r.map_err(|e| request_error(op, ifindex, e)))
             .collect()
     }
 
     async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
         let mut doomed = Vec::new();
         self.transport
-            .dump(msg::dump_ipv4_neighbours(), "neighbour dump", |m| {
+            .dump(msg::dump_ipv4_neighbours(), KernelOp::NeighbourDump, |m| {
                 if let RouteNetlinkMessage::NewNeighbour(n) = m {
                     if msg::flushable(&n, ifindexes) {
                         doomed.push(n);
@@ -98,12 +99,14 @@ impl Kernel for NetlinkKernel {
             })
             .await?;
         let n = doomed.len();
+        let links: Vec<u32> = doomed.iter().map(|d| d.header.ifindex).collect();
         let msgs = doomed.into_iter().map(msg::neighbour_delete).collect();
+        let op = KernelOp::NeighbourFlush;
         // An entry that went away meanwhile is fine; anything else is logged by the caller.
-        for r in self.transport.batch(msgs, "neighbour flush").await {
+        for (r, ifindex) in self.transport.batch(msgs, op).await.into_iter().zip(links) {
             match r {
                 Ok(()) | Err(BatchError::Errno(libc::ENOENT)) => {}
-                Err(e) => return Err(e.for_link(0)),
+                Err(e) => return Err(request_error(op, ifindex, e)),
             }
         }
         Ok(n)
@@ -111,15 +114,16 @@ impl Kernel for NetlinkKernel {
 
     async fn flush_fdb(&self, flushes: &[FdbFlush]) -> Vec<Result<(), KernelError>> {
         let msgs = flushes.iter().map(msg::fdb_delete).collect();
+        let op = KernelOp::FdbFlush;
         self.transport
-            .batch(msgs, "fdb flush")
+            .batch(msgs, op)
             .await
             .into_iter()
             .zip(flushes)
             .map(|(r, f)| match r {
                 // Nothing learnt there: nothing to flush.
                 Err(BatchError::Errno(libc::ENOENT)) => Ok(()),
-                r => r.map_err(|e| e.for_link(f.port)),
+                r => r.map_err(|e| request_error(op, f.port, e)),
             })
             .collect()
     }
@@ -129,24 +133,25 @@ impl Kernel for NetlinkKernel {
     }
 }
 
-impl BatchError {
-    fn for_link(self, ifindex: u32) -> KernelError {
-        match self {
-            BatchError::Errno(errno) => errno_error(ifindex, errno),
-            BatchError::Io(op, detail) => KernelError::Netlink { op, detail },
+/// The error of one request about `ifindex`: the protodown answers the daemon tells apart by
+/// variant, any other errno with the operation and the interface, and a failed exchange with its
+/// cause.
+fn request_error(op: KernelOp, ifindex: u32, e: BatchError) -> KernelError {
+    match (op, e) {
+        (KernelOp::Protodown, BatchError::Errno(libc::EBUSY)) => KernelError::Busy { ifindex },
+        (KernelOp::Protodown, BatchError::Errno(libc::ENODEV)) => KernelError::NoDevice { ifindex },
+        (KernelOp::Protodown, BatchError::Errno(libc::EOPNOTSUPP)) => {
+            KernelError::NotSupported { ifindex }
         }
-    }
-}
-
-fn errno_error(ifindex: u32, errno: i32) -> KernelError {
-    match errno {
-        libc::EBUSY => KernelError::Busy { ifindex },
-        libc::ENODEV => KernelError::NoDevice { ifindex },
-        libc::EOPNOTSUPP => KernelError::NotSupported { ifindex },
-        _ => KernelError::Errno {
-            op: "protodown",
+        (op, BatchError::Errno(errno)) => KernelError::Errno {
+            op,
             ifindex,
-            errno,
+            source: io::Error::from_raw_os_error(errno),
+        },
+        (op, BatchError::Io(source)) => KernelError::Netlink {
+            op,
+            ifindex: Some(ifindex),
+            source,
         },
     }
 }
@@ -170,5 +175,101 @@ fn set_rcvbuf_force(fd: i32, size: usize) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn errno_of(e: &KernelError) -> Option<i32> {
+        e.source()?.downcast_ref::<io::Error>()?.raw_os_error()
+    }
+
+    #[test]
+    fn protodown_answers_the_daemon_tells_apart_keep_their_variants() {
+        let pd = KernelOp::Protodown;
+        let busy = request_error(pd, 7, BatchError::Errno(libc::EBUSY));
+        assert!(matches!(busy, KernelError::Busy { ifindex: 7 }), "{busy:?}");
+        let gone = request_error(pd, 7, BatchError::Errno(libc::ENODEV));
+        assert!(
+            matches!(gone, KernelError::NoDevice { ifindex: 7 }),
+            "{gone:?}"
+        );
+        let unsupported = request_error(pd, 7, BatchError::Errno(libc::EOPNOTSUPP));
+        assert!(
+            matches!(unsupported, KernelError::NotSupported { ifindex: 7 }),
+            "{unsupported:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_operation_the_interface_and_keeps_the_errno() {
+        for (op, text) in [
+            (KernelOp::FdbFlush, "fdb flush on interface 11"),
+            (KernelOp::NeighbourFlush, "neighbour flush on interface 11"),
+            (KernelOp::Protodown, "protodown on interface 11"),
+        ] {
+            let e = request_error(op, 11, BatchError::Errno(libc::EINVAL));
+            assert!(
+                matches!(e, KernelError::Errno { op: o, ifindex: 11, .. } if o == op),
+                "{e:?}"
+            );
+            assert!(e.to_string().starts_with(text), "{e}");
+            assert_eq!(errno_of(&e), Some(libc::EINVAL));
+            assert_eq!(e.kind(), "errno");
+        }
+        // Not a protodown: ENODEV and EBUSY are plain refusals of that operation.
+        let e = request_error(KernelOp::FdbFlush, 11, BatchError::Errno(libc::ENODEV));
+        assert!(
+            matches!(
+                e,
+                KernelError::Errno {
+                    op: KernelOp::FdbFlush,
+                    ifindex: 11,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(errno_of(&e), Some(libc::ENODEV));
+    }
+
+    #[test]
+    fn a_failed_exchange_keeps_its_cause() {
+        let cause = io::Error::from_raw_os_error(libc::ENOBUFS);
+        let e = request_error(KernelOp::FdbFlush, 11, BatchError::Io(cause));
+        assert!(
+            matches!(
+                e,
+                KernelError::Netlink {
+                    op: KernelOp::FdbFlush,
+                    ifindex: Some(11),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("fdb flush on interface 11: "),
+            "{e}"
+        );
+        assert_eq!(errno_of(&e), Some(libc::ENOBUFS));
+        assert_eq!(e.kind(), "netlink");
+
+        let dump = KernelError::Netlink {
+            op: KernelOp::LinkDump,
+            ifindex: None,
+            source: io::Error::new(io::ErrorKind::TimedOut, "late"),
+        };
+        assert_eq!(dump.to_string(), "link dump: late");
+        assert_eq!(
+            dump.source()
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .map(io::Error::kind),
+            Some(io::ErrorKind::TimedOut)
+        );
     }
 }

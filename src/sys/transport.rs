@@ -3,6 +3,7 @@
 //! bounded by one datagram however many links there are.
 
 use std::cell::Cell;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
 
 use super::set_rcvbuf_force;
-use crate::kernel::KernelError;
+use crate::kernel::{KernelError, KernelOp};
 
 /// Requests per datagram. Their acks (one per request) must fit the socket's receive buffer.
 pub(super) const BATCH: usize = 256;
@@ -35,8 +36,10 @@ pub(super) struct Transport {
 /// Why one request of a batch failed.
 #[derive(Debug)]
 pub(super) enum BatchError {
+    /// The kernel's answer.
     Errno(i32),
-    Io(&'static str, String),
+    /// No answer: the datagram could not be sent, or its ack never came.
+    Io(io::Error),
 }
 
 impl Transport {
@@ -59,22 +62,31 @@ impl Transport {
     pub(super) async fn dump(
         &self,
         msg: RouteNetlinkMessage,
-        op: &'static str,
+        op: KernelOp,
         mut each: impl FnMut(RouteNetlinkMessage),
     ) -> Result<(), KernelError> {
-        let err = |detail: String| KernelError::Netlink { op, detail };
+        let err = |source: io::Error| KernelError::Netlink {
+            op,
+            ifindex: None,
+            source,
+        };
         let seq = self.seq.get();
         self.seq.set(seq.wrapping_add(1));
         let mut out = Vec::new();
         serialize(msg, NLM_F_REQUEST | NLM_F_DUMP, seq, &mut out);
-        self.sock.send(&out).await.map_err(|e| err(e.to_string()))?;
+        self.sock.send(&out).await.map_err(err)?;
         let mut buf: Vec<u8> = Vec::with_capacity(DUMP_BUF);
         loop {
             buf.clear();
             match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv(&mut buf)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(err(e.to_string())),
-                Err(_) => return Err(err("the kernel did not finish the dump".into())),
+                Ok(Err(e)) => return Err(err(e)),
+                Err(_) => {
+                    return Err(err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the kernel did not finish the dump",
+                    )))
+                }
             }
             for m in messages(&buf) {
                 if m.header.sequence_number != seq {
@@ -82,8 +94,10 @@ impl Transport {
                 }
                 match m.payload {
                     NetlinkPayload::Done(_) => return Ok(()),
-                    NetlinkPayload::Error(e) if e.code.is_some() => {
-                        return Err(err(format!("{e}")))
+                    NetlinkPayload::Error(e) => {
+                        if let Some(code) = e.code {
+                            return Err(err(io::Error::from_raw_os_error(-code.get())));
+                        }
                     }
                     NetlinkPayload::InnerMessage(x) => each(x),
                     _ => {}
@@ -100,7 +114,7 @@ impl Transport {
     pub(super) async fn batch(
         &self,
         msgs: Vec<RouteNetlinkMessage>,
-        op: &'static str,
+        op: KernelOp,
     ) -> Vec<Result<(), BatchError>> {
         let n = msgs.len();
         let mut results: Vec<Option<Result<(), BatchError>>> = (0..n).map(|_| None).collect();
@@ -123,7 +137,7 @@ impl Transport {
             let done = &mut results[c * BATCH..c * BATCH + len];
             if let Err(e) = self.sock.send(&out).await {
                 for r in done.iter_mut() {
-                    *r = Some(Err(BatchError::Io(op, e.to_string())));
+                    *r = Some(Err(BatchError::Io(copy(&e))));
                 }
                 continue;
             }
@@ -135,7 +149,7 @@ impl Transport {
                     Ok(Err(e)) => {
                         // ENOBUFS: acks were dropped. The ones we lack count as failed; the
                         // daemon retries them.
-                        tracing::debug!(error = %e, op, "ack receive failed");
+                        tracing::debug!(error = %e, %op, "ack receive failed");
                         break;
                     }
                     Err(_) => break,
@@ -156,13 +170,22 @@ impl Transport {
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
-                    Err(BatchError::Io(
-                        op,
-                        "no acknowledgement from the kernel".into(),
-                    ))
+                    Err(BatchError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no acknowledgement from the kernel",
+                    )))
                 })
             })
             .collect()
+    }
+}
+
+/// The same error again, for each request of a datagram that failed as a whole (io::Error is not
+/// Clone): the errno if there is one, else the kind and the message.
+fn copy(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
