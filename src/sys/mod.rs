@@ -22,7 +22,7 @@ pub use events::NetlinkEvents;
 pub use msg::link_state;
 
 use crate::kernel::{Kernel, KernelError, KernelOp, Snapshot};
-use crate::reconcile::FdbFlush;
+use crate::reconcile::{Addresses, FdbFlush};
 use packet::PacketSocket;
 use transport::{BatchError, Transport};
 
@@ -52,24 +52,35 @@ impl NetlinkKernel {
 
 impl Kernel for NetlinkKernel {
     async fn snapshot(&self) -> Result<Snapshot, KernelError> {
-        let mut snap = Snapshot::default();
-        self.transport
-            .dump(msg::dump_links(), KernelOp::LinkDump, |m| {
-                if let RouteNetlinkMessage::NewLink(l) = m {
-                    snap.links.push(link_state(&l));
-                }
-            })
-            .await?;
-        self.transport
-            .dump(msg::dump_ipv4_addresses(), KernelOp::AddressDump, |m| {
-                if let RouteNetlinkMessage::NewAddress(a) = m {
-                    if let Some(v4) = msg::ipv4(&a) {
-                        snap.addrs.entry(a.header.index).or_default().push(v4);
+        let links = self
+            .transport
+            .dump(
+                msg::dump_links(),
+                KernelOp::LinkDump,
+                Vec::new,
+                |links, m| {
+                    if let RouteNetlinkMessage::NewLink(l) = m {
+                        links.push(link_state(&l));
                     }
-                }
-            })
+                },
+            )
             .await?;
-        Ok(snap)
+        let addrs = self
+            .transport
+            .dump(
+                msg::dump_ipv4_addresses(),
+                KernelOp::AddressDump,
+                Addresses::default,
+                |addrs, m| {
+                    if let RouteNetlinkMessage::NewAddress(a) = m {
+                        if let Some(v4) = msg::ipv4(&a) {
+                            addrs.entry(a.header.index).or_default().push(v4);
+                        }
+                    }
+                },
+            )
+            .await?;
+        Ok(Snapshot { links, addrs })
     }
 
     async fn set_protodown(&self, changes: &[(u32, bool)]) -> Vec<Result<(), KernelError>> {
@@ -88,15 +99,20 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn flush_neighbours(&self, ifindexes: &[u32]) -> Result<usize, KernelError> {
-        let mut doomed = Vec::new();
-        self.transport
-            .dump(msg::dump_ipv4_neighbours(), KernelOp::NeighbourDump, |m| {
-                if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                    if msg::flushable(&n, ifindexes) {
-                        doomed.push(n);
+        let doomed = self
+            .transport
+            .dump(
+                msg::dump_ipv4_neighbours(),
+                KernelOp::NeighbourDump,
+                Vec::new,
+                |doomed, m| {
+                    if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                        if msg::flushable(&n, ifindexes) {
+                            doomed.push(n);
+                        }
                     }
-                }
-            })
+                },
+            )
             .await?;
         let n = doomed.len();
         let links: Vec<u32> = doomed.iter().map(|d| d.header.ifindex).collect();

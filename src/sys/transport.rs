@@ -3,11 +3,14 @@
 //! bounded by one datagram however many links there are.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, TokioSocket};
@@ -24,12 +27,33 @@ const RCVBUF: usize = 4 << 20;
 /// How long to wait for the kernel's acks to one batch before calling them failed.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many times a dump is run while the kernel flags it interrupted (NLM_F_DUMP_INTR: the
+/// table changed between two of its datagrams, so entries may be missing or doubled).
+pub(super) const DUMP_ATTEMPTS: u32 = 5;
+
+/// What the transport needs of a netlink socket: the real one, or a scripted one in tests.
+pub(super) trait Datagrams {
+    fn send_datagram(&self, buf: &[u8]) -> impl Future<Output = io::Result<()>>;
+    /// Appends one whole datagram to `buf`.
+    fn recv_datagram(&self, buf: &mut Vec<u8>) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Datagrams for TokioSocket {
+    async fn send_datagram(&self, buf: &[u8]) -> io::Result<()> {
+        AsyncSocketExt::send(self, buf).await.map(|_| ())
+    }
+
+    async fn recv_datagram(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        AsyncSocketExt::recv(self, buf).await
+    }
+}
+
 /// One plain netlink socket for requests and dumps, driven here rather than through rtnetlink's
 /// `Handle`: that handle queues a whole dump as parsed messages before the caller sees the
 /// first, which cost ~28 MB of heap at 4000 links; here memory is bounded by one datagram, and a
 /// reconcile's requests share datagrams.
-pub(super) struct Transport {
-    sock: TokioSocket,
+pub(super) struct Transport<S = TokioSocket> {
+    sock: S,
     seq: Cell<u32>,
 }
 
@@ -42,6 +66,13 @@ pub(super) enum BatchError {
     Io(io::Error),
 }
 
+/// How one run of a dump ended.
+enum DumpEnd {
+    Complete,
+    /// The kernel flagged a message NLM_F_DUMP_INTR: what was read is not one consistent table.
+    Interrupted,
+}
+
 impl Transport {
     /// Opens the socket (inside a tokio runtime).
     pub(super) fn open() -> Result<Self, KernelError> {
@@ -51,20 +82,52 @@ impl Transport {
         if set_rcvbuf_force(sock.as_raw_fd(), RCVBUF).is_err() {
             let _ = sock.socket_mut().set_rx_buf_sz(RCVBUF);
         }
-        Ok(Transport {
+        Ok(Transport::new(sock))
+    }
+}
+
+impl<S: Datagrams> Transport<S> {
+    pub(super) fn new(sock: S) -> Self {
+        Transport {
             sock,
             seq: Cell::new(1),
+        }
+    }
+
+    /// Runs a dump request and folds every message into a value made by `init`, as its datagram
+    /// arrives, so that memory stays bounded by one datagram however many links there are. A dump
+    /// the kernel flags interrupted is thrown away and run again, up to [`DUMP_ATTEMPTS`] times.
+    pub(super) async fn dump<T>(
+        &self,
+        msg: RouteNetlinkMessage,
+        op: KernelOp,
+        mut init: impl FnMut() -> T,
+        mut each: impl FnMut(&mut T, RouteNetlinkMessage),
+    ) -> Result<T, KernelError> {
+        for attempt in 1..=DUMP_ATTEMPTS {
+            let mut acc = init();
+            match self
+                .dump_once(msg.clone(), op, |m| each(&mut acc, m))
+                .await?
+            {
+                DumpEnd::Complete => return Ok(acc),
+                DumpEnd::Interrupted => {
+                    tracing::debug!(%op, attempt, "dump interrupted by a concurrent change");
+                }
+            }
+        }
+        Err(KernelError::DumpInterrupted {
+            op,
+            attempts: DUMP_ATTEMPTS,
         })
     }
 
-    /// Runs one dump request and hands every message to `each` as its datagram arrives, so that
-    /// memory stays bounded by one datagram however many links there are.
-    pub(super) async fn dump(
+    async fn dump_once(
         &self,
         msg: RouteNetlinkMessage,
         op: KernelOp,
         mut each: impl FnMut(RouteNetlinkMessage),
-    ) -> Result<(), KernelError> {
+    ) -> Result<DumpEnd, KernelError> {
         let err = |source: io::Error| KernelError::Netlink {
             op,
             ifindex: None,
@@ -74,11 +137,12 @@ impl Transport {
         self.seq.set(seq.wrapping_add(1));
         let mut out = Vec::new();
         serialize(msg, NLM_F_REQUEST | NLM_F_DUMP, seq, &mut out);
-        self.sock.send(&out).await.map_err(err)?;
+        self.sock.send_datagram(&out).await.map_err(err)?;
         let mut buf: Vec<u8> = Vec::with_capacity(DUMP_BUF);
+        let mut interrupted = false;
         loop {
             buf.clear();
-            match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv(&mut buf)).await {
+            match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv_datagram(&mut buf)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(err(e)),
                 Err(_) => {
@@ -92,14 +156,17 @@ impl Transport {
                 if m.header.sequence_number != seq {
                     continue; // a late ack of an earlier batch
                 }
+                // The rest of an interrupted dump is still read, to its end, but not used.
+                interrupted |= m.header.flags & NLM_F_DUMP_INTR != 0;
                 match m.payload {
-                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Done(_) if interrupted => return Ok(DumpEnd::Interrupted),
+                    NetlinkPayload::Done(_) => return Ok(DumpEnd::Complete),
                     NetlinkPayload::Error(e) => {
                         if let Some(code) = e.code {
                             return Err(err(io::Error::from_raw_os_error(-code.get())));
                         }
                     }
-                    NetlinkPayload::InnerMessage(x) => each(x),
+                    NetlinkPayload::InnerMessage(x) if !interrupted => each(x),
                     _ => {}
                 }
             }
@@ -135,7 +202,7 @@ impl Transport {
                 );
             }
             let done = &mut results[c * BATCH..c * BATCH + len];
-            if let Err(e) = self.sock.send(&out).await {
+            if let Err(e) = self.sock.send_datagram(&out).await {
                 for r in done.iter_mut() {
                     *r = Some(Err(BatchError::Io(copy(&e))));
                 }
@@ -144,7 +211,7 @@ impl Transport {
             let mut pending = len;
             while pending > 0 {
                 buf.clear();
-                match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv(&mut buf)).await {
+                match tokio::time::timeout(ACK_TIMEOUT, self.sock.recv_datagram(&mut buf)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         // ENOBUFS: acks were dropped. The ones we lack count as failed; the
@@ -238,8 +305,237 @@ pub(super) fn acks(buf: &[u8]) -> Vec<(u32, Result<(), i32>)> {
 
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
     use super::super::fixtures as fx;
+    use super::super::msg;
     use super::*;
+    use crate::reconcile::LinkState;
+    use crate::sys::link_state;
+
+    /// A netlink socket whose kernel is `reply`: every datagram sent is recorded and answered
+    /// with the datagrams `reply` returns; receiving with nothing queued fails (no waiting).
+    struct Script {
+        sent: RefCell<Vec<Vec<u8>>>,
+        queue: RefCell<VecDeque<Vec<u8>>>,
+        reply: RefCell<Box<Kernel>>,
+    }
+
+    /// The kernel's answer to one datagram: the datagrams it queues.
+    type Kernel = dyn FnMut(&[u8]) -> Vec<Vec<u8>>;
+
+    impl Script {
+        fn new(reply: impl FnMut(&[u8]) -> Vec<Vec<u8>> + 'static) -> Transport<Script> {
+            Transport::new(Script {
+                sent: RefCell::default(),
+                queue: RefCell::default(),
+                reply: RefCell::new(Box::new(reply)),
+            })
+        }
+    }
+
+    impl Datagrams for Script {
+        async fn send_datagram(&self, buf: &[u8]) -> io::Result<()> {
+            self.sent.borrow_mut().push(buf.to_vec());
+            let answer = (self.reply.borrow_mut())(buf);
+            self.queue.borrow_mut().extend(answer);
+            Ok(())
+        }
+
+        async fn recv_datagram(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+            let d = self.queue.borrow_mut().pop_front();
+            let d = d.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
+            buf.extend_from_slice(&d);
+            Ok(())
+        }
+    }
+
+    /// The (sequence number, offset) of every message in a datagram we sent.
+    fn requests(d: &[u8]) -> Vec<(u32, usize)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at + 16 <= d.len() {
+            let len = u32::from_ne_bytes(d[at..at + 4].try_into().unwrap()) as usize;
+            out.push((
+                u32::from_ne_bytes(d[at + 8..at + 12].try_into().unwrap()),
+                at,
+            ));
+            at += len.next_multiple_of(4);
+        }
+        out
+    }
+
+    /// A captured message answering sequence number `seq`, with `flags` added.
+    fn answer(captured: &[u8], seq: u32, flags: u16) -> Vec<u8> {
+        let mut m = captured.to_vec();
+        m[8..12].copy_from_slice(&seq.to_ne_bytes());
+        let f = u16::from_ne_bytes([m[6], m[7]]) | flags;
+        m[6..8].copy_from_slice(&f.to_ne_bytes());
+        m
+    }
+
+    /// A captured ack, for the request with sequence number `seq`.
+    fn ack(captured: &[u8], seq: u32) -> Vec<u8> {
+        let mut m = answer(captured, seq, 0);
+        // The request's own header follows the error code.
+        m[28..32].copy_from_slice(&seq.to_ne_bytes());
+        m
+    }
+
+    async fn dump_links<S: Datagrams>(t: &Transport<S>) -> Result<Vec<LinkState>, KernelError> {
+        t.dump(
+            msg::dump_links(),
+            KernelOp::LinkDump,
+            Vec::new,
+            |links, m| {
+                if let RouteNetlinkMessage::NewLink(l) = m {
+                    links.push(link_state(&l));
+                }
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_dump_is_run_again_and_only_the_complete_run_counts() {
+        let mut runs = 0;
+        let t = Script::new(move |req| {
+            runs += 1;
+            let seq = requests(req)[0].0;
+            if runs <= 2 {
+                // As captured: a link added between two datagrams of the dump.
+                vec![
+                    datagram(&[&answer(fx::DUMP_LINK_MACVLAN, seq, 0)]),
+                    datagram(&[
+                        &answer(fx::DUMP_INTR_LINK, seq, 0),
+                        &answer(fx::DUMP_DONE, seq, 0),
+                    ]),
+                ]
+            } else {
+                vec![
+                    datagram(&[
+                        &answer(fx::DUMP_LINK_MACVLAN, seq, 0),
+                        &answer(fx::DUMP_LINK_PORT, seq, 0),
+                    ]),
+                    datagram(&[&answer(fx::DUMP_DONE, seq, 0)]),
+                ]
+            }
+        });
+        let links = dump_links(&t).await.expect("the third run is complete");
+        let indexes: Vec<u32> = links.iter().map(|l| l.ifindex).collect();
+        assert_eq!(indexes, vec![20, 11], "nothing of the interrupted runs");
+        let seqs: Vec<u32> = t
+            .sock
+            .sent
+            .borrow()
+            .iter()
+            .map(|d| requests(d)[0].0)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3], "each run is a request of its own");
+    }
+
+    #[tokio::test]
+    async fn a_dump_flagged_interrupted_only_on_its_done_is_run_again() {
+        let mut runs = 0;
+        let t = Script::new(move |req| {
+            runs += 1;
+            let seq = requests(req)[0].0;
+            let intr = if runs == 1 { NLM_F_DUMP_INTR } else { 0 };
+            vec![datagram(&[
+                &answer(fx::DUMP_LINK_PORT, seq, 0),
+                &answer(fx::DUMP_DONE, seq, intr),
+            ])]
+        });
+        let links = dump_links(&t).await.expect("complete");
+        assert_eq!(links.len(), 1);
+        assert_eq!(t.sock.sent.borrow().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dump_interrupted_every_time_is_an_error_after_the_last_attempt() {
+        let t = Script::new(|req| {
+            let seq = requests(req)[0].0;
+            vec![datagram(&[
+                &answer(fx::DUMP_LINK_MACVLAN, seq, NLM_F_DUMP_INTR),
+                &answer(fx::DUMP_DONE, seq, NLM_F_DUMP_INTR),
+            ])]
+        });
+        let e = dump_links(&t).await.expect_err("never consistent");
+        assert!(
+            matches!(
+                e,
+                KernelError::DumpInterrupted {
+                    op: KernelOp::LinkDump,
+                    attempts: DUMP_ATTEMPTS
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), "dump_interrupted");
+        assert_eq!(t.sock.sent.borrow().len(), DUMP_ATTEMPTS as usize);
+    }
+
+    #[tokio::test]
+    async fn a_dump_the_kernel_refuses_is_an_error_with_its_errno() {
+        let t = Script::new(|req| vec![ack(fx::ACK_ENODEV, requests(req)[0].0)]);
+        let e = dump_links(&t).await.expect_err("refused");
+        let KernelError::Netlink {
+            op: KernelOp::LinkDump,
+            ifindex: None,
+            source,
+        } = e
+        else {
+            panic!("{e:?}");
+        };
+        assert_eq!(source.raw_os_error(), Some(libc::ENODEV));
+    }
+
+    #[tokio::test]
+    async fn batched_acks_are_matched_by_sequence_number_across_datagrams() {
+        // The kernel's answers, in reverse order, after a stray ack of an earlier request: every
+        // seventh request is refused (ENOENT), the last one never acknowledged.
+        let t = Script::new(|req| {
+            let mut acks: Vec<Vec<u8>> = vec![ack(fx::ACK_OK, 0xdead)];
+            for (seq, _) in requests(req).into_iter().rev() {
+                let i = seq - 1;
+                if i == 299 {
+                    continue;
+                }
+                acks.push(ack(
+                    if i % 7 == 0 {
+                        fx::ACK_ENOENT
+                    } else {
+                        fx::ACK_OK
+                    },
+                    seq,
+                ));
+            }
+            let (a, b) = acks.split_at(acks.len() / 2);
+            let parts = |x: &[Vec<u8>]| datagram(&x.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            vec![parts(a), parts(b)]
+        });
+        let msgs = (0..300)
+            .map(|i| msg::protodown(1000 + i, 3, true))
+            .collect();
+        let results = t.batch(msgs, KernelOp::Protodown).await;
+        let sent = t.sock.sent.borrow();
+        assert_eq!(sent.len(), 2, "{BATCH} requests per datagram");
+        assert_eq!(requests(&sent[0]).len(), BATCH);
+        assert_eq!(requests(&sent[1]).len(), 300 - BATCH);
+        assert_eq!(results.len(), 300);
+        for (i, r) in results.iter().enumerate() {
+            match r {
+                Ok(()) => assert!(i % 7 != 0 && i != 299, "{i}"),
+                Err(BatchError::Errno(libc::ENOENT)) => assert_eq!(i % 7, 0, "{i}"),
+                Err(BatchError::Io(e)) => {
+                    assert_eq!(i, 299);
+                    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+                }
+                Err(e) => panic!("{i}: {e:?}"),
+            }
+        }
+    }
 
     /// Messages as the kernel packs them into one datagram: each padded to 4 bytes.
     fn datagram(parts: &[&[u8]]) -> Vec<u8> {
