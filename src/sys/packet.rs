@@ -55,10 +55,11 @@ fn packet_addr(ifindex: u32, frame: &[u8]) -> io::Result<SockAddr> {
     let mut storage = SockAddrStorage::zeroed();
     let len = std::mem::size_of::<libc::sockaddr_ll>();
     // SAFETY: `storage` is a sockaddr_storage (128 bytes, aligned for any sockaddr) and
-    // sockaddr_ll is 20 bytes, so copying `len` bytes from `ll` stays inside both; the two do
-    // not overlap (one is on our stack, the other a fresh local). SockAddr::new is unsafe because
-    // the storage must hold a valid address of `len` bytes whose family matches: it holds exactly
-    // the bytes of an initialised sockaddr_ll, whose sll_family is AF_PACKET.
+    // sockaddr_ll is 20 bytes, so copying `len` bytes from `ll` reads and writes only inside the
+    // two, which are distinct locals and so do not overlap; u8 pointers need no alignment.
+    // SockAddr::new is unsafe because the storage must hold a valid address of `len` bytes of the
+    // family it names: it holds exactly the bytes of an initialised sockaddr_ll whose sll_family
+    // is AF_PACKET, and `len` is that struct's size.
     unsafe {
         std::ptr::copy_nonoverlapping(
             (&ll as *const libc::sockaddr_ll).cast::<u8>(),
@@ -81,7 +82,8 @@ mod tests {
         let a = packet_addr(7, &frame).unwrap();
         assert_eq!(a.family(), libc::AF_PACKET as libc::sa_family_t);
         assert_eq!(a.len() as usize, std::mem::size_of::<libc::sockaddr_ll>());
-        // SAFETY: the address is an AF_PACKET one of sockaddr_ll's length (checked above).
+        // SAFETY: the address is an AF_PACKET one of sockaddr_ll's length (checked above), its
+        // storage is a sockaddr_storage, aligned for any sockaddr, and `a` outlives the reference.
         let ll = unsafe { &*(a.as_ptr() as *const libc::sockaddr_ll) };
         assert_eq!(ll.sll_ifindex, 7);
         assert_eq!(u16::from_be(ll.sll_protocol), 0x0806);
