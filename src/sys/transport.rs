@@ -399,6 +399,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupted_dump_is_run_again_and_only_the_complete_run_counts() {
+        // The kernel flagged this message of a dump during which a link was added.
+        assert_ne!(
+            messages(fx::DUMP_INTR_LINK)[0].header.flags & NLM_F_DUMP_INTR,
+            0
+        );
         let mut runs = 0;
         let t = Script::new(move |req| {
             runs += 1;
@@ -473,6 +478,10 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.kind(), "dump_interrupted");
+        assert_eq!(
+            e.to_string(),
+            format!("link dump: interrupted by concurrent changes {DUMP_ATTEMPTS} times in a row")
+        );
         assert_eq!(t.sock.sent.borrow().len(), DUMP_ATTEMPTS as usize);
     }
 
