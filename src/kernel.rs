@@ -16,33 +16,81 @@ pub use crate::links::{KernelEvent, Snapshot};
 use crate::reconcile::FdbFlush;
 use crate::types::IfIndex;
 
+/// The request or dump a [`KernelError`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelOp {
+    LinkDump,
+    AddressDump,
+    NeighbourDump,
+    Protodown,
+    NeighbourFlush,
+    FdbFlush,
+}
+
+impl std::fmt::Display for KernelOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KernelOp::LinkDump => "link dump",
+            KernelOp::AddressDump => "address dump",
+            KernelOp::NeighbourDump => "neighbour dump",
+            KernelOp::Protodown => "protodown",
+            KernelOp::NeighbourFlush => "neighbour flush",
+            KernelOp::FdbFlush => "fdb flush",
+        })
+    }
+}
+
 /// Errors at the kernel boundary. Per-interface errors are logged and retried by the daemon.
+///
+/// `NoDevice`, `Busy` and `NotSupported` are the kernel's answers to a protodown request that the
+/// daemon tells apart; any other refusal, of any request, is `Errno`.
 #[derive(Debug, Error)]
 pub enum KernelError {
     #[error("netlink socket: {0}")]
     Socket(#[source] std::io::Error),
     #[error("packet socket: {0}")]
     PacketSocket(#[source] std::io::Error),
-    #[error("interface {ifindex} is gone")]
+    /// Protodown of a link that does not exist (ENODEV).
+    #[error("protodown on interface {ifindex}: no such interface")]
     NoDevice { ifindex: IfIndex },
-    #[error("interface {ifindex}: protodown held by another reason")]
+    /// Our protodown reason bit is released, but another reason still holds the link down
+    /// (EBUSY).
+    #[error("protodown on interface {ifindex}: held by another reason")]
     Busy { ifindex: IfIndex },
-    #[error("interface {ifindex} does not support protodown")]
+    /// The link's driver has no protodown (EOPNOTSUPP).
+    #[error("protodown on interface {ifindex}: not supported by the device")]
     NotSupported { ifindex: IfIndex },
-    #[error("{op} on interface {ifindex}: errno {errno}")]
+    /// The kernel refused one request about one interface; `source` carries its errno
+    /// (`raw_os_error`).
+    #[error("{op} on interface {ifindex}: {source}")]
     Errno {
-        op: &'static str,
+        op: KernelOp,
         ifindex: IfIndex,
-        errno: i32,
+        #[source]
+        source: std::io::Error,
     },
-    #[error("{op}: {detail}")]
-    Netlink { op: &'static str, detail: String },
+    /// The exchange with the kernel failed: a send or receive error, no answer in time, or a dump
+    /// the kernel ended with an error. `ifindex` is the request's interface (none for a dump).
+    #[error("{op}{}: {source}", on_interface(*.ifindex))]
+    Netlink {
+        op: KernelOp,
+        ifindex: Option<IfIndex>,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Every attempt at a dump was interrupted by changes made meanwhile (NLM_F_DUMP_INTR).
+    #[error("{op}: interrupted by concurrent changes {attempts} times in a row")]
+    DumpInterrupted { op: KernelOp, attempts: u32 },
     #[error("sending on interface {ifindex}: {source}")]
     Send {
         ifindex: IfIndex,
         #[source]
         source: std::io::Error,
     },
+}
+
+fn on_interface(ifindex: Option<IfIndex>) -> String {
+    ifindex.map_or_else(String::new, |i| format!(" on interface {i}"))
 }
 
 impl KernelError {
@@ -56,6 +104,7 @@ impl KernelError {
             KernelError::NotSupported { .. } => "not_supported",
             KernelError::Errno { .. } => "errno",
             KernelError::Netlink { .. } => "netlink",
+            KernelError::DumpInterrupted { .. } => "dump_interrupted",
             KernelError::Send { .. } => "send",
         }
     }

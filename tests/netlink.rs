@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use wmgwd2::kernel::{EventSource, Kernel, KernelError, KernelEvent};
+use wmgwd2::kernel::{EventSource, Kernel, KernelError, KernelEvent, KernelOp};
 use wmgwd2::links::{bridge_port, LinkState};
 use wmgwd2::reconcile::FdbFlush;
 use wmgwd2::sys::NetlinkKernel;
@@ -282,6 +282,44 @@ fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
     );
     assert!(again.is_ok(), "{again:?}");
     assert!(!fdb().contains(&mac), "{}", fdb());
+}
+
+#[test]
+fn a_refused_fdb_flush_names_the_operation_the_port_and_the_errno() {
+    let Some(ns) = Netns::new("fdb_error") else {
+        return;
+    };
+    let gone = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let f = FdbFlush {
+                vni: Vni(100),
+                port: IfIndex(999_999),
+                mac: [0x02, 0, 0, 0, 0, 1],
+            };
+            k.flush_fdb(&[f]).await.remove(0)
+        })
+    });
+    let e = gone.expect_err("a port that does not exist");
+    assert!(
+        matches!(
+            e,
+            KernelError::Errno {
+                op: KernelOp::FdbFlush,
+                ifindex: IfIndex(999_999),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().starts_with("fdb flush on interface 999999"),
+        "{e}"
+    );
+    let source = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .expect("the io::Error is the source");
+    assert_eq!(source.raw_os_error(), Some(libc::ENODEV));
 }
 
 #[test]

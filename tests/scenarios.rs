@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use wmgwd2::cli::Config;
 use wmgwd2::core::{Command, Core, Effect, GarpReport, Input};
-use wmgwd2::kernel::KernelError;
+use wmgwd2::kernel::{KernelError, KernelOp};
 use wmgwd2::links::{KernelEvent, LinkState, Snapshot};
 use wmgwd2::types::{IfIndex, Uid};
 use wmgwd2::wire::{self, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
@@ -173,9 +173,9 @@ impl Model {
     fn set_protodown(&mut self, i: IfIndex, on: bool) -> Result<(), KernelError> {
         if let Some(&errno) = self.failing.get(&i) {
             return Err(KernelError::Errno {
-                op: "protodown",
+                op: KernelOp::Protodown,
                 ifindex: i,
-                errno,
+                source: std::io::Error::from_raw_os_error(errno),
             });
         }
         let Some(l) = self.links.get(&i) else {
