@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::links::NamePattern;
 use crate::types::{Uid, VniRange};
+use crate::wire::MAX_HOLD_MS;
 
 /// Largest VNI: VXLAN network identifiers are 24 bits.
 pub const MAX_VNI: u32 = (1 << 24) - 1;
@@ -68,10 +69,16 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
 
-    /// A peer is dead after this many intervals without a heartbeat (2 to 255). Peers use the
-    /// value the sender announces, so all of them expire it at the same moment.
+    /// A peer is dead after this many intervals without a heartbeat (2 to 255; the hold time,
+    /// --interval × --dead-after, at most 3 minutes). Peers use the value the sender announces,
+    /// so all of them expire it at the same moment.
     #[arg(long, env = "WMGWD2_DEAD_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=255))]
     pub dead_after: u32,
+
+    /// Keep at most this many peers (1 to 4096). Frames of further new UIDs are refused and
+    /// counted, so a flood of invented UIDs cannot grow the table without bound.
+    #[arg(long, env = "WMGWD2_MAX_PEERS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub max_peers: u16,
 
     /// At start, listen this many intervals before owning anything (1 to 255).
     #[arg(long, env = "WMGWD2_HOLD_DOWN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=255))]
@@ -136,6 +143,7 @@ pub struct Config {
     pub bind_interface: Option<String>,
     pub interval: Duration,
     pub dead_after: u32,
+    pub max_peers: usize,
     pub hold_down: u32,
     pub uplink_hold_down: Duration,
     pub pattern: NamePattern,
@@ -228,6 +236,16 @@ impl TryFrom<Args> for Config {
                 )));
             }
         }
+        let hold = a.interval * a.dead_after;
+        if hold > Duration::from_millis(u64::from(MAX_HOLD_MS)) {
+            return Err(err(format!(
+                "--interval {} × --dead-after {} is a hold time of {}, above the protocol's {} (peers would cut it short)",
+                humantime::format_duration(a.interval),
+                a.dead_after,
+                humantime::format_duration(hold),
+                humantime::format_duration(Duration::from_millis(u64::from(MAX_HOLD_MS)))
+            )));
+        }
         if a.broadcast.is_unspecified() {
             return Err(err("--broadcast 0.0.0.0 is not a destination".into()));
         }
@@ -251,6 +269,7 @@ impl TryFrom<Args> for Config {
             bind_interface: a.bind_interface,
             interval: a.interval,
             dead_after: a.dead_after,
+            max_peers: usize::from(a.max_peers),
             hold_down: a.hold_down,
             uplink_hold_down: a.uplink_hold_down,
             pattern,

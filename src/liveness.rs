@@ -2,20 +2,50 @@
 //! Pure: time is an argument (`now`), nothing here reads a clock or a socket.
 //!
 //! A peer is kept until the deadline its last frame set (`now + hold time`, the hold time chosen
-//! by the *sender*, so every receiver expires it at the same moment). A `LEAVING` frame drops it at
-//! once and leaves a tombstone for one hold time, so a reordered older frame cannot bring it back.
-//! A `STARTING` peer is alive but not a candidate: today's owners keep its future VNIs until it says
-//! it is ready.
+//! by the *sender*, so every receiver expires it at the same moment; clamped to
+//! [`wire::MAX_HOLD_MS`], so no frame can keep a phantom alive for longer). A `LEAVING` frame drops
+//! it at once and leaves a tombstone for one hold time, so a reordered older frame cannot bring it
+//! back; a later heartbeat of the same process, or any heartbeat of another one, ends the
+//! tombstone (a live peer is never kept out by a LEAVING it did not send). A `STARTING` peer is
+//! alive but not a candidate: today's owners keep its future VNIs until it says it is ready.
+//!
+//! The table is bounded: at most `max_peers` entries, and new UIDs are admitted at a bounded rate
+//! (a burst of `max_peers`, then `max_peers` per [`JOIN_REFILL`]); what is refused is reported, so
+//! that it can be counted. A legacy (8-byte) frame never speaks for a version-1 peer.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::types::Uid;
-use crate::wire::{Frame, Heartbeat};
+use crate::wire::{self, Frame, Heartbeat};
 
 /// How long a legacy (Go wmgwd2) peer lives after a frame: the original's 3 × 1 s.
 pub const LEGACY_HOLD: Duration = Duration::from_secs(3);
+/// The default cap on the peer table (`--max-peers`): far above any real gateway fleet on one
+/// segment, far below what a flood could make of an unbounded table.
+pub const DEFAULT_MAX_PEERS: usize = 64;
+/// New UIDs are admitted at most `max_peers` per this period (after a burst of `max_peers`).
+pub const JOIN_REFILL: Duration = Duration::from_secs(10);
+
+/// Why a frame of an unknown UID was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The table holds `max_peers` entries already.
+    TableFull,
+    /// Too many new UIDs lately.
+    JoinRate,
+}
+
+impl Refusal {
+    /// A constant label for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::TableFull => "table_full",
+            Refusal::JoinRate => "join_rate",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {
@@ -31,7 +61,12 @@ pub enum PeerState {
 pub struct Peer {
     /// `None` for a legacy peer.
     pub incarnation: Option<u64>,
+    /// The highest sequence number seen of this incarnation.
     pub sequence: u64,
+    /// The highest sequence number of a frame that was not `LEAVING` (what a tombstone compares
+    /// later frames with), and how many such later frames a tombstone has seen.
+    pub alive_sequence: u64,
+    pub refutations: u8,
     pub state: PeerState,
     pub deadline: Instant,
     pub addr: SocketAddr,
@@ -61,13 +96,20 @@ pub enum Observation {
         incarnation: Option<u64>,
         addr: SocketAddr,
     },
+    /// A heartbeat of a peer we keep a tombstone for, sent after the LEAVING by the same process:
+    /// the LEAVING was not its own (forged, or replayed). The peer is alive again.
+    LeaveRefuted { uid: Uid, starting: bool },
+    /// An unknown UID that the table's bounds kept out.
+    Refused { uid: Uid, reason: Refusal },
 }
 
 impl Observation {
     /// Did the set of candidate owners change?
     pub fn changes_candidates(&self) -> bool {
         match self {
-            Observation::Joined { starting, .. } => !starting,
+            Observation::Joined { starting, .. } | Observation::LeaveRefuted { starting, .. } => {
+                !starting
+            }
             Observation::Ready { .. } | Observation::Left { .. } => true,
             // A restart of a ready peer (or a ready peer seen starting again) may change things.
             Observation::Restarted { .. } => true,
@@ -81,15 +123,57 @@ pub struct Liveness {
     me: Uid,
     my_incarnation: u64,
     peers: BTreeMap<Uid, Peer>,
+    max_peers: usize,
+    /// New UIDs that may still be admitted now, and when the last token was added.
+    join_tokens: usize,
+    refilled: Option<Instant>,
 }
 
 impl Liveness {
+    /// A table with the default cap ([`DEFAULT_MAX_PEERS`]).
     pub fn new(me: Uid, my_incarnation: u64) -> Self {
+        Self::with_max_peers(me, my_incarnation, DEFAULT_MAX_PEERS)
+    }
+
+    /// A table of at most `max_peers` (at least 1) entries.
+    pub fn with_max_peers(me: Uid, my_incarnation: u64, max_peers: usize) -> Self {
+        let max_peers = max_peers.max(1);
         Liveness {
             me,
             my_incarnation,
             peers: BTreeMap::new(),
+            max_peers,
+            join_tokens: max_peers,
+            refilled: None,
         }
+    }
+
+    /// May a new UID enter the table at `now`? Takes a token if so.
+    fn admit(&mut self, uid: Uid, now: Instant) -> Result<(), Observation> {
+        if self.peers.len() >= self.max_peers {
+            return Err(Observation::Refused {
+                uid,
+                reason: Refusal::TableFull,
+            });
+        }
+        let per_token = JOIN_REFILL / self.max_peers as u32;
+        let since = self.refilled.get_or_insert(now);
+        if !per_token.is_zero() {
+            let earned = now.saturating_duration_since(*since).as_nanos() / per_token.as_nanos();
+            if earned > 0 {
+                let earned = usize::try_from(earned).unwrap_or(usize::MAX);
+                self.join_tokens = self.join_tokens.saturating_add(earned).min(self.max_peers);
+                *since = now;
+            }
+        }
+        if self.join_tokens == 0 {
+            return Err(Observation::Refused {
+                uid,
+                reason: Refusal::JoinRate,
+            });
+        }
+        self.join_tokens -= 1;
+        Ok(())
     }
 
     /// Takes one decoded frame received from `addr` at `now`.
@@ -110,17 +194,24 @@ impl Liveness {
         }
         let deadline = now + LEGACY_HOLD;
         match self.peers.get_mut(&uid) {
-            Some(p) if p.state == PeerState::Ready => {
+            Some(p) if p.incarnation.is_none() => {
                 p.deadline = deadline;
                 p.addr = addr;
                 Observation::Refreshed { uid }
             }
-            _ => {
+            // A version-1 peer (or its tombstone): an 8-byte frame cannot speak for it.
+            Some(_) => Observation::Stale { uid },
+            None => {
+                if let Err(refused) = self.admit(uid, now) {
+                    return refused;
+                }
                 self.peers.insert(
                     uid,
                     Peer {
                         incarnation: None,
                         sequence: 0,
+                        alive_sequence: 0,
+                        refutations: 0,
                         state: PeerState::Ready,
                         deadline,
                         addr,
@@ -147,7 +238,7 @@ impl Liveness {
                 addr,
             };
         }
-        let hold = Duration::from_millis(u64::from(hb.hold_ms));
+        let hold = Duration::from_millis(u64::from(hb.hold_ms.min(wire::MAX_HOLD_MS)));
         let state = if hb.leaving() {
             PeerState::Left
         } else if hb.starting() {
@@ -158,11 +249,22 @@ impl Liveness {
         let fresh = Peer {
             incarnation: Some(hb.incarnation),
             sequence: hb.sequence,
+            alive_sequence: if state == PeerState::Left {
+                0
+            } else {
+                hb.sequence
+            },
+            refutations: 0,
             state,
             deadline: now + hold,
             addr,
-            interval: Duration::from_millis(u64::from(hb.interval_ms)),
+            interval: Duration::from_millis(u64::from(hb.interval_ms.min(wire::MAX_INTERVAL_MS))),
         };
+        if !self.peers.contains_key(&uid) {
+            if let Err(refused) = self.admit(uid, now) {
+                return refused;
+            }
+        }
         let Some(p) = self.peers.get_mut(&uid) else {
             if state == PeerState::Left {
                 // A goodbye from a peer we never knew: remember it so its older frames stay out.
@@ -176,6 +278,38 @@ impl Liveness {
             };
         };
         match p.incarnation {
+            // A tombstone yields to any other process's heartbeat: a restart (or, without a key,
+            // anyone's word; see docs/security.md).
+            Some(inc)
+                if p.state == PeerState::Left
+                    && hb.incarnation != inc
+                    && state != PeerState::Left =>
+            {
+                *p = fresh;
+                return Observation::Joined {
+                    uid,
+                    starting: state == PeerState::Starting,
+                };
+            }
+            // The same process after its LEAVING: it sends nothing but LEAVING then. Two frames
+            // that are not, each newer than any before the LEAVING, mean that the LEAVING was not
+            // its own (forged or replayed, whatever sequence number it claimed); one alone may be a
+            // frame sent before the LEAVING and reordered behind it.
+            Some(inc) if p.state == PeerState::Left && hb.incarnation == inc => {
+                if state == PeerState::Left || hb.sequence <= p.alive_sequence {
+                    return Observation::Stale { uid };
+                }
+                p.alive_sequence = hb.sequence;
+                p.refutations += 1;
+                if p.refutations < 2 {
+                    return Observation::Stale { uid };
+                }
+                *p = fresh;
+                return Observation::LeaveRefuted {
+                    uid,
+                    starting: state == PeerState::Starting,
+                };
+            }
             Some(inc) if hb.incarnation < inc => return Observation::Stale { uid },
             Some(inc) if hb.incarnation == inc && hb.sequence <= p.sequence => {
                 return Observation::Stale { uid }
@@ -198,17 +332,15 @@ impl Liveness {
                 };
             }
         }
-        // Same incarnation, newer sequence.
+        // Same incarnation, newer sequence, not a tombstone.
         let was = p.state;
+        let alive = p.alive_sequence;
         *p = fresh;
         match (was, state) {
-            (PeerState::Left, PeerState::Left) => Observation::Stale { uid },
-            (PeerState::Left, _) => {
-                // The same incarnation cannot come back after LEAVING; keep the tombstone.
-                p.state = PeerState::Left;
-                Observation::Stale { uid }
+            (_, PeerState::Left) => {
+                p.alive_sequence = alive;
+                Observation::Left { uid }
             }
-            (_, PeerState::Left) => Observation::Left { uid },
             (PeerState::Starting, PeerState::Ready) => Observation::Ready { uid },
             (PeerState::Ready, PeerState::Starting) => Observation::Restarted {
                 uid,

@@ -93,3 +93,28 @@ impl fmt::Display for VniRange {
         write!(f, "{}-{}", self.lo, self.hi)
     }
 }
+
+/// VNIs as ranges, the way operators read them: `1-3,7,9-12` (`none` when empty).
+pub fn vni_ranges(vnis: impl IntoIterator<Item = Vni>) -> String {
+    let mut v: Vec<u32> = vnis.into_iter().map(|v| v.0).collect();
+    v.sort_unstable();
+    v.dedup();
+    if v.is_empty() {
+        return "none".into();
+    }
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}

@@ -48,6 +48,13 @@ pub const FRAME_LEN: usize = 40;
 pub const LEGACY_LEN: usize = 8;
 /// The largest datagram worth reading; anything longer is truncated by the receiver and rejected.
 pub const MAX_DATAGRAM: usize = 512;
+/// The longest interval a receiver believes (longer ones are taken as this): `--interval`'s 60 s.
+pub const MAX_INTERVAL_MS: u32 = 60_000;
+/// The longest hold time a receiver grants (longer ones are taken as this): 3 × 60 s, the default
+/// `--dead-after` at the longest `--interval`. `--interval` × `--dead-after` may not exceed it, so
+/// no honest sender asks for more; a forged or broken frame cannot keep a phantom peer alive (or a
+/// tombstone in place) for longer than 3 minutes.
+pub const MAX_HOLD_MS: u32 = 180_000;
 
 /// The sender is stopping: receivers drop it at once instead of waiting for its hold time.
 pub const FLAG_LEAVING: u8 = 0x01;

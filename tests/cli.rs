@@ -204,7 +204,8 @@ fn interval_must_be_whole_milliseconds() {
 #[test]
 fn bad_dead_after_and_hold_down() {
     assert_eq!(ok(&["--dead-after", "2"]).dead_after, 2);
-    assert_eq!(ok(&["--dead-after", "255"]).dead_after, 255);
+    let c = ok(&["--interval", "100ms", "--dead-after", "255"]);
+    assert_eq!(c.dead_after, 255);
     rejected(&["--dead-after", "1"], "--dead-after");
     rejected(&["--dead-after", "0"], "--dead-after");
     rejected(&["--dead-after", "256"], "--dead-after");
@@ -212,11 +213,25 @@ fn bad_dead_after_and_hold_down() {
     rejected(&["--hold-down", "256"], "--hold-down");
 }
 
-/// The longest hold time must fit the wire's u32 milliseconds.
+/// The hold time (interval × dead-after) may not exceed what receivers grant (3 min), so that no
+/// honest sender is cut short; the longest fits the wire's u32 milliseconds.
 #[test]
-fn longest_hold_fits_the_wire() {
-    let c = ok(&["--interval", "60s", "--dead-after", "255"]);
+fn hold_time_is_bounded_by_the_protocol() {
+    let c = ok(&["--interval", "60s", "--dead-after", "3"]);
+    assert_eq!(c.hold(), s(180));
     assert!(c.hold().as_millis() <= u128::from(u32::MAX));
+    assert_eq!(ok(&["--dead-after", "180"]).hold(), s(180));
+    rejected(&["--interval", "60s", "--dead-after", "4"], "--dead-after");
+    rejected(&["--dead-after", "181"], "--interval");
+}
+
+#[test]
+fn max_peers() {
+    assert_eq!(ok(&[]).max_peers, 64);
+    assert_eq!(ok(&["--max-peers", "1"]).max_peers, 1);
+    assert_eq!(ok(&["--max-peers", "4096"]).max_peers, 4096);
+    rejected(&["--max-peers", "0"], "--max-peers");
+    rejected(&["--max-peers", "4097"], "--max-peers");
 }
 
 #[test]

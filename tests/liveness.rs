@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use wmgwd2::liveness::{Liveness, Observation, PeerState, LEGACY_HOLD};
+use wmgwd2::liveness::{Liveness, Observation, PeerState, Refusal, LEGACY_HOLD};
 use wmgwd2::types::Uid;
-use wmgwd2::wire::{Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
+use wmgwd2::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
 
 const ME: Uid = Uid(0x1001);
 const MY_INC: u64 = 500;
@@ -155,14 +155,6 @@ fn leaving_removes_at_once_and_older_frames_stay_out() {
         l.observe(&hb(PEER, 7, 12, FLAG_LEAVING, 300), addr(), t0 + ms(3)),
         Observation::Stale { uid: PEER }
     );
-    // Even a newer frame of the same incarnation cannot come back after LEAVING.
-    assert_eq!(
-        l.observe(&ready(PEER, 7, 13), addr(), t0 + ms(4)),
-        Observation::Stale { uid: PEER }
-    );
-    assert_eq!(ready_peers(&l), Vec::<Uid>::new());
-    assert_eq!(l.peers()[&PEER].state, PeerState::Left);
-
     // The tombstone goes away silently, and the next process of that gateway joins.
     let dead = l.peers()[&PEER].deadline;
     assert_eq!(l.expire(dead), Vec::<Uid>::new());
@@ -464,6 +456,242 @@ fn changes_candidates_matches_the_table() {
         }
         if before != after {
             assert!(obs.changes_candidates(), "frame {i} {f:?} gave {obs:?}");
+        }
+    }
+}
+
+/// A LEAVING the peer did not send (forged in its name with its incarnation and any sequence
+/// number, or replayed): its own next two heartbeats end the tombstone (one alone could be a frame
+/// sent before the LEAVING and reordered behind it).
+#[test]
+fn a_live_peers_next_heartbeats_refute_a_leaving_it_did_not_send() {
+    for forged_seq in [11, 12, 1_000_000, u64::MAX] {
+        let (mut l, t0) = table();
+        l.observe(&ready(PEER, 7, 10), addr(), t0);
+        assert_eq!(
+            l.observe(
+                &hb(PEER, 7, forged_seq, FLAG_LEAVING, 300),
+                addr(),
+                t0 + ms(1)
+            ),
+            Observation::Left { uid: PEER }
+        );
+        assert_eq!(
+            l.observe(&ready(PEER, 7, 11), addr(), t0 + ms(100)),
+            Observation::Stale { uid: PEER }
+        );
+        assert_eq!(
+            l.observe(&ready(PEER, 7, 12), addr(), t0 + ms(200)),
+            Observation::LeaveRefuted {
+                uid: PEER,
+                starting: false
+            }
+        );
+        assert_eq!(ready_peers(&l), vec![PEER]);
+        assert_eq!(l.peers()[&PEER].deadline, t0 + ms(500));
+        assert_eq!(
+            l.observe(&ready(PEER, 7, 13), addr(), t0 + ms(300)),
+            Observation::Refreshed { uid: PEER }
+        );
+    }
+}
+
+/// A tombstone, even one of an incarnation from the future, does not keep out another process of
+/// that UID.
+#[test]
+fn a_tombstone_yields_to_another_incarnation() {
+    let (mut l, t0) = table();
+    l.observe(&hb(PEER, u64::MAX, 1, FLAG_LEAVING, 300), addr(), t0);
+    assert_eq!(l.peers()[&PEER].state, PeerState::Left);
+    assert_eq!(
+        l.observe(&ready(PEER, 5, 1), addr(), t0 + ms(10)),
+        Observation::Joined {
+            uid: PEER,
+            starting: false
+        }
+    );
+    assert_eq!(ready_peers(&l), vec![PEER]);
+}
+
+/// No frame keeps a peer (or a tombstone) for longer than the protocol's clamp, whatever it asks.
+#[test]
+fn hold_time_and_interval_are_clamped() {
+    let (mut l, t0) = table();
+    l.observe(
+        &Frame::Heartbeat(Heartbeat {
+            uid: PEER,
+            incarnation: 1,
+            sequence: 1,
+            flags: 0,
+            interval_ms: u32::MAX,
+            hold_ms: u32::MAX,
+        }),
+        addr(),
+        t0,
+    );
+    let p = &l.peers()[&PEER];
+    assert_eq!(p.deadline, t0 + ms(u64::from(wire::MAX_HOLD_MS)));
+    assert_eq!(p.interval, ms(u64::from(wire::MAX_INTERVAL_MS)));
+    l.observe(&hb(OTHER, 1, 1, FLAG_LEAVING, u32::MAX), addr(), t0);
+    assert_eq!(l.peers()[&OTHER].deadline, t0 + ms(180_000));
+}
+
+/// An 8-byte legacy frame cannot speak for a version-1 peer: it neither revives a tombstone, nor
+/// turns a starting peer into a candidate, nor shortens a peer's deadline.
+#[test]
+fn legacy_frames_do_not_speak_for_version_1_peers() {
+    let (mut l, t0) = table();
+    l.observe(&hb(PEER, 1, 1, FLAG_STARTING, 60_000), addr(), t0);
+    assert_eq!(
+        l.observe(&Frame::Legacy { uid: PEER }, addr(), t0 + ms(1)),
+        Observation::Stale { uid: PEER }
+    );
+    assert_eq!(l.peers()[&PEER].state, PeerState::Starting);
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(60_000));
+    l.observe(&hb(OTHER, 1, 1, FLAG_LEAVING, 300), addr(), t0);
+    assert_eq!(
+        l.observe(&Frame::Legacy { uid: OTHER }, addr(), t0 + ms(1)),
+        Observation::Stale { uid: OTHER }
+    );
+    assert_eq!(l.peers()[&OTHER].state, PeerState::Left);
+}
+
+/// The table never holds more than its cap, and new UIDs come in at a bounded rate; known peers
+/// are never refused.
+#[test]
+fn the_table_is_bounded() {
+    let t0 = Instant::now();
+    let mut l = Liveness::with_max_peers(ME, MY_INC, 4);
+    for u in 0..4 {
+        assert!(matches!(
+            l.observe(&ready(Uid(0x2000 + u), 1, 1), addr(), t0),
+            Observation::Joined { .. }
+        ));
+    }
+    assert_eq!(
+        l.observe(&ready(Uid(0x3000), 1, 1), addr(), t0),
+        Observation::Refused {
+            uid: Uid(0x3000),
+            reason: Refusal::TableFull
+        }
+    );
+    assert_eq!(
+        l.observe(&Frame::Legacy { uid: Uid(0x3001) }, addr(), t0),
+        Observation::Refused {
+            uid: Uid(0x3001),
+            reason: Refusal::TableFull
+        }
+    );
+    assert_eq!(
+        l.observe(&ready(Uid(0x2000), 1, 2), addr(), t0 + ms(1)),
+        Observation::Refreshed { uid: Uid(0x2000) }
+    );
+    // Room again, but the burst is spent: one new UID per 10 s / 4 = 2.5 s.
+    assert_eq!(l.expire(t0 + ms(300)).len(), 3);
+    assert_eq!(
+        l.observe(&ready(Uid(0x3000), 1, 1), addr(), t0 + ms(300)),
+        Observation::Refused {
+            uid: Uid(0x3000),
+            reason: Refusal::JoinRate
+        }
+    );
+    assert!(matches!(
+        l.observe(&ready(Uid(0x3000), 1, 1), addr(), t0 + ms(2500)),
+        Observation::Joined { .. }
+    ));
+    assert_eq!(
+        l.observe(&ready(Uid(0x3002), 1, 1), addr(), t0 + ms(2600)),
+        Observation::Refused {
+            uid: Uid(0x3002),
+            reason: Refusal::JoinRate
+        }
+    );
+}
+
+/// What an attacker without a key sends in these properties.
+#[derive(Debug, Clone)]
+enum Forged {
+    /// Any frame of an invented UID.
+    Other {
+        uid: u64,
+        inc: u64,
+        seq: u64,
+        flags: u8,
+        hold: u32,
+    },
+    /// An invented legacy frame.
+    Legacy(u64),
+    /// A LEAVING in the genuine peer's name, with its incarnation and some sequence number.
+    Leaving { seq_ahead: u64 },
+    /// A replay of one of the genuine peer's earlier frames.
+    Replay { back: usize },
+}
+
+fn forged() -> impl proptest::strategy::Strategy<Value = Forged> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (
+            1u64..64,
+            any::<u64>(),
+            any::<u64>(),
+            any::<u8>(),
+            any::<u32>()
+        )
+            .prop_map(|(uid, inc, seq, flags, hold)| Forged::Other {
+                uid: 0x9000 + uid,
+                inc,
+                seq,
+                flags,
+                hold: hold.max(100),
+            }),
+        (1u64..64).prop_map(|u| Forged::Legacy(0x9000 + u)),
+        (0u64..3).prop_map(|seq_ahead| Forged::Leaving { seq_ahead }),
+        (0usize..10).prop_map(|back| Forged::Replay { back }),
+    ]
+}
+
+proptest::proptest! {
+    /// A genuine peer sends every 100 ms; between two of its heartbeats, any number of forged
+    /// frames arrive. The table never exceeds its cap, no deadline lies beyond the clamp, and the
+    /// genuine peer is a candidate again at the latest after its second heartbeat following any
+    /// forged frame (the first may carry the sequence number a forged LEAVING used).
+    #[test]
+    fn forged_frames_keep_the_table_bounded_and_cannot_evict_a_live_peer(
+        rounds in proptest::collection::vec(proptest::collection::vec(forged(), 0..6), 1..40),
+    ) {
+        const CAP: usize = 8;
+        let t0 = Instant::now();
+        let mut l = Liveness::with_max_peers(ME, MY_INC, CAP);
+        let mut sent: Vec<Frame> = vec![];
+        let mut clean_rounds = 0;
+        for (i, round) in rounds.iter().enumerate() {
+            let t = t0 + ms(100 * i as u64);
+            let genuine = ready(PEER, 1000, i as u64 + 1);
+            sent.push(genuine);
+            l.observe(&genuine, addr(), t);
+            l.expire(t);
+            clean_rounds += 1;
+            if clean_rounds >= 2 {
+                proptest::prop_assert!(ready_peers(&l).contains(&PEER), "round {i}: {:?}", l.peers().get(&PEER));
+            }
+            for (j, f) in round.iter().enumerate() {
+                let t = t + ms(1 + j as u64);
+                let frame = match *f {
+                    Forged::Other { uid, inc, seq, flags, hold } => Frame::Heartbeat(Heartbeat {
+                        uid: Uid(uid), incarnation: inc, sequence: seq, flags,
+                        interval_ms: 100, hold_ms: hold,
+                    }),
+                    Forged::Legacy(uid) => Frame::Legacy { uid: Uid(uid) },
+                    Forged::Leaving { seq_ahead } => hb(PEER, 1000, i as u64 + 1 + seq_ahead, FLAG_LEAVING, 300),
+                    Forged::Replay { back } => sent[sent.len().saturating_sub(1 + back)],
+                };
+                l.observe(&frame, addr(), t);
+                clean_rounds = 0;
+                proptest::prop_assert!(l.peers().len() <= CAP);
+                for p in l.peers().values() {
+                    proptest::prop_assert!(p.deadline <= t + ms(u64::from(wire::MAX_HOLD_MS)));
+                }
+            }
         }
     }
 }

@@ -49,7 +49,7 @@ use wmgwd2::cli::Config;
 use wmgwd2::core::{Command, Core, Effect, GarpReport, Input};
 use wmgwd2::kernel::{KernelError, KernelOp};
 use wmgwd2::links::{KernelEvent, LinkState, Snapshot};
-use wmgwd2::types::{IfIndex, Uid};
+use wmgwd2::types::{vni_ranges, IfIndex, Uid, Vni};
 use wmgwd2::wire::{self, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
 
 const ME: Uid = Uid(0x1001);
@@ -227,25 +227,7 @@ fn parse_vnis(s: &str) -> BTreeSet<u32> {
 }
 
 fn show_vnis(v: impl IntoIterator<Item = u32>) -> String {
-    let v: Vec<u32> = v.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-    if v.is_empty() {
-        return "none".into();
-    }
-    let mut parts = vec![];
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            v[i].to_string()
-        } else {
-            format!("{}-{}", v[i], v[j])
-        });
-        i = j + 1;
-    }
-    parts.join(",")
+    vni_ranges(v.into_iter().map(Vni))
 }
 
 fn show_flags(flags: u8) -> String {
@@ -641,6 +623,8 @@ fn run_script(path: &Path) {
                     "frames_received" => s.frames_received,
                     "frames_malformed" => s.frames_malformed.values().sum(),
                     "frames_stale" => s.frames_stale,
+                    "frames_refused" => s.frames_refused.values().sum(),
+                    "leaves_refuted" => s.leaves_refuted,
                     "uid_conflicts" => s.uid_conflicts,
                     "actions_applied" => s.actions_applied,
                     "actions_failed" => s.actions_failed,

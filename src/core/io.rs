@@ -103,6 +103,12 @@ pub struct Stats {
     pub frames_received: u64,
     pub frames_malformed: BTreeMap<&'static str, u64>,
     pub frames_stale: u64,
+    /// Frames of unknown UIDs kept out of the peer table, by reason (`table_full`, `join_rate`).
+    pub frames_refused: BTreeMap<&'static str, u64>,
+    /// LEAVINGs contradicted by the same process's later heartbeat (forged or replayed).
+    pub leaves_refuted: u64,
+    /// Membership and ownership log lines left out by the rate limit.
+    pub log_lines_suppressed: u64,
     pub uid_conflicts: u64,
     pub heartbeats_sent: u64,
     pub send_errors: u64,

@@ -68,7 +68,7 @@ impl Core {
             confirmed,
             attempts: 1,
         };
-        self.reassign();
+        self.reassign(now);
         self.release_all();
     }
 

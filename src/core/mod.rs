@@ -35,7 +35,7 @@ use crate::links::{Change, KernelEvent, LinkTable, Snapshot};
 use crate::liveness::{Liveness, Observation};
 use crate::readiness::{Readiness, Transition};
 use crate::reconcile::Backoff;
-use crate::types::{Uid, Vni};
+use crate::types::{vni_ranges, Uid, Vni};
 use crate::wire::{self, Frame, FLAG_STARTING};
 
 /// At most one line per this period for each kind of repeated warning.
@@ -85,6 +85,50 @@ struct Throttles {
     conflict: Throttle,
     garp: Throttle,
     apply: Throttle,
+    refused: Throttle,
+    refuted: Throttle,
+    lines: LineBudget,
+}
+
+/// Info lines about membership and ownership: at most [`LINES_PER_WINDOW`] per [`LOG_EVERY`];
+/// beyond that they are counted, and summed up in one line when the next window opens. Normal
+/// operation never comes near it; a flood of invented UIDs would otherwise write a line per
+/// datagram (and per moved VNI range).
+#[derive(Debug, Default, Clone)]
+struct LineBudget {
+    window: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+const LINES_PER_WINDOW: u32 = 100;
+
+impl LineBudget {
+    fn allow(&mut self, now: Instant, stats: &mut Stats) -> bool {
+        match self.window {
+            Some(t) if now < t + LOG_EVERY => {}
+            _ => {
+                if self.suppressed > 0 {
+                    warn!(
+                        suppressed = self.suppressed,
+                        "membership and ownership log lines suppressed in the last 10 s"
+                    );
+                }
+                *self = LineBudget {
+                    window: Some(now),
+                    ..LineBudget::default()
+                };
+            }
+        }
+        if self.used < LINES_PER_WINDOW {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            stats.log_lines_suppressed += 1;
+            false
+        }
+    }
 }
 
 /// The state machine.
@@ -118,7 +162,7 @@ impl Core {
             refresh: cfg.garp_refresh,
         };
         Core {
-            live: Liveness::new(me, incarnation),
+            live: Liveness::with_max_peers(me, incarnation, cfg.max_peers),
             links: LinkTable::new(cfg.pattern.clone(), cfg.vnis(), cfg.bind_interface.clone()),
             readiness: Readiness::new(cfg.hold_down(), cfg.uplink_hold_down()),
             garps: garp::Schedule::new(policy),
@@ -264,15 +308,53 @@ impl Core {
         };
         let obs = self.live.observe(&frame, from, now);
         trace!(from = %from, ?obs, "heartbeat");
+        let line = |core: &mut Core| core.logs.lines.allow(now, &mut core.stats);
         match obs {
             Observation::Joined { uid, starting } => {
-                info!(peer = %uid, %from, starting, "peer joined")
+                if line(self) {
+                    info!(peer = %uid, %from, starting, "peer joined")
+                }
             }
-            Observation::Ready { uid } => info!(peer = %uid, "peer ready"),
+            Observation::Ready { uid } => {
+                if line(self) {
+                    info!(peer = %uid, "peer ready")
+                }
+            }
             Observation::Restarted { uid, starting } => {
-                info!(peer = %uid, starting, "peer restarted")
+                if line(self) {
+                    info!(peer = %uid, starting, "peer restarted")
+                }
             }
-            Observation::Left { uid } => info!(peer = %uid, "peer left"),
+            Observation::Left { uid } => {
+                if line(self) {
+                    info!(peer = %uid, "peer left")
+                }
+            }
+            Observation::LeaveRefuted { uid, starting } => {
+                self.stats.leaves_refuted += 1;
+                if self.logs.refuted.ready(now) {
+                    warn!(
+                        peer = %uid,
+                        %from,
+                        starting,
+                        refuted = self.stats.leaves_refuted,
+                        "peer alive after its LEAVING: that LEAVING was forged or replayed"
+                    );
+                }
+            }
+            Observation::Refused { uid, reason } => {
+                *self.stats.frames_refused.entry(reason.kind()).or_default() += 1;
+                if self.logs.refused.ready(now) {
+                    warn!(
+                        peer = %uid,
+                        %from,
+                        reason = reason.kind(),
+                        max_peers = self.cfg.max_peers,
+                        refused = self.stats.frames_refused.values().sum::<u64>(),
+                        "frame of an unknown uid refused: peer table full or too many new uids"
+                    );
+                }
+            }
             Observation::Stale { .. } => self.stats.frames_stale += 1,
             Observation::Conflict {
                 uid,
@@ -295,7 +377,7 @@ impl Core {
         match &mut self.phase {
             Phase::Running if obs.changes_candidates() => {
                 self.effects.push_back(Effect::HeartbeatNow);
-                self.reassign();
+                self.reassign(now);
                 self.reconcile(now);
             }
             Phase::Leaving { waiting, .. } => {
@@ -369,7 +451,9 @@ impl Core {
         }
         let gone = self.live.expire(now);
         for uid in &gone {
-            info!(peer = %uid, "peer dead");
+            if self.logs.lines.allow(now, &mut self.stats) {
+                info!(peer = %uid, "peer dead");
+            }
         }
         if let Phase::Leaving { waiting, .. } = &mut self.phase {
             for uid in &gone {
@@ -386,7 +470,7 @@ impl Core {
             self.effects.push_back(Effect::HeartbeatNow);
         }
         if reassign {
-            self.reassign();
+            self.reassign(now);
         }
         let retry = self.backoff.due(now);
         if reassign || retry {
@@ -400,25 +484,33 @@ impl Core {
         }
     }
 
-    /// Recomputes what we own and logs every change.
-    fn reassign(&mut self) {
+    /// Recomputes what we own and logs the change: one line for what we take, one per new owner
+    /// for what we release, VNIs as ranges.
+    fn reassign(&mut self, now: Instant) {
         let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
         let owned = if self.readiness.ready() {
             assign::owned(self.me, &peers, self.cfg.vnis())
         } else {
             BTreeSet::new()
         };
-        for &vni in owned.difference(&self.owned) {
-            info!(%vni, ifname = %self.cfg.pattern.name(vni), "taking vni");
+        let taken: Vec<Vni> = owned.difference(&self.owned).copied().collect();
+        if !taken.is_empty() && self.logs.lines.allow(now, &mut self.stats) {
+            info!(vnis = %vni_ranges(taken.iter().copied()), count = taken.len(), "taking vnis");
         }
+        let mut released: BTreeMap<Option<Uid>, Vec<Vni>> = BTreeMap::new();
         for &vni in self.owned.difference(&owned) {
             let to = assign::owner(vni, peers.iter().copied());
-            info!(
-                %vni,
-                ifname = %self.cfg.pattern.name(vni),
-                peer = %to.map(|u| u.to_string()).unwrap_or_else(|| "none".into()),
-                "releasing vni"
-            );
+            released.entry(to).or_default().push(vni);
+        }
+        for (to, vnis) in released {
+            if self.logs.lines.allow(now, &mut self.stats) {
+                info!(
+                    vnis = %vni_ranges(vnis.iter().copied()),
+                    count = vnis.len(),
+                    peer = %to.map(|u| u.to_string()).unwrap_or_else(|| "none".into()),
+                    "releasing vnis"
+                );
+            }
         }
         self.owned = owned;
     }
@@ -435,7 +527,7 @@ impl Core {
             }
             Some(Transition::UplinkDown) => {
                 warn!(%ifname, owned = self.owned.len(), "uplink down: releasing every vni");
-                self.reassign();
+                self.reassign(now);
             }
             _ => return,
         }
