@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
+use crate::announce::heartbeat_socket;
 use crate::cli::Config;
 use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Stats};
 use crate::garp::{self, Announcement};
@@ -137,7 +138,12 @@ pub struct Daemon<K: Kernel> {
     shared: Arc<BeaconShared>,
     beacon: Option<JoinHandle<()>>,
     last_recv_log: Option<Instant>,
+    /// Makes a new heartbeat socket (the uplink was created again under a new index).
+    new_socket: SocketFactory,
 }
+
+/// How the shell makes a heartbeat socket again: by default as `main` made the first one.
+pub type SocketFactory = Box<dyn Fn() -> Result<UdpSocket, String>>;
 
 /// The moment `now` on the clock the daemon uses (tokio's, so tests can pause it).
 fn now() -> Instant {
@@ -160,6 +166,8 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl<K: Kernel> Daemon<K> {
     pub fn new(cfg: Config, me: Uid, incarnation: u64, kernel: K) -> Self {
+        let port = cfg.port;
+        let device = cfg.bind_interface.clone();
         Daemon {
             core: Core::new(cfg.clone(), me, incarnation),
             cfg,
@@ -170,7 +178,16 @@ impl<K: Kernel> Daemon<K> {
             shared: Arc::default(),
             beacon: None,
             last_recv_log: None,
+            new_socket: Box::new(move || {
+                heartbeat_socket(port, device.as_deref()).map_err(|e| e.to_string())
+            }),
         }
+    }
+
+    /// Replaces how a new heartbeat socket is made when the uplink must be bound again.
+    pub fn with_socket_factory(mut self, f: SocketFactory) -> Self {
+        self.new_socket = f;
+        self
     }
 
     /// Every `()` received on `rx` logs the daemon's state at info (see [`Self::log_status`]).
@@ -215,7 +232,7 @@ impl<K: Kernel> Daemon<K> {
         mut events: impl EventSource,
         shutdown: CancellationToken,
     ) -> Result<Stats, DaemonError> {
-        let socket = Arc::new(socket);
+        let mut socket = Arc::new(socket);
         let snap = self
             .kernel
             .snapshot()
@@ -223,7 +240,7 @@ impl<K: Kernel> Daemon<K> {
             .map_err(DaemonError::Snapshot)?;
         // Every managed interface down before the first heartbeat.
         self.core.handle(Input::Start(snap), now());
-        if let Some(exit) = self.execute(&socket).await {
+        if let Some(exit) = self.execute(&mut socket).await {
             return self.exit(exit);
         }
         let s = self.core.status();
@@ -236,15 +253,17 @@ impl<K: Kernel> Daemon<K> {
         let mut status = self.status_requests.take();
         loop {
             let deadline = self.core.next_deadline();
+            // Its own handle: an effect may replace the socket (a rebind).
+            let sock = socket.clone();
             // Not `biased`: a flood of datagrams must not starve the timers.
             tokio::select! {
                 _ = shutdown.cancelled(), if !stopping => {
                     stopping = true;
                     // Heartbeats already queued were sent before our LEAVING: they confirm nothing.
-                    self.read_queued(&socket, &mut buf);
+                    self.read_queued(&sock, &mut buf);
                     self.core.handle(Input::Command(Command::Stop), now());
                 }
-                r = socket.recv_from(&mut buf) => match r {
+                r = sock.recv_from(&mut buf) => match r {
                     Ok((n, from)) => self.core.handle(Input::Datagram { bytes: &buf[..n], from }, now()),
                     Err(e) => {
                         let t = now();
@@ -262,12 +281,12 @@ impl<K: Kernel> Daemon<K> {
                     }
                 },
                 _ = sleep_opt(deadline) => {
-                    self.read_queued(&socket, &mut buf);
+                    self.read_queued(&sock, &mut buf);
                     self.core.handle(Input::Timer, now());
                 }
                 Some(()) = recv_opt(&mut status) => self.log_status(),
             }
-            if let Some(exit) = self.execute(&socket).await {
+            if let Some(exit) = self.execute(&mut socket).await {
                 return self.exit(exit);
             }
         }
@@ -291,7 +310,7 @@ impl<K: Kernel> Daemon<K> {
 
     /// Carries out the core's effects in order, feeding back their results, until none is left;
     /// then sets the heartbeat flags. Heartbeats sent meanwhile say SETTLING.
-    async fn execute(&mut self, socket: &Arc<UdpSocket>) -> Option<Exit> {
+    async fn execute(&mut self, socket: &mut Arc<UdpSocket>) -> Option<Exit> {
         let mut heartbeat_now = false;
         self.shared.busy.store(true, Ordering::Relaxed);
         while let Some(effect) = self.core.poll_effect() {
@@ -329,6 +348,17 @@ impl<K: Kernel> Daemon<K> {
                     }
                 }
                 Effect::SendHeartbeat { flags } => self.beacon_for(socket).send(flags).await,
+                Effect::RebindSocket => {
+                    let result = (self.new_socket)().map(|new| {
+                        *socket = Arc::new(new);
+                        // The heartbeat task sends on the new socket from now on.
+                        if let Some(b) = self.beacon.take() {
+                            b.abort();
+                            self.beacon = Some(tokio::spawn(self.beacon_for(socket).run()));
+                        }
+                    });
+                    self.core.handle(Input::Rebound(result), now());
+                }
                 Effect::Exit(exit) => {
                     self.shared.busy.store(false, Ordering::Relaxed);
                     return Some(exit);

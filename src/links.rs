@@ -78,6 +78,10 @@ pub enum Change {
     Inactive(Vni),
     /// An IPv4 address was added to a managed link.
     AddressAdded(Vni, IfIndex),
+    /// A managed link, not protodown, was renamed out of the pattern: no longer managed. If it
+    /// was serving its VNI, the caller makes it an orphan ([`LinkTable::orphan`]) so that it is
+    /// put down.
+    RenamedOut(Vni, IfIndex),
 }
 
 /// The bridge port a managed interface's frames enter a bridge through: the macvlan's lower
@@ -105,6 +109,10 @@ pub struct LinkTable {
     all: BTreeMap<IfIndex, LinkState>,
     /// IPv4 addresses of every link (a link renamed into the pattern brings its addresses).
     addrs: Addresses,
+    /// Links renamed out of the pattern while serving their VNI, with that VNI: unmanaged now,
+    /// they must be put down once (left up, a renamed gateway interface would keep answering
+    /// for the gateway address beside the next owner).
+    orphans: BTreeMap<IfIndex, Vni>,
 }
 
 impl LinkTable {
@@ -118,6 +126,7 @@ impl LinkTable {
             index: HashMap::new(),
             all: BTreeMap::new(),
             addrs: Addresses::new(),
+            orphans: BTreeMap::new(),
         }
     }
 
@@ -127,6 +136,13 @@ impl LinkTable {
         self.index.clear();
         self.all.clear();
         self.uplink = None;
+        // A link renamed out of the pattern is still one after a re-read; keep what is still
+        // there and still up.
+        let orphans = std::mem::take(&mut self.orphans);
+        self.orphans = orphans
+            .into_iter()
+            .filter(|(i, _)| snap.links.iter().any(|l| l.ifindex == *i && !l.protodown))
+            .collect();
         for l in snap.links {
             self.put(l);
         }
@@ -138,7 +154,10 @@ impl LinkTable {
         match ev {
             KernelEvent::Link(l) => {
                 let inactive = (!l.active()).then_some(l.ifindex);
-                self.put(l);
+                let ifindex = l.ifindex;
+                if let Some(vni) = self.put(l) {
+                    return Change::RenamedOut(vni, ifindex);
+                }
                 match inactive.and_then(|i| self.index.get(&i)) {
                     Some(&vni) => Change::Inactive(vni),
                     None => Change::Nothing,
@@ -154,6 +173,7 @@ impl LinkTable {
                     self.managed.remove(&vni);
                 }
                 self.addrs.remove(&ifindex);
+                self.orphans.remove(&ifindex);
                 Change::Nothing
             }
             KernelEvent::Address {
@@ -175,14 +195,17 @@ impl LinkTable {
         }
     }
 
-    fn put(&mut self, l: LinkState) {
+    /// Takes a link's new state; returns the VNI it was managed for if it was just renamed out of
+    /// the pattern while not protodown.
+    fn put(&mut self, l: LinkState) -> Option<Vni> {
         if self.uplink_name.as_deref() == Some(l.ifname.as_str()) {
             self.uplink = Some(l.ifindex);
         } else if self.uplink == Some(l.ifindex) {
             // Renamed away.
             self.uplink = None;
         }
-        if let Some(old) = self.index.remove(&l.ifindex) {
+        let was = self.index.remove(&l.ifindex);
+        if let Some(old) = was {
             // Renamed (or reported again): forget the old name's entry.
             if self.managed.get(&old).map(|x| x.ifindex) == Some(l.ifindex) {
                 self.managed.remove(&old);
@@ -192,6 +215,13 @@ impl LinkTable {
             .pattern
             .vni(&l.ifname)
             .filter(|v| self.vnis.contains(*v));
+        let renamed_out = match (was, vni) {
+            (Some(old), None) if !l.protodown => Some(old),
+            _ => None,
+        };
+        if l.protodown || vni.is_some() {
+            self.orphans.remove(&l.ifindex);
+        }
         if let Some(vni) = vni {
             if let Some(prev) = self.managed.get(&vni) {
                 if prev.ifindex != l.ifindex {
@@ -202,6 +232,24 @@ impl LinkTable {
             self.managed.insert(vni, l.clone());
         }
         self.all.insert(l.ifindex, l);
+        renamed_out
+    }
+
+    /// `ifindex`, renamed out of the pattern, was serving `vni`: it is to be put down, once.
+    pub fn orphan(&mut self, ifindex: IfIndex, vni: Vni) {
+        if self.all.get(&ifindex).is_some_and(|l| !l.protodown) {
+            self.orphans.insert(ifindex, vni);
+        }
+    }
+
+    /// Links renamed out of the pattern that are still to be put down, with their old VNI.
+    pub fn orphans(&self) -> &BTreeMap<IfIndex, Vni> {
+        &self.orphans
+    }
+
+    /// The uplink's current ifindex, when it exists.
+    pub fn uplink_index(&self) -> Option<IfIndex> {
+        self.uplink
     }
 
     /// The managed links by VNI.

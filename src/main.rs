@@ -10,7 +10,8 @@ use siphasher::sip::SipHasher24;
 use thiserror::Error;
 use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use wmgwd2::announce::{heartbeat_socket, SocketError};
@@ -24,22 +25,37 @@ const MACHINE_ID: &str = "/etc/machine-id";
 /// Key for deriving a UID from /etc/machine-id (not the assignment key).
 const UID_KEY: (u64, u64) = (0x776d_6777_6432_2075, 0x6964_2066_726f_6d20);
 
-fn init_logging(cfg: &Config) {
+/// Log lines queued for stderr at most; beyond this, lines are dropped (and counted) rather than
+/// block the event loop on a stalled journal.
+const LOG_QUEUE: usize = 16_384;
+
+/// Logging to stderr from a thread of its own: the event loop only queues lines. If stderr
+/// blocks (a stalled journald, a full pipe), lines are dropped and counted
+/// ([`tracing_appender::non_blocking::ErrorCounter`]) and the heartbeats go on. The guard flushes
+/// what is queued when it is dropped, at exit.
+fn init_logging(cfg: &Config) -> (WorkerGuard, ErrorCounter) {
     let level = match cfg.verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("WMGWD2_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE)
+        .thread_name("wmgwd2-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
     // Colours only on a terminal: journald and log files get plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match cfg.log_format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
     }
+    (guard, dropped)
 }
 
 /// Why the daemon could not start or did not stop cleanly: exit code 1. (Bad flags are exit code
@@ -109,19 +125,26 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };
-    init_logging(&cfg);
+    let (_flush_at_exit, dropped) = init_logging(&cfg);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Fatal::Runtime)
         .and_then(|rt| rt.block_on(run(cfg)));
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "wmgwd2 failed");
             ExitCode::from(1)
         }
+    };
+    if dropped.dropped_lines() > 0 {
+        warn!(
+            dropped = dropped.dropped_lines(),
+            "log lines dropped because stderr did not keep up"
+        );
     }
+    code
 }
 
 async fn run(cfg: Config) -> Result<(), Fatal> {
@@ -141,10 +164,20 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
     let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
     let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
     let token = shutdown.clone();
+    let mut hup = handler(SignalKind::hangup(), "SIGHUP")?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!(signal = "SIGTERM", "stop requested"),
-            _ = int.recv() => info!(signal = "SIGINT", "stop requested"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => info!(signal = "SIGTERM", "stop requested"),
+                _ = int.recv() => info!(signal = "SIGINT", "stop requested"),
+                // Operators send it by habit (`systemctl reload`): nothing is reloaded (every
+                // setting is a flag; restart to change one), and the daemon goes on.
+                _ = hup.recv() => {
+                    info!(signal = "SIGHUP", "nothing to reload: settings are flags, restart the service to change them");
+                    continue;
+                }
+            }
+            break;
         }
         token.cancel();
     });

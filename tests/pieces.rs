@@ -299,9 +299,18 @@ fn link_table_keeps_managed_links_by_vni_through_renames() {
     assert_eq!(t.apply(KernelEvent::Link(l(7, "vrrp4-2"))), Change::Nothing);
     assert_eq!(t.get(Vni(2)).map(|l| l.ifindex), Some(IfIndex(7)));
     assert_eq!(t.addrs(IfIndex(7)), [Ipv4Addr::new(10, 0, 2, 1)]);
-    // Renamed out of it.
-    t.apply(KernelEvent::Link(l(7, "old2")));
+    // Renamed out of it, while up: reported, and put down once if the caller says it served.
+    assert_eq!(
+        t.apply(KernelEvent::Link(l(7, "old2"))),
+        Change::RenamedOut(Vni(2), IfIndex(7))
+    );
     assert_eq!(t.get(Vni(2)), None);
+    t.orphan(IfIndex(7), Vni(2));
+    assert_eq!(t.orphans().get(&IfIndex(7)), Some(&Vni(2)));
+    let mut down = l(7, "old2");
+    down.protodown = true;
+    assert_eq!(t.apply(KernelEvent::Link(down)), Change::Nothing);
+    assert!(t.orphans().is_empty(), "put down: no longer an orphan");
     // A second link takes a VNI's name: the newer report wins.
     t.apply(KernelEvent::Link(l(9, "vrrp4-1")));
     assert_eq!(t.get(Vni(1)).map(|l| l.ifindex), Some(IfIndex(9)));

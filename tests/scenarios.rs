@@ -17,9 +17,11 @@
 //!   bytes <hex>               any datagram
 //!   stop                      SIGTERM
 //!   timer                     nothing but the time
-//!   set <vni> <field>=<v>…    someone changes the kernel: protodown, carrier, reason, name
+//!   set <vni>|<name> <field>=<v>…   someone changes a link: protodown, carrier, reason, name
 //!   rename <name> <new>       someone renames a link
 //!   uplink up|down            the heartbeat interface's carrier
+//!   uplink delete|create      the heartbeat interface goes, or comes back under a new index
+//!   rebind fails|works        whether binding the heartbeat socket succeeds from now on
 //!   delete <vni> | create <vni> [ifindex=N] | address <vni> <ip>
 //!   lost                      the kernel's event socket overran
 //!   fail <vni> <errno>        the kernel refuses this VNI's protodown changes from now on
@@ -28,7 +30,7 @@
 //!   hold on|off               kernel events are kept back, then delivered as one batch
 //! expect <effect>             the effects since the last check, one line each, in order:
 //!                             protodown on|off <vnis> · flush-fdb <vnis> · flush-neigh <vnis> ·
-//!                             garp <vnis> · resync · heartbeat-now · stop-beacon ·
+//!                             garp <vnis> · resync · rebind · heartbeat-now · stop-beacon ·
 //!                             heartbeat <flags> · exit clean | exit still-up <vnis>
 //! expect nothing              no effect since the last check
 //! owned <vnis>|none           what the core owns now
@@ -79,6 +81,8 @@ struct Model {
     held: bool,
     failing: BTreeMap<IfIndex, i32>,
     next_ifindex: u32,
+    /// The heartbeat socket cannot be bound (the next rebinds fail).
+    rebind_fails: bool,
 }
 
 fn link(
@@ -111,6 +115,7 @@ impl Model {
             held: false,
             failing: BTreeMap::new(),
             next_ifindex: 1000,
+            rebind_fails: false,
         };
         m.put(link(UPLINK, "eth0", None, None));
         m.put(link(VETH, "veth-gw", Some(VETH_PEER), None));
@@ -146,11 +151,12 @@ impl Model {
             .map(|l| l.ifindex)
     }
 
+    /// The VNI a link stands for: the number its name ends in (`vrrp4-3`, and `tmp3` once
+    /// renamed), else its ifindex.
     fn vni_of(&self, i: IfIndex) -> u32 {
         let name = self.links.get(&i).map(|l| l.ifname.as_str()).unwrap_or("");
-        name.strip_prefix("vrrp4-")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(i.0)
+        let digits = name.rsplit(|c: char| !c.is_ascii_digit()).next();
+        digits.and_then(|d| d.parse().ok()).unwrap_or(i.0)
     }
 
     fn edit(&mut self, i: IfIndex, f: impl FnOnce(&mut LinkState)) {
@@ -376,6 +382,15 @@ impl Run {
                 self.core.handle(Input::Snapshot(Ok(snap)), now);
             }
             Effect::HeartbeatNow => self.log.push("heartbeat-now".into()),
+            Effect::RebindSocket => {
+                self.log.push("rebind".into());
+                let r = if self.model.rebind_fails {
+                    Err("no such device".to_string())
+                } else {
+                    Ok(())
+                };
+                self.core.handle(Input::Rebound(r), now);
+            }
             Effect::StopBeacon => self.log.push("stop-beacon".into()),
             Effect::SendHeartbeat { flags } => {
                 self.log.push(format!("heartbeat {}", show_flags(flags)))
@@ -450,11 +465,17 @@ impl Run {
             }
             ["stop"] => self.core.handle(Input::Command(Command::Stop), self.now),
             ["timer"] => {}
-            ["set", vni, fields @ ..] => {
-                let i = self
-                    .model
-                    .by_vni(vni.parse().unwrap())
-                    .expect("no such link");
+            ["set", who, fields @ ..] => {
+                let i = match who.parse() {
+                    Ok(vni) => self.model.by_vni(vni),
+                    Err(_) => self
+                        .model
+                        .links
+                        .values()
+                        .find(|l| l.ifname == *who)
+                        .map(|l| l.ifindex),
+                }
+                .expect("no such link");
                 for f in fields {
                     let (k, v) = f.split_once('=').expect("field=value");
                     let on = matches!(v, "on" | "up" | "true");
@@ -480,9 +501,33 @@ impl Run {
                 let i = i.ifindex;
                 self.model.edit(i, |l| l.ifname = to.to_string());
             }
+            ["uplink", "delete"] => {
+                let i = self
+                    .model
+                    .links
+                    .values()
+                    .find(|l| l.ifname == "eth0")
+                    .expect("eth0");
+                let i = i.ifindex;
+                self.model.links.remove(&i);
+                self.model.events.push(KernelEvent::LinkGone { ifindex: i });
+            }
+            ["uplink", "create"] => {
+                self.model.next_ifindex += 1;
+                let i = IfIndex(self.model.next_ifindex);
+                self.model.put(link(i, "eth0", None, None));
+            }
+            ["rebind", outcome] => self.model.rebind_fails = *outcome == "fails",
             ["uplink", state] => {
                 let on = *state == "up";
-                self.model.edit(UPLINK, |l| {
+                let i = self
+                    .model
+                    .links
+                    .values()
+                    .find(|l| l.ifname == "eth0")
+                    .expect("eth0");
+                let i = i.ifindex;
+                self.model.edit(i, |l| {
                     l.carrier = on;
                     l.running = on;
                 });

@@ -31,7 +31,18 @@ impl Core {
         );
         self.report_missing(&plan.missing);
         self.report_blocked(&plan.blocked);
-        let todo = self.backoff.admit(plan.changes, now);
+        let mut changes = plan.changes;
+        changes.extend(
+            self.links
+                .orphans()
+                .iter()
+                .map(|(&ifindex, &vni)| Protodown {
+                    vni,
+                    ifindex,
+                    on: true,
+                }),
+        );
+        let todo = self.backoff.admit(changes, now);
         if todo.is_empty() {
             self.update_active(now);
             return;

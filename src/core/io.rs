@@ -39,8 +39,10 @@ pub enum Input<'a> {
     },
     /// The result of [`Effect::SendGarps`].
     GarpsSent(GarpReport),
-    /// [`Core::next_deadline`] has come.
+    /// `Core::next_deadline` has come.
     Timer,
+    /// The result of [`Effect::RebindSocket`].
+    Rebound(Result<(), String>),
     /// An operator's command.
     Command(Command),
 }
@@ -79,6 +81,9 @@ pub enum Effect {
     SendGarps(Vec<Announcement>),
     /// Read every link and address again; report with [`Input::Snapshot`].
     Resync,
+    /// Bind a new heartbeat socket to the uplink (`--bind-interface`), which was created again
+    /// under a new index, and send and receive on it from now on; report with [`Input::Rebound`].
+    RebindSocket,
     /// Have the heartbeat task send a heartbeat at once, with `Core::heartbeat_flags` as they
     /// are once this input's effects are done.
     HeartbeatNow,

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 mod apply;
 mod io;
 mod leave;
+mod uplink;
 
 pub use io::{Command, Effect, Exit, GarpReport, Input, Stats, Status};
 pub use leave::STOP_ATTEMPTS;
@@ -35,7 +36,7 @@ use crate::links::{Change, KernelEvent, LinkTable, Snapshot};
 use crate::liveness::{Liveness, Observation};
 use crate::readiness::{Readiness, Transition};
 use crate::reconcile::Backoff;
-use crate::types::{vni_ranges, Uid, Vni};
+use crate::types::{vni_ranges, IfIndex, Uid, Vni};
 use crate::wire::{self, Frame, FLAG_STARTING};
 
 /// At most one line per this period for each kind of repeated warning.
@@ -149,6 +150,11 @@ pub struct Core {
     applying: bool,
     /// Something changed while a request was out: plan again when it is in.
     replan: bool,
+    /// The uplink's ifindex the heartbeat socket is bound to; a rebind under way; when to try a
+    /// failed one again.
+    bound_uplink: Option<IfIndex>,
+    rebinding: bool,
+    rebind_after: Option<Instant>,
     effects: VecDeque<Effect>,
     stats: Stats,
     logs: Throttles,
@@ -176,6 +182,9 @@ impl Core {
             next_resync: None,
             applying: false,
             replan: false,
+            bound_uplink: None,
+            rebinding: false,
+            rebind_after: None,
             effects: VecDeque::new(),
             stats: Stats::default(),
             logs: Throttles::default(),
@@ -206,6 +215,7 @@ impl Core {
             },
             Input::GarpsSent(report) => self.garps_sent(report, now),
             Input::Timer => self.timer(now),
+            Input::Rebound(result) => self.rebound(result, now),
             Input::Command(Command::Stop) => self.stop(now),
         }
     }
@@ -224,11 +234,17 @@ impl Core {
                 self.garps.next_deadline(),
                 self.backoff.next_deadline(),
                 self.next_resync,
+                self.rebind_after,
             ],
             // Only who is alive and how long we wait for them.
-            Phase::Leaving { deadline, .. } => {
-                [self.live.next_deadline(), Some(*deadline), None, None, None]
-            }
+            Phase::Leaving { deadline, .. } => [
+                self.live.next_deadline(),
+                Some(*deadline),
+                None,
+                None,
+                None,
+                None,
+            ],
             _ => return None,
         };
         deadlines.into_iter().flatten().min()
@@ -280,9 +296,11 @@ impl Core {
         }
         self.phase = Phase::Running;
         self.links.load(snap);
+        // The socket was bound to the uplink by name just before this read.
+        self.bound_uplink = self.links.uplink_index();
         // Protodown on everything we manage, before anything else.
         self.reconcile(now);
-        let up = self.links.uplink_up();
+        let up = self.uplink_usable();
         self.readiness.start(now, up);
         if !up {
             warn!(ifname = ?self.links.uplink_name(), "uplink down at start: owning nothing until it is up");
@@ -406,6 +424,12 @@ impl Core {
                 Change::Lost => lost = true,
                 Change::Inactive(vni) => self.garps.inactive(vni),
                 Change::AddressAdded(vni, ifindex) => self.garps.address_added(vni, ifindex, now),
+                Change::RenamedOut(vni, ifindex) => {
+                    if self.owned.contains(&vni) {
+                        warn!(%vni, %ifindex, "owned interface renamed out of the pattern: putting it down, then leaving it alone");
+                        self.links.orphan(ifindex, vni);
+                    }
+                }
             }
         }
         if lost {
@@ -472,7 +496,12 @@ impl Core {
         if reassign {
             self.reassign(now);
         }
-        let retry = self.backoff.due(now);
+        let mut retry = self.backoff.due(now);
+        if self.rebind_after.is_some_and(|t| t <= now) {
+            self.rebind_after = None;
+            self.check_uplink(now);
+            retry = true;
+        }
         if reassign || retry {
             self.reconcile(now);
         } else {
@@ -513,24 +542,5 @@ impl Core {
             }
         }
         self.owned = owned;
-    }
-
-    /// Acts on a change of the uplink: down → own nothing at once; up → a new hold-down.
-    fn check_uplink(&mut self, now: Instant) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        let ifname = self.links.uplink_name().unwrap_or_default().to_owned();
-        match self.readiness.uplink(self.links.uplink_up(), now) {
-            Some(Transition::UplinkUp { hold }) => {
-                info!(%ifname, ?hold, "uplink up: hold-down before taking ownership");
-            }
-            Some(Transition::UplinkDown) => {
-                warn!(%ifname, owned = self.owned.len(), "uplink down: releasing every vni");
-                self.reassign(now);
-            }
-            _ => return,
-        }
-        self.effects.push_back(Effect::HeartbeatNow);
     }
 }
