@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
-use crate::announce::heartbeat_socket;
+use crate::announce::{self, heartbeat_socket, Received};
 use crate::cli::Config;
 use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Stats};
 use crate::garp::{self, Announcement};
@@ -263,8 +263,8 @@ impl<K: Kernel> Daemon<K> {
                     self.read_queued(&sock, &mut buf);
                     self.core.handle(Input::Command(Command::Stop), now());
                 }
-                r = sock.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.core.handle(Input::Datagram { bytes: &buf[..n], from }, now()),
+                r = announce::recv(&sock, &mut buf) => match r {
+                    Ok(got) => self.feed(&buf, got),
                     Err(e) => {
                         let t = now();
                         if self.last_recv_log.is_none_or(|l| t >= l + LOG_EVERY) {
@@ -295,17 +295,21 @@ impl<K: Kernel> Daemon<K> {
     /// Feeds the datagrams already queued on the socket, at most [`READ_QUEUED_MAX`].
     fn read_queued(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         for _ in 0..READ_QUEUED_MAX {
-            let Ok((n, from)) = socket.try_recv_from(buf) else {
+            let Ok(got) = announce::try_recv(socket, buf) else {
                 break;
             };
-            self.core.handle(
-                Input::Datagram {
-                    bytes: &buf[..n],
-                    from,
-                },
-                now(),
-            );
+            self.feed(buf, got);
         }
+    }
+
+    fn feed(&mut self, buf: &[u8], got: Received) {
+        let input = Input::Datagram {
+            bytes: &buf[..got.len.min(buf.len())],
+            from: got.from,
+            ttl: got.ttl,
+            ifindex: got.ifindex,
+        };
+        self.core.handle(input, now());
     }
 
     /// Carries out the core's effects in order, feeding back their results, until none is left;

@@ -48,6 +48,9 @@ pub const FRAME_LEN: usize = 40;
 pub const LEGACY_LEN: usize = 8;
 /// The largest datagram worth reading; anything longer is truncated by the receiver and rejected.
 pub const MAX_DATAGRAM: usize = 512;
+/// The IP TTL a version-1 frame is sent with, and must arrive with (RFC 5082, GTSM: a router on
+/// the way would have decremented it).
+pub const REQUIRED_TTL: u8 = 255;
 /// The longest interval a receiver believes (longer ones are taken as this): `--interval`'s 60 s.
 pub const MAX_INTERVAL_MS: u32 = 60_000;
 /// The longest hold time a receiver grants (longer ones are taken as this): 3 × 60 s, the default

@@ -430,3 +430,35 @@ fn a_veth_whose_peer_is_in_another_namespace_has_no_lower_here() {
         links.values().map(|l| (l.ifindex, l.clone())).collect();
     assert_eq!(bridge_port(&links["vrrp4-7"], &all), None);
 }
+
+/// The heartbeat socket for real: it sends with TTL 255, and reports every datagram's TTL and
+/// the interface it came in on, which is what the core's GTSM and ingress checks read.
+#[test]
+fn heartbeat_socket_sends_with_ttl_255_and_reports_ttl_and_ingress() {
+    let Some(ns) = Netns::new("heartbeat_socket") else {
+        return;
+    };
+    ip(&ns.0, "link set lo up");
+    let (ours, theirs, lo) = ns.run(|_| {
+        Box::pin(async {
+            let lo = IfIndex(1);
+            let sock = wmgwd2::announce::heartbeat_socket(3999, None).expect("socket");
+            let mut buf = [0u8; 64];
+            // Our own frame, looped back: TTL 255.
+            sock.send_to(b"ours", "127.0.0.1:3999").await.expect("send");
+            let ours = wmgwd2::announce::recv(&sock, &mut buf).await.expect("recv");
+            // Someone else's, with the default TTL.
+            let other = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            other.set_ttl(64).expect("ttl");
+            other.send_to(b"theirs!", "127.0.0.1:3999").expect("send");
+            let theirs = wmgwd2::announce::recv(&sock, &mut buf).await.expect("recv");
+            (ours, theirs, lo)
+        })
+    });
+    assert_eq!((ours.len, ours.ttl, ours.ifindex), (4, Some(255), Some(lo)));
+    assert_eq!(
+        (theirs.len, theirs.ttl, theirs.ifindex),
+        (7, Some(64), Some(lo))
+    );
+    assert_eq!(ours.from.ip(), std::net::Ipv4Addr::LOCALHOST);
+}

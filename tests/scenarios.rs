@@ -11,7 +11,8 @@
 //!                             --garp-refresh 0s --leave-wait 300ms --uplink-hold-down 0s
 //! at <ms> <input>             advance to <ms> (firing every timer due on the way), then:
 //!   start                     the first read of the kernel
-//!   hb <uid> [inc=N] [seq=N] [hold=MS] [leaving] [starting] [settling]   a heartbeat from <uid>
+//!   hb <uid> [inc=N] [seq=N] [hold=MS] [ttl=N] [via=IFNAME] [leaving] [starting] [settling]
+//!                             a heartbeat from <uid> (TTL 255, in through eth0 unless given)
 //!                             (seq defaults to one more than that uid's last)
 //!   legacy <uid>              the Go original's 8-byte frame
 //!   bytes <hex>               any datagram
@@ -262,6 +263,9 @@ struct Run {
     now: Instant,
     log: Vec<String>,
     seqs: BTreeMap<u64, u64>,
+    /// The next datagram's TTL and ingress interface, when not the segment's.
+    next_ttl: Option<u8>,
+    next_via: Option<String>,
 }
 
 impl Run {
@@ -296,6 +300,8 @@ impl Run {
             now: t0,
             log: vec![],
             seqs: BTreeMap::new(),
+            next_ttl: None,
+            next_via: None,
         }
     }
 
@@ -419,9 +425,25 @@ impl Run {
         self.now = t.max(self.now);
     }
 
+    /// A datagram from the segment: TTL 255, in through the uplink (eth0), unless the script
+    /// said otherwise for this one.
     fn datagram(&mut self, bytes: &[u8]) {
         let from: SocketAddr = "10.0.1.2:3000".parse().unwrap();
-        self.core.handle(Input::Datagram { bytes, from }, self.now);
+        let ttl = Some(self.next_ttl.take().unwrap_or(255));
+        let via = self.next_via.take().unwrap_or_else(|| "eth0".into());
+        let ifindex = self
+            .model
+            .links
+            .values()
+            .find(|l| l.ifname == via)
+            .map(|l| l.ifindex);
+        let input = Input::Datagram {
+            bytes,
+            from,
+            ttl,
+            ifindex,
+        };
+        self.core.handle(input, self.now);
     }
 
     fn input(&mut self, words: &[&str], line: usize) {
@@ -447,6 +469,8 @@ impl Run {
                         Some(("inc", v)) => hb.incarnation = parse_u64(v),
                         Some(("seq", v)) => hb.sequence = parse_u64(v),
                         Some(("hold", v)) => hb.hold_ms = v.parse().unwrap(),
+                        Some(("ttl", v)) => self.next_ttl = Some(v.parse().unwrap()),
+                        Some(("via", v)) => self.next_via = Some(v.to_string()),
                         None if *o == "leaving" => hb.flags |= FLAG_LEAVING,
                         None if *o == "starting" => hb.flags |= FLAG_STARTING,
                         None if *o == "settling" => hb.flags |= FLAG_SETTLING,
@@ -669,6 +693,7 @@ fn run_script(path: &Path) {
                     "frames_malformed" => s.frames_malformed.values().sum(),
                     "frames_stale" => s.frames_stale,
                     "frames_refused" => s.frames_refused.values().sum(),
+                    "frames_rejected" => s.frames_rejected.values().sum(),
                     "leaves_refuted" => s.leaves_refuted,
                     "uid_conflicts" => s.uid_conflicts,
                     "actions_applied" => s.actions_applied,

@@ -16,8 +16,14 @@ pub enum Input<'a> {
     /// The first read of the kernel: the core puts every managed interface down and starts its
     /// hold-down.
     Start(Snapshot),
-    /// One datagram on the heartbeat socket.
-    Datagram { bytes: &'a [u8], from: SocketAddr },
+    /// One datagram on the heartbeat socket, with its IP TTL and the interface it came in on
+    /// when the kernel said.
+    Datagram {
+        bytes: &'a [u8],
+        from: SocketAddr,
+        ttl: Option<u8>,
+        ifindex: Option<IfIndex>,
+    },
     /// Kernel events, every one queued so far.
     Kernel(Vec<KernelEvent>),
     /// The result of [`Effect::Resync`].
@@ -108,6 +114,9 @@ pub struct Stats {
     pub frames_received: u64,
     pub frames_malformed: BTreeMap<&'static str, u64>,
     pub frames_stale: u64,
+    /// Frames dropped by policy, by reason (`ttl`: routed, not from the segment; `interface`:
+    /// arrived on a gateway interface).
+    pub frames_rejected: BTreeMap<&'static str, u64>,
     /// Frames of unknown UIDs kept out of the peer table, by reason (`table_full`, `join_rate`).
     pub frames_refused: BTreeMap<&'static str, u64>,
     /// LEAVINGs contradicted by the same process's later heartbeat (forged or replayed).

@@ -88,6 +88,7 @@ struct Throttles {
     apply: Throttle,
     refused: Throttle,
     refuted: Throttle,
+    rejected: Throttle,
     lines: LineBudget,
 }
 
@@ -195,7 +196,12 @@ impl Core {
     pub fn handle(&mut self, input: Input<'_>, now: Instant) {
         match input {
             Input::Start(snap) => self.start(snap, now),
-            Input::Datagram { bytes, from } => self.datagram(bytes, from, now),
+            Input::Datagram {
+                bytes,
+                from,
+                ttl,
+                ifindex,
+            } => self.datagram(bytes, from, ttl, ifindex, now),
             Input::Kernel(events) => self.kernel_events(events, now),
             Input::Snapshot(snap) => self.snapshot(snap, now),
             Input::Applied { changes, results } => self.applied(changes, results, now),
@@ -308,7 +314,14 @@ impl Core {
         self.next_resync = Some(now + self.cfg.resync);
     }
 
-    fn datagram(&mut self, bytes: &[u8], from: SocketAddr, now: Instant) {
+    fn datagram(
+        &mut self,
+        bytes: &[u8],
+        from: SocketAddr,
+        ttl: Option<u8>,
+        ifindex: Option<IfIndex>,
+        now: Instant,
+    ) {
         self.stats.frames_received += 1;
         let frame = match wire::decode(bytes) {
             Ok(f) => f,
@@ -324,6 +337,13 @@ impl Core {
                 return;
             }
         };
+        if let Some(reason) = self.reject(&frame, ttl, ifindex) {
+            *self.stats.frames_rejected.entry(reason).or_default() += 1;
+            if self.logs.rejected.ready(now) {
+                warn!(%from, reason, ?ttl, ?ifindex, rejected = self.stats.frames_rejected.values().sum::<u64>(), "heartbeat rejected: not from the segment");
+            }
+            return;
+        }
         let obs = self.live.observe(&frame, from, now);
         trace!(from = %from, ?obs, "heartbeat");
         let line = |core: &mut Core| core.logs.lines.allow(now, &mut core.stats);
@@ -411,6 +431,26 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// Why a decoded frame must be dropped before it counts, if it must: a version-1 frame that
+    /// was routed (TTL below 255: it was not sent on this segment, or not by a wmgwd2 of this
+    /// version), or any frame that came in on a managed gateway interface (sent into an overlay,
+    /// to the gateway address: a tenant, not a gateway). Legacy frames carry no TTL promise (the Go
+    /// original sends 64).
+    fn reject(
+        &self,
+        frame: &Frame,
+        ttl: Option<u8>,
+        ifindex: Option<IfIndex>,
+    ) -> Option<&'static str> {
+        if matches!(frame, Frame::Heartbeat(_)) && ttl.is_some_and(|t| t != wire::REQUIRED_TTL) {
+            return Some("ttl");
+        }
+        let i = ifindex?;
+        let managed = self.links.managed().values().any(|l| l.ifindex == i);
+        let elsewhere = self.links.uplink_index().is_some_and(|u| u != i);
+        (managed || elsewhere).then_some("interface")
     }
 
     fn kernel_events(&mut self, events: Vec<KernelEvent>, now: Instant) {
