@@ -24,7 +24,7 @@ use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Stats};
 use crate::garp::{self, Announcement};
 use crate::kernel::{EventSource, Kernel, KernelError};
 use crate::types::{IfIndex, Uid};
-use crate::wire::{self, Heartbeat, FLAG_SETTLING};
+use crate::wire::{self, Heartbeat, FLAG_SETTLING, FLAG_STARTING};
 
 /// At most this many queued datagrams are read before a timer is handled (heartbeats that arrived
 /// while the loop was busy must be seen before anyone is declared dead; a flood must not keep the
@@ -56,6 +56,12 @@ struct BeaconShared {
     sent: AtomicU64,
     errors: AtomicU64,
     last_error_log: Mutex<Option<Instant>>,
+    /// The beacon found it had sent nothing for longer than our hold time (the process or the
+    /// host was stalled: SIGSTOP, a VM pause, swap): the peers have expired us. Until the loop
+    /// has told the core, heartbeats say STARTING, so that nobody takes us for a candidate.
+    stalled: AtomicBool,
+    /// The longest such silence, in milliseconds.
+    stall_ms: AtomicU64,
 }
 
 /// Sends heartbeats: every interval, and at once when the loop asks. Its own task, so the peers
@@ -103,16 +109,30 @@ impl Beacon {
     /// later ones back); a tick missed entirely is skipped, not sent in a burst.
     async fn run(self) {
         let mut next = now();
+        let mut last: Option<Instant> = None;
+        let hold = Duration::from_millis(u64::from(self.template.hold_ms));
         loop {
             let woken = tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => false,
                 _ = self.shared.now.notified() => true,
             };
+            let t = now();
+            if let Some(gap) = last.map(|l| t.saturating_duration_since(l)) {
+                if gap > hold {
+                    let ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
+                    self.shared.stall_ms.fetch_max(ms, Ordering::Relaxed);
+                    self.shared.stalled.store(true, Ordering::Relaxed);
+                }
+            }
             let mut flags = self.shared.flags.load(Ordering::Relaxed);
             if self.shared.busy.load(Ordering::Relaxed) {
                 flags |= FLAG_SETTLING;
             }
+            if self.shared.stalled.load(Ordering::Relaxed) {
+                flags |= FLAG_STARTING;
+            }
             self.send(flags).await;
+            last = Some(t);
             let t = now();
             next = if woken {
                 t + self.interval
@@ -286,8 +306,18 @@ impl<K: Kernel> Daemon<K> {
                 }
                 Some(()) = recv_opt(&mut status) => self.log_status(),
             }
+            let stalled = self.shared.stalled.load(Ordering::Relaxed);
+            if stalled {
+                let ms = self.shared.stall_ms.swap(0, Ordering::Relaxed);
+                let silent = Duration::from_millis(ms);
+                self.core.handle(Input::LocalStall { silent }, now());
+            }
             if let Some(exit) = self.execute(&mut socket).await {
                 return self.exit(exit);
+            }
+            if stalled {
+                // The core has heard of it, and the heartbeat flags now say what it decided.
+                self.shared.stalled.store(false, Ordering::Relaxed);
             }
         }
     }

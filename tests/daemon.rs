@@ -1224,3 +1224,30 @@ async fn a_large_takeover_announces_every_address() {
     })
     .await;
 }
+
+/// The whole process stalls (SIGSTOP, a VM pause: here the clock jumps) for longer than its hold
+/// time: its peers expired it meanwhile. The heartbeat task notices the silence first, so not one
+/// heartbeat after the stall says "ready"; the core releases everything and rejoins through the
+/// hold-down.
+#[tokio::test(start_paused = true)]
+async fn a_stall_longer_than_the_hold_time_releases_everything_and_rejoins() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        let before = h.seen.len();
+        tokio::time::advance(ms(1000)).await;
+        h.until("everything down after the stall", SOON, |h| h.all_down())
+            .await;
+        let after = &h.seen[before..];
+        assert!(!after.is_empty(), "no heartbeat after the stall");
+        assert!(
+            after.iter().all(|hb| hb.flags & FLAG_STARTING != 0),
+            "a heartbeat after the stall did not say STARTING: {after:?}"
+        );
+        h.takeover().await;
+        let stats = h.stop().await;
+        assert!(h.all_down());
+        assert_eq!(stats.local_stalls, 1);
+    })
+    .await;
+}

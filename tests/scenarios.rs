@@ -23,6 +23,7 @@
 //!   uplink up|down            the heartbeat interface's carrier
 //!   uplink delete|create      the heartbeat interface goes, or comes back under a new index
 //!   rebind fails|works        whether binding the heartbeat socket succeeds from now on
+//!   stalled <ms>              the heartbeat task found it had been silent that long
 //!   delete <vni> | create <vni> [ifindex=N] | address <vni> <ip>
 //!   lost                      the kernel's event socket overran
 //!   fail <vni> <errno>        the kernel refuses this VNI's protodown changes from now on
@@ -542,6 +543,10 @@ impl Run {
                 self.model.put(link(i, "eth0", None, None));
             }
             ["rebind", outcome] => self.model.rebind_fails = *outcome == "fails",
+            ["stalled", ms] => {
+                let silent = Duration::from_millis(ms.parse().unwrap());
+                self.core.handle(Input::LocalStall { silent }, self.now);
+            }
             ["uplink", state] => {
                 let on = *state == "up";
                 let i = self
@@ -695,6 +700,7 @@ fn run_script(path: &Path) {
                     "frames_refused" => s.frames_refused.values().sum(),
                     "frames_rejected" => s.frames_rejected.values().sum(),
                     "leaves_refuted" => s.leaves_refuted,
+                    "local_stalls" => s.local_stalls,
                     "uid_conflicts" => s.uid_conflicts,
                     "actions_applied" => s.actions_applied,
                     "actions_failed" => s.actions_failed,

@@ -49,6 +49,9 @@ pub enum Input<'a> {
     Timer,
     /// The result of [`Effect::RebindSocket`].
     Rebound(Result<(), String>),
+    /// This gateway sent no heartbeat for `silent`, longer than its hold time (its process or
+    /// host was stalled): its peers have expired it and taken its VNIs.
+    LocalStall { silent: std::time::Duration },
     /// An operator's command.
     Command(Command),
 }
@@ -124,6 +127,8 @@ pub struct Stats {
     /// Membership and ownership log lines left out by the rate limit.
     pub log_lines_suppressed: u64,
     pub uid_conflicts: u64,
+    /// Stalls of this gateway longer than its hold time (see `Input::LocalStall`).
+    pub local_stalls: u64,
     pub heartbeats_sent: u64,
     pub send_errors: u64,
     pub actions_applied: u64,

@@ -222,6 +222,7 @@ impl Core {
             Input::GarpsSent(report) => self.garps_sent(report, now),
             Input::Timer => self.timer(now),
             Input::Rebound(result) => self.rebound(result, now),
+            Input::LocalStall { silent } => self.local_stall(silent, now),
             Input::Command(Command::Stop) => self.stop(now),
         }
     }
@@ -431,6 +432,26 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// We were silent longer than our hold time: the peers have expired us and own our VNIs.
+    /// Keeping them would make duplicates, and taking them back at once a second move: release
+    /// everything and rejoin through the hold-down, as a restarted gateway does.
+    fn local_stall(&mut self, silent: std::time::Duration, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.stats.local_stalls += 1;
+        warn!(
+            silent_ms = silent.as_millis() as u64,
+            hold_ms = self.cfg.hold().as_millis() as u64,
+            owned = self.owned.len(),
+            "this gateway sent no heartbeat for longer than its hold time (stalled): releasing everything, rejoining through the hold-down"
+        );
+        self.readiness.start(now, self.uplink_usable());
+        self.effects.push_back(Effect::HeartbeatNow);
+        self.reassign(now);
+        self.reconcile(now);
     }
 
     /// Why a decoded frame must be dropped before it counts, if it must: a version-1 frame that
