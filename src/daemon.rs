@@ -20,7 +20,7 @@ use tracing::{debug, error, info, trace, warn};
 
 use crate::announce::{self, heartbeat_socket, Received};
 use crate::cli::Config;
-use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Stats};
+use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Notice, Stats};
 use crate::garp::{self, Announcement};
 use crate::kernel::{EventSource, Kernel, KernelError};
 use crate::types::{IfIndex, Uid};
@@ -160,6 +160,45 @@ pub struct Daemon<K: Kernel> {
     last_recv_log: Option<Instant>,
     /// Makes a new heartbeat socket (the uplink was created again under a new index).
     new_socket: SocketFactory,
+    /// Tells the service manager (nothing, unless `main` installs systemd's).
+    notifier: Box<dyn Notifier>,
+}
+
+/// Where [`Notice`]s go.
+pub trait Notifier {
+    fn notify(&mut self, notice: &Notice);
+}
+
+/// Tells nobody.
+pub struct NoNotifier;
+
+impl Notifier for NoNotifier {
+    fn notify(&mut self, _: &Notice) {}
+}
+
+/// systemd's sd_notify protocol, to `$NOTIFY_SOCKET` (nothing happens without one). A failure is
+/// logged once: the daemon works on without its service manager's attention.
+#[derive(Default)]
+pub struct SdNotifier {
+    failed: bool,
+}
+
+impl Notifier for SdNotifier {
+    fn notify(&mut self, notice: &Notice) {
+        use sd_notify::NotifyState;
+        let state = match notice {
+            Notice::Ready => NotifyState::Ready,
+            Notice::Status(s) => NotifyState::Status(s),
+            Notice::Stopping => NotifyState::Stopping,
+            Notice::Watchdog => NotifyState::Watchdog,
+        };
+        if let Err(e) = sd_notify::notify(&[state]) {
+            if !self.failed {
+                self.failed = true;
+                warn!(error = %e, "telling systemd failed (sd_notify)");
+            }
+        }
+    }
 }
 
 /// How the shell makes a heartbeat socket again: by default as `main` made the first one.
@@ -201,7 +240,20 @@ impl<K: Kernel> Daemon<K> {
             new_socket: Box::new(move || {
                 heartbeat_socket(port, device.as_deref()).map_err(|e| e.to_string())
             }),
+            notifier: Box::new(NoNotifier),
         }
+    }
+
+    /// Where to tell the service manager about readiness, state, the stop and progress.
+    pub fn with_notifier(mut self, n: Box<dyn Notifier>) -> Self {
+        self.notifier = n;
+        self
+    }
+
+    /// Watchdog keep-alives every `every`, from the event loop (see [`Core::with_watchdog`]).
+    pub fn with_watchdog(mut self, every: Duration) -> Self {
+        self.core = self.core.with_watchdog(every);
+        self
     }
 
     /// Replaces how a new heartbeat socket is made when the uplink must be bound again.
@@ -382,6 +434,7 @@ impl<K: Kernel> Daemon<K> {
                     }
                 }
                 Effect::SendHeartbeat { flags } => self.beacon_for(socket).send(flags).await,
+                Effect::Notify(notice) => self.notifier.notify(&notice),
                 Effect::RebindSocket => {
                     let result = (self.new_socket)().map(|new| {
                         *socket = Arc::new(new);

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use wmgwd2::announce::{heartbeat_socket, SocketError};
 use wmgwd2::cli::{Config, LogFormat};
-use wmgwd2::daemon::{Daemon, DaemonError};
+use wmgwd2::daemon::{Daemon, DaemonError, SdNotifier};
 use wmgwd2::kernel::KernelError;
 use wmgwd2::sys::NetlinkKernel;
 use wmgwd2::types::Uid;
@@ -206,10 +206,18 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
         hold_down = cfg.hold_down,
         "wmgwd2 starting"
     );
-    let stats = Daemon::new(cfg, uid, inc, kernel)
+    let mut daemon = Daemon::new(cfg, uid, inc, kernel)
         .with_status_requests(status_rx)
-        .run(socket, events, shutdown)
-        .await?;
+        .with_notifier(Box::new(SdNotifier::default()));
+    // WatchdogSec= in the unit: a keep-alive at half the period, from the event loop.
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        info!(
+            watchdog_ms = period.as_millis() as u64,
+            "systemd watchdog on"
+        );
+        daemon = daemon.with_watchdog(period / 2);
+    }
+    let stats = daemon.run(socket, events, shutdown).await?;
     info!(
         frames_received = stats.frames_received,
         frames_malformed = stats.frames_malformed.values().sum::<u64>(),

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wmgwd2::assign;
 use wmgwd2::cli::Config;
-use wmgwd2::core::Stats;
-use wmgwd2::daemon::{Daemon, DaemonError};
+use wmgwd2::core::{Notice, Stats};
+use wmgwd2::daemon::{Daemon, DaemonError, Notifier};
 use wmgwd2::garp::frame as garp;
 use wmgwd2::kernel::{EventSource, FakeKernel, Kernel, KernelError, KernelEvent, Snapshot};
 use wmgwd2::links::LinkState;
@@ -232,6 +232,15 @@ impl Harness {
     /// daemon must leave alone), applies `setup` to it, and starts the daemon. Must run inside a
     /// `LocalSet`.
     async fn start_with(extra: &[&str], setup: impl FnOnce(&FakeKernel)) -> Harness {
+        Harness::start_configured(extra, setup, |d, _| d).await
+    }
+
+    /// As [`Harness::start_with`], with `configure` applied to the daemon before it runs.
+    async fn start_configured(
+        extra: &[&str],
+        setup: impl FnOnce(&FakeKernel),
+        configure: impl FnOnce(Daemon<Probe>, Rc<Shared>) -> Daemon<Probe>,
+    ) -> Harness {
         let hb_rx = StdUdpSocket::bind("127.0.0.1:0").unwrap();
         hb_rx.set_nonblocking(true).unwrap();
         let port = hb_rx.local_addr().unwrap().port();
@@ -257,7 +266,10 @@ impl Harness {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let daemon_addr = socket.local_addr().unwrap();
         let token = CancellationToken::new();
-        let daemon = Daemon::new(config(port, extra), ME, MY_INC, Probe(k.clone()));
+        let daemon = configure(
+            Daemon::new(config(port, extra), ME, MY_INC, Probe(k.clone())),
+            k.clone(),
+        );
         let (inject, extra) = mpsc::unbounded_channel();
         let muted = Rc::new(Cell::new(false));
         let events = Events {
@@ -1248,6 +1260,90 @@ async fn a_stall_longer_than_the_hold_time_releases_everything_and_rejoins() {
         let stats = h.stop().await;
         assert!(h.all_down());
         assert_eq!(stats.local_stalls, 1);
+    })
+    .await;
+}
+
+/// What the daemon told its service manager, and when, and how many VNIs were up then.
+type Notices = Rc<RefCell<Vec<(Instant, Notice, usize)>>>;
+
+struct Recorder(Notices, Rc<Shared>);
+
+impl Notifier for Recorder {
+    fn notify(&mut self, notice: &Notice) {
+        let up = (1..=VNIS)
+            .filter(|&v| self.1.fake.link(ifindex(v)).is_some_and(|l| l.active()))
+            .count();
+        self.0
+            .borrow_mut()
+            .push((Instant::now(), notice.clone(), up));
+    }
+}
+
+/// READY=1 only once the hold-down is over and the takeover is in the kernel; watchdog
+/// keep-alives come from the event loop, so they stop while it is stuck (here: on a kernel that
+/// takes two seconds to answer), even though the heartbeat task keeps sending; STOPPING at the
+/// stop.
+#[tokio::test(start_paused = true)]
+async fn systemd_hears_ready_after_the_takeover_and_no_keepalive_from_a_stuck_loop() {
+    local(async {
+        let notices: Notices = Rc::default();
+        let n = notices.clone();
+        let mut h = Harness::start_configured(
+            &[],
+            |_| {},
+            move |d, k| {
+                d.with_notifier(Box::new(Recorder(n, k)))
+                    .with_watchdog(ms(50))
+            },
+        )
+        .await;
+        h.takeover().await;
+        let ready: Vec<usize> = notices
+            .borrow()
+            .iter()
+            .filter(|(_, n, _)| *n == Notice::Ready)
+            .map(|&(_, _, up)| up)
+            .collect();
+        assert_eq!(ready, vec![VNIS as usize], "one READY, with every VNI up");
+        h.pass(ms(300)).await;
+        let keepalives = |from: Instant, to: Instant| {
+            notices
+                .borrow()
+                .iter()
+                .filter(|(t, n, _)| *n == Notice::Watchdog && *t >= from && *t < to)
+                .count()
+        };
+        let t = Instant::now();
+        assert!(
+            keepalives(t - ms(300), t) >= 5,
+            "keep-alives while all is well"
+        );
+
+        // The kernel now takes 2 s per request: the loop waits on it.
+        h.k.slow.set(Duration::from_secs(2));
+        let sent_before = h.seen.len();
+        let stuck = Instant::now();
+        h.send_peer(PEER, 1, 0, 60_000);
+        h.pass(ms(1500)).await;
+        assert_eq!(
+            keepalives(stuck + ms(100), stuck + ms(1500)),
+            0,
+            "keep-alives from a loop stuck on the kernel"
+        );
+        assert!(
+            h.seen.len() - sent_before >= 10,
+            "the heartbeat task went on meanwhile"
+        );
+        h.k.slow.set(Duration::ZERO);
+        h.pass(ms(1000)).await;
+        let t = Instant::now();
+        assert!(keepalives(t - ms(400), t) >= 4, "keep-alives again");
+        h.stop().await;
+        assert!(notices
+            .borrow()
+            .iter()
+            .any(|(_, n, _)| *n == Notice::Stopping));
     })
     .await;
 }

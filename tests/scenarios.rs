@@ -35,6 +35,9 @@
 //!                             garp <vnis> · resync · rebind · heartbeat-now · stop-beacon ·
 //!                             heartbeat <flags> · exit clean | exit still-up <vnis>
 //! expect nothing              no effect since the last check
+//! notices on                  notices to the service manager are effects too: notify ready,
+//!                             notify status <line>, notify stopping, notify watchdog
+//! watchdog <ms>               (before start) keep-alives every <ms>
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
 //! stat <name>=<n>             a counter
@@ -50,7 +53,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use wmgwd2::cli::Config;
-use wmgwd2::core::{Command, Core, Effect, GarpReport, Input};
+use wmgwd2::core::{Command, Core, Effect, GarpReport, Input, Notice};
 use wmgwd2::kernel::{KernelError, KernelOp};
 use wmgwd2::links::{KernelEvent, LinkState, Snapshot};
 use wmgwd2::types::{vni_ranges, IfIndex, Uid, Vni};
@@ -267,6 +270,8 @@ struct Run {
     /// The next datagram's TTL and ingress interface, when not the segment's.
     next_ttl: Option<u8>,
     next_via: Option<String>,
+    /// Whether notices to the service manager are effects to expect (`notices on`).
+    notices: bool,
 }
 
 impl Run {
@@ -303,6 +308,7 @@ impl Run {
             seqs: BTreeMap::new(),
             next_ttl: None,
             next_via: None,
+            notices: false,
         }
     }
 
@@ -389,6 +395,16 @@ impl Run {
                 self.core.handle(Input::Snapshot(Ok(snap)), now);
             }
             Effect::HeartbeatNow => self.log.push("heartbeat-now".into()),
+            Effect::Notify(n) => {
+                if self.notices {
+                    self.log.push(match n {
+                        Notice::Ready => "notify ready".into(),
+                        Notice::Status(s) => format!("notify status {s}"),
+                        Notice::Stopping => "notify stopping".into(),
+                        Notice::Watchdog => "notify watchdog".into(),
+                    });
+                }
+            }
             Effect::RebindSocket => {
                 self.log.push("rebind".into());
                 let r = if self.model.rebind_fails {
@@ -662,6 +678,13 @@ fn run_script(path: &Path) {
         }
         let r = run.get_or_insert_with(|| Run::new(&name, &config));
         match words[0] {
+            "notices" => r.notices = words.get(1) == Some(&"on"),
+            "watchdog" => {
+                let every = Duration::from_millis(words[1].parse().expect("watchdog <ms>"));
+                let core =
+                    std::mem::replace(&mut r.core, Core::new(Config::defaults(), ME, MY_INC));
+                r.core = core.with_watchdog(every);
+            }
             "expect" => {
                 let e = words[1..].join(" ");
                 if e != "nothing" {

@@ -100,8 +100,24 @@ pub enum Effect {
     StopBeacon,
     /// Send one heartbeat with these flags from the shell itself.
     SendHeartbeat { flags: u8 },
+    /// Tell the service manager (systemd's sd_notify).
+    Notify(Notice),
     /// The stop is complete: exit.
     Exit(Exit),
+}
+
+/// What the service manager is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Started: the first reconcile after the hold-down is done (or the uplink is down and the
+    /// daemon waits for it). `READY=1`.
+    Ready,
+    /// One line of state for `systemctl status`. `STATUS=…`.
+    Status(String),
+    /// The graceful stop began. `STOPPING=1`.
+    Stopping,
+    /// The event loop is making progress. `WATCHDOG=1`.
+    Watchdog,
 }
 
 /// How a stop ended.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tracing::{error, info};
 
-use super::{Core, Effect, Exit, Phase};
+use super::{Core, Effect, Exit, Notice, Phase};
 use crate::reconcile;
 use crate::types::Vni;
 use crate::wire::FLAG_LEAVING;
@@ -31,6 +31,7 @@ impl Core {
         }
         info!(owned = self.owned.len(), "stopping: announcing leave");
         self.readiness.stop();
+        self.effects.push_back(Effect::Notify(Notice::Stopping));
         self.effects.push_back(Effect::StopBeacon);
         self.effects.push_back(Effect::SendHeartbeat {
             flags: FLAG_LEAVING,

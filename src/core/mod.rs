@@ -23,7 +23,7 @@ mod io;
 mod leave;
 mod uplink;
 
-pub use io::{Command, Effect, Exit, GarpReport, Input, Stats, Status};
+pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, Stats, Status};
 pub use leave::STOP_ATTEMPTS;
 
 use tracing::{debug, error, info, trace, warn};
@@ -156,6 +156,10 @@ pub struct Core {
     bound_uplink: Option<IfIndex>,
     rebinding: bool,
     rebind_after: Option<Instant>,
+    /// READY=1 sent; the watchdog period and when the next keep-alive is due.
+    notified_ready: bool,
+    watchdog: Option<Duration>,
+    watchdog_at: Option<Instant>,
     effects: VecDeque<Effect>,
     stats: Stats,
     logs: Throttles,
@@ -186,10 +190,20 @@ impl Core {
             bound_uplink: None,
             rebinding: false,
             rebind_after: None,
+            notified_ready: false,
+            watchdog: None,
+            watchdog_at: None,
             effects: VecDeque::new(),
             stats: Stats::default(),
             logs: Throttles::default(),
         }
+    }
+
+    /// Keep-alives for systemd's watchdog every `every` (half of `WatchdogSec=`), sent from the
+    /// event loop itself: a loop that stops making progress stops them, and systemd restarts it.
+    pub fn with_watchdog(mut self, every: Duration) -> Core {
+        self.watchdog = Some(every);
+        self
     }
 
     /// Takes one input that happened at `now`.
@@ -242,11 +256,13 @@ impl Core {
                 self.backoff.next_deadline(),
                 self.next_resync,
                 self.rebind_after,
+                self.watchdog_at,
             ],
             // Only who is alive and how long we wait for them.
             Phase::Leaving { deadline, .. } => [
                 self.live.next_deadline(),
                 Some(*deadline),
+                self.watchdog_at,
                 None,
                 None,
                 None,
@@ -313,6 +329,30 @@ impl Core {
             warn!(ifname = ?self.links.uplink_name(), "uplink down at start: owning nothing until it is up");
         }
         self.next_resync = Some(now + self.cfg.resync);
+        self.watchdog_at = self.watchdog.map(|w| now + w);
+        if !up {
+            self.notify_ready("waiting for the uplink");
+        }
+    }
+
+    /// READY=1, once, with a status line.
+    fn notify_ready(&mut self, status: &str) {
+        if !self.notified_ready {
+            self.notified_ready = true;
+            self.effects.push_back(Effect::Notify(Notice::Ready));
+            self.effects
+                .push_back(Effect::Notify(Notice::Status(status.to_owned())));
+        }
+    }
+
+    /// The status line for the service manager.
+    fn status_line(&self) -> String {
+        format!(
+            "owning {} of {} VNIs, {} peers ready",
+            self.owned.len(),
+            self.cfg.vnis().len(),
+            self.live.ready_peers().count()
+        )
     }
 
     fn datagram(
@@ -523,6 +563,12 @@ impl Core {
     }
 
     fn timer(&mut self, now: Instant) {
+        if let (Some(every), Some(at)) = (self.watchdog, self.watchdog_at) {
+            if at <= now {
+                self.effects.push_back(Effect::Notify(Notice::Watchdog));
+                self.watchdog_at = Some(now + every);
+            }
+        }
         let mut reassign = false;
         if self.phase == Phase::Running {
             if let Some(Transition::Ready) = self.readiness.poll(now) {
@@ -565,6 +611,10 @@ impl Core {
         }
         if reassign || retry {
             self.reconcile(now);
+            if self.readiness.ready() {
+                let status = self.status_line();
+                self.notify_ready(&status);
+            }
         } else {
             self.send_due_garps(now);
         }
@@ -602,6 +652,12 @@ impl Core {
                 );
             }
         }
+        let changed = owned != self.owned;
         self.owned = owned;
+        if changed && self.notified_ready {
+            let status = self.status_line();
+            self.effects
+                .push_back(Effect::Notify(Notice::Status(status)));
+        }
     }
 }
