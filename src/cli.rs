@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use crate::auth::AuthMode;
 use crate::links::NamePattern;
 use crate::types::{Uid, VniRange};
 use crate::wire::MAX_HOLD_MS;
@@ -122,6 +123,19 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_LEAVE_WAIT", default_value = "300ms", value_parser = parse_leave_wait)]
     pub leave_wait: Duration,
 
+    /// Sign heartbeats and verify every peer's: a file of lines `<id> <64 hex digits>` (id 1 to
+    /// 255; `#` comments), readable by its owner only. The first key signs, every key verifies.
+    /// With systemd credentials: `LoadCredential=wmgwd2.key:/etc/wmgwd2/key` and
+    /// `--key-file ${CREDENTIALS_DIRECTORY}/wmgwd2.key`.
+    #[arg(long, env = "WMGWD2_KEY_FILE")]
+    pub key_file: Option<std::path::PathBuf>,
+
+    /// With --key-file: `require` (the default) drops every frame not signed with a known key;
+    /// `transition` signs ours and still accepts unsigned ones, to key a running fleet one gateway
+    /// at a time. Signed frames must verify in both.
+    #[arg(long, env = "WMGWD2_AUTH_MODE", value_enum, requires = "key_file")]
+    pub auth_mode: Option<AuthMode>,
+
     /// Log format.
     #[arg(long, env = "WMGWD2_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -153,6 +167,8 @@ pub struct Config {
     pub protodown_reason: u8,
     pub resync: Duration,
     pub leave_wait: Duration,
+    pub key_file: Option<std::path::PathBuf>,
+    pub auth_mode: AuthMode,
     pub log_format: LogFormat,
     pub verbose: u8,
 }
@@ -279,6 +295,8 @@ impl TryFrom<Args> for Config {
             protodown_reason: a.protodown_reason,
             resync: a.resync,
             leave_wait: a.leave_wait,
+            key_file: a.key_file,
+            auth_mode: a.auth_mode.unwrap_or(AuthMode::Require),
             log_format: a.log_format,
             verbose: a.verbose,
         })

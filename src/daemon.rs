@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, trace, warn};
 
 use crate::announce::{self, heartbeat_socket, Received};
+use crate::auth::Keys;
 use crate::cli::Config;
 use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Notice, Stats};
 use crate::garp::{self, Announcement};
@@ -70,6 +71,8 @@ struct Beacon {
     socket: Arc<UdpSocket>,
     to: SocketAddrV4,
     template: Heartbeat,
+    /// Signs every frame when set (`--key-file`).
+    keys: Option<Arc<Keys>>,
     interval: Duration,
     shared: Arc<BeaconShared>,
 }
@@ -82,7 +85,15 @@ impl Beacon {
             flags,
             ..self.template
         };
-        match self.socket.send_to(&wire::encode(&hb), self.to).await {
+        let sent = match &self.keys {
+            Some(k) => {
+                self.socket
+                    .send_to(&wire::encode_signed(&hb, k), self.to)
+                    .await
+            }
+            None => self.socket.send_to(&wire::encode(&hb), self.to).await,
+        };
+        match sent {
             Ok(_) => {
                 self.shared.sent.fetch_add(1, Ordering::Relaxed);
                 trace!(seq = sequence, flags, "heartbeat sent");
@@ -162,6 +173,7 @@ pub struct Daemon<K: Kernel> {
     new_socket: SocketFactory,
     /// Tells the service manager (nothing, unless `main` installs systemd's).
     notifier: Box<dyn Notifier>,
+    keys: Option<Arc<Keys>>,
 }
 
 /// Where [`Notice`]s go.
@@ -241,7 +253,15 @@ impl<K: Kernel> Daemon<K> {
                 heartbeat_socket(port, device.as_deref()).map_err(|e| e.to_string())
             }),
             notifier: Box::new(NoNotifier),
+            keys: None,
         }
+    }
+
+    /// Sign our heartbeats with the first key and verify every frame (`--key-file`).
+    pub fn with_keys(mut self, keys: Keys) -> Self {
+        self.core = self.core.with_keys(Some(keys.clone()));
+        self.keys = Some(Arc::new(keys));
+        self
     }
 
     /// Where to tell the service manager about readiness, state, the stop and progress.
@@ -524,6 +544,7 @@ impl<K: Kernel> Daemon<K> {
                 hold_ms: u32::try_from(self.cfg.hold().as_millis()).unwrap_or(u32::MAX),
             },
             interval: self.cfg.interval,
+            keys: self.keys.clone(),
             shared: self.shared.clone(),
         }
     }

@@ -21,6 +21,7 @@
 
 pub mod announce;
 pub mod assign;
+pub mod auth;
 pub mod cli;
 pub mod core;
 pub mod daemon;

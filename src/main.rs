@@ -15,6 +15,7 @@ use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGua
 use tracing_subscriber::EnvFilter;
 
 use wmgwd2::announce::{heartbeat_socket, SocketError};
+use wmgwd2::auth::Keys;
 use wmgwd2::cli::{Config, LogFormat};
 use wmgwd2::daemon::{Daemon, DaemonError, SdNotifier};
 use wmgwd2::kernel::KernelError;
@@ -80,6 +81,30 @@ enum Fatal {
     Socket(#[from] SocketError),
     #[error(transparent)]
     Daemon(#[from] DaemonError),
+    #[error("--key-file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+}
+
+/// Reads the key file: it must exist, be a regular file readable by its owner only (a key that
+/// other users can read is a key anyone on the host can sign with), and parse.
+fn read_keys(path: &std::path::Path) -> Result<Keys, Fatal> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |reason: String| Fatal::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(fail(format!(
+            "mode {mode:03o} lets other users read or change the key; make it 600 (or 400) and owned by the service's user"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    Keys::parse(&text).map_err(|e| fail(e.to_string()))
 }
 
 /// A stable UID from /etc/machine-id: SipHash of its contents, never 0.
@@ -112,10 +137,20 @@ fn usage_error(e: clap::Error) -> ! {
         e.exit();
     }
     let text = e.render().to_string();
-    let line = text
+    // The message's first line, and when it ends in a colon ("the following required arguments
+    // were not provided:"), the lines it introduces, up to the usage: one line in all.
+    let mut lines = text
         .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error");
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"));
+    let mut line = lines.next().unwrap_or("error").to_string();
+    if line.ends_with(':') {
+        for more in lines {
+            line.push(' ');
+            line.push_str(more);
+        }
+    }
     eprintln!("wmgwd2: {}", line.trim_start_matches("error: "));
     std::process::exit(2);
 }
@@ -156,6 +191,8 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
             u
         }
     };
+    // Before any socket: a key that cannot be used is a start-up failure, said at once.
+    let keys = cfg.key_file.as_deref().map(read_keys).transpose()?;
     let inc = incarnation();
     let shutdown = CancellationToken::new();
     let handler = |kind: SignalKind, signal: &'static str| {
@@ -209,6 +246,11 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
     let mut daemon = Daemon::new(cfg, uid, inc, kernel)
         .with_status_requests(status_rx)
         .with_notifier(Box::new(SdNotifier::default()));
+    if let Some(keys) = keys {
+        let ids: Vec<String> = keys.ids().map(|i| i.to_string()).collect();
+        info!(key_ids = %ids.join(","), signing = keys.signing_id(), "heartbeats signed and verified (HMAC-SHA256)");
+        daemon = daemon.with_keys(keys);
+    }
     // WatchdogSec= in the unit: a keep-alive at half the period, from the event loop.
     if let Some(period) = sd_notify::watchdog_enabled() {
         info!(

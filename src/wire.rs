@@ -8,7 +8,7 @@
 //! +---------------+---------------+---------------+---------------+
 //! |  'W' 0x57     |  'M' 0x4d     |  'G' 0x47     |  '2' 0x32     |  0  magic
 //! +---------------+---------------+---------------+---------------+
-//! |  version = 1  |     flags     |  auth kind=0  |  reserved = 0 |  4
+//! |  version = 1  |     flags     |   auth kind   |  key id / 0   |  4
 //! +---------------+---------------+---------------+---------------+
 //! |                          uid (u64)                            |  8
 //! |                                                               |
@@ -23,8 +23,14 @@
 //! +---------------------------------------------------------------+
 //! |                   hold time in ms (u32)                       | 36
 //! +---------------------------------------------------------------+
-//! |     authentication trailer (auth kind != 0; none defined)     | 40
+//! |    auth kind 1: HMAC-SHA256 of bytes 0..40 with key `key id`   | 40
+//! |                        (32 bytes)                             |
+//! +---------------------------------------------------------------+ 72
 //! ```
+//!
+//! Auth kind 0: no trailer, byte 7 is reserved (sent as 0, ignored). Auth kind 1: byte 7 is the
+//! id (1 to 255) of the key that signed, and the frame ends in the 32-byte HMAC-SHA256 of its
+//! first 40 bytes (see [`crate::auth`]); the receiver verifies it in constant time.
 //!
 //! Flags: bit 0 `LEAVING` (the sender is stopping: drop it now), bit 1 `STARTING` (the sender is in
 //! its start-up hold-down and owns nothing yet), bit 2 `SETTLING` (the sender is applying a change
@@ -44,6 +50,11 @@ pub const MAGIC: [u8; 4] = *b"WMG2";
 pub const VERSION: u8 = 1;
 /// Length of a version-1 frame without authentication trailer.
 pub const FRAME_LEN: usize = 40;
+/// Auth kinds.
+pub const AUTH_NONE: u8 = 0;
+pub const AUTH_HMAC_SHA256: u8 = 1;
+/// Length of a version-1 frame with an HMAC-SHA256 trailer.
+pub const SIGNED_LEN: usize = FRAME_LEN + crate::auth::MAC_LEN;
 /// Length of the original program's frame.
 pub const LEGACY_LEN: usize = 8;
 /// The largest datagram worth reading; anything longer is truncated by the receiver and rejected.
@@ -118,6 +129,8 @@ pub enum DecodeError {
     UnsupportedAuth(u8),
     #[error("frame of {len} bytes, expected {expected}")]
     BadLength { len: usize, expected: usize },
+    #[error("signed frame with key id 0")]
+    ZeroKeyId,
     #[error("uid 0 is reserved")]
     ZeroUid,
     #[error("interval {interval_ms} ms with hold time {hold_ms} ms")]
@@ -132,6 +145,7 @@ impl DecodeError {
             DecodeError::BadMagic => "bad_magic",
             DecodeError::UnsupportedVersion(_) => "unsupported_version",
             DecodeError::UnsupportedAuth(_) => "unsupported_auth",
+            DecodeError::ZeroKeyId => "zero_key_id",
             DecodeError::BadLength { .. } => "bad_length",
             DecodeError::ZeroUid => "zero_uid",
             DecodeError::BadTiming { .. } => "bad_timing",
@@ -185,16 +199,23 @@ pub fn decode(b: &[u8]) -> Result<Frame, DecodeError> {
     if b[4] != VERSION {
         return Err(DecodeError::UnsupportedVersion(b[4]));
     }
-    if b[6] != 0 {
-        return Err(DecodeError::UnsupportedAuth(b[6]));
-    }
+    let expected = match b[6] {
+        AUTH_NONE => FRAME_LEN,
+        AUTH_HMAC_SHA256 => {
+            if b[7] == 0 {
+                return Err(DecodeError::ZeroKeyId);
+            }
+            SIGNED_LEN
+        }
+        kind => return Err(DecodeError::UnsupportedAuth(kind)),
+    };
     if b.len() < FRAME_LEN {
         return Err(DecodeError::Truncated { len: b.len() });
     }
-    if b.len() != FRAME_LEN {
+    if b.len() != expected {
         return Err(DecodeError::BadLength {
             len: b.len(),
-            expected: FRAME_LEN,
+            expected,
         });
     }
     let hb = Heartbeat {
@@ -215,4 +236,32 @@ pub fn decode(b: &[u8]) -> Result<Frame, DecodeError> {
         });
     }
     Ok(Frame::Heartbeat(hb))
+}
+
+/// A signed frame's signature: the key id, and where the signed bytes end and the MAC begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    pub key_id: u8,
+}
+
+/// Decodes like [`decode`], and says whether (and by which key id) the frame is signed. The
+/// signed bytes are `b[..FRAME_LEN]`, the MAC `b[FRAME_LEN..]`.
+pub fn decode_signed(b: &[u8]) -> Result<(Frame, Option<Signature>), DecodeError> {
+    let frame = decode(b)?;
+    let sig = match frame {
+        Frame::Heartbeat(_) if b[6] == AUTH_HMAC_SHA256 => Some(Signature { key_id: b[7] }),
+        _ => None,
+    };
+    Ok((frame, sig))
+}
+
+/// Writes `hb` as a version-1 frame signed with the first of `keys`.
+pub fn encode_signed(hb: &Heartbeat, keys: &crate::auth::Keys) -> [u8; SIGNED_LEN] {
+    let mut b = [0u8; SIGNED_LEN];
+    b[..FRAME_LEN].copy_from_slice(&encode(hb));
+    b[6] = AUTH_HMAC_SHA256;
+    b[7] = keys.signing_id();
+    let mac = keys.sign(&b[..FRAME_LEN]);
+    b[FRAME_LEN..].copy_from_slice(&mac);
+    b
 }

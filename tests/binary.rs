@@ -62,3 +62,37 @@ fn help_and_version_exit_0() {
         assert!(!out.stdout.is_empty(), "{flag}");
     }
 }
+
+/// A key file that others can read, or that does not parse, stops the start with exit code 1 and
+/// an error naming the file and why, before any socket is opened; so does `--auth-mode` without a
+/// key file (exit 2: a usage error).
+#[test]
+fn key_file_problems_stop_the_start_and_say_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("wmgwd2-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    let good = format!("1 {}\n", "ab".repeat(32));
+    for (text, mode, why) in [
+        (good.as_str(), 0o644, "mode 644"),
+        (good.as_str(), 0o640, "mode 640"),
+        ("1 abcd\n", 0o600, "64 hex digits"),
+        ("", 0o600, "no key"),
+    ] {
+        std::fs::write(&key, text).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, err) = run(&["--uid", "0x1", "--key-file", key.to_str().unwrap()]);
+        assert_eq!(code, 1, "{why}: {err}");
+        assert!(
+            err.contains(key.to_str().unwrap()) && err.contains(why),
+            "{why}: {err}"
+        );
+    }
+    let missing = dir.join("missing");
+    let (code, err) = run(&["--uid", "0x1", "--key-file", missing.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let (code, err) = run(&["--uid", "0x1", "--auth-mode", "transition"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--key-file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -38,6 +38,10 @@
 //! notices on                  notices to the service manager are effects too: notify ready,
 //!                             notify status <line>, notify stopping, notify watchdog
 //! watchdog <ms>               (before start) keep-alives every <ms>
+//! key <id> <byte>             a key of the script's ring: <byte> (two hex digits) 32 times
+//! daemon-keys <id>,<id>…      (before start) the daemon's keys, the first signs; with
+//!                             `config --key-file /dev/null [--auth-mode transition]`
+//!   hb … sign=<id>[!]         the heartbeat signed with that key (`!`: a MAC that fails)
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
 //! stat <name>=<n>             a counter
@@ -52,6 +56,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use wmgwd2::auth::Keys;
 use wmgwd2::cli::Config;
 use wmgwd2::core::{Command, Core, Effect, GarpReport, Input, Notice};
 use wmgwd2::kernel::{KernelError, KernelOp};
@@ -272,6 +277,8 @@ struct Run {
     next_via: Option<String>,
     /// Whether notices to the service manager are effects to expect (`notices on`).
     notices: bool,
+    /// Every key the script named (`key <id> <byte>`), for signing peers' frames.
+    ring: BTreeMap<u8, String>,
 }
 
 impl Run {
@@ -309,6 +316,7 @@ impl Run {
             next_ttl: None,
             next_via: None,
             notices: false,
+            ring: BTreeMap::new(),
         }
     }
 
@@ -473,6 +481,7 @@ impl Run {
             }
             ["hb", uid, opts @ ..] => {
                 let uid = parse_u64(uid);
+                let mut sign: Option<String> = None;
                 let mut hb = Heartbeat {
                     uid: Uid(uid),
                     incarnation: 1,
@@ -488,6 +497,7 @@ impl Run {
                         Some(("hold", v)) => hb.hold_ms = v.parse().unwrap(),
                         Some(("ttl", v)) => self.next_ttl = Some(v.parse().unwrap()),
                         Some(("via", v)) => self.next_via = Some(v.to_string()),
+                        Some(("sign", v)) => sign = Some(v.to_string()),
                         None if *o == "leaving" => hb.flags |= FLAG_LEAVING,
                         None if *o == "starting" => hb.flags |= FLAG_STARTING,
                         None if *o == "settling" => hb.flags |= FLAG_SETTLING,
@@ -495,7 +505,21 @@ impl Run {
                     }
                 }
                 self.seqs.insert(uid, hb.sequence);
-                self.datagram(&wire::encode(&hb));
+                match sign {
+                    None => self.datagram(&wire::encode(&hb)),
+                    Some(spec) => {
+                        // `sign=<id>`: with that key of the script's ring; `sign=<id>!`: a MAC
+                        // that does not match.
+                        let bad = spec.ends_with('!');
+                        let id: u8 = spec.trim_end_matches('!').parse().unwrap();
+                        let keys = Keys::parse(&format!("{id} {}", self.ring[&id])).unwrap();
+                        let mut b = wire::encode_signed(&hb, &keys);
+                        if bad {
+                            b[wire::SIGNED_LEN - 1] ^= 1;
+                        }
+                        self.datagram(&b);
+                    }
+                }
             }
             ["legacy", uid] => self.datagram(&parse_u64(uid).to_be_bytes()),
             ["bytes", hex] => {
@@ -679,6 +703,19 @@ fn run_script(path: &Path) {
         let r = run.get_or_insert_with(|| Run::new(&name, &config));
         match words[0] {
             "notices" => r.notices = words.get(1) == Some(&"on"),
+            "key" => {
+                let id: u8 = words[1].parse().expect("key <id> <byte>");
+                r.ring.insert(id, words[2].repeat(32));
+            }
+            "daemon-keys" => {
+                let text: String = words[1]
+                    .split(',')
+                    .map(|id| format!("{id} {}\n", r.ring[&id.parse::<u8>().unwrap()]))
+                    .collect();
+                let core =
+                    std::mem::replace(&mut r.core, Core::new(Config::defaults(), ME, MY_INC));
+                r.core = core.with_keys(Some(Keys::parse(&text).unwrap()));
+            }
             "watchdog" => {
                 let every = Duration::from_millis(words[1].parse().expect("watchdog <ms>"));
                 let core =

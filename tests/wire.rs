@@ -2,11 +2,14 @@
 //! both ways, one test per `DecodeError`, and properties over arbitrary bytes.
 
 use proptest::prelude::*;
+use wmgwd2::auth::{AuthError, KeyError, Keys};
 use wmgwd2::types::Uid;
 use wmgwd2::wire::{
-    decode, encode, DecodeError, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING, FRAME_LEN,
-    LEGACY_LEN, MAX_DATAGRAM,
+    decode, decode_signed, encode, encode_signed, DecodeError, Frame, Heartbeat, Signature,
+    FLAG_LEAVING, FLAG_STARTING, FRAME_LEN, LEGACY_LEN, MAX_DATAGRAM, SIGNED_LEN,
 };
+
+const HB: Heartbeat = STARTING_HB;
 
 /// A starting heartbeat, and the bytes it is on the wire, written out by hand from the diagram in
 /// docs/protocol.md.
@@ -149,15 +152,111 @@ fn error_unsupported_version() {
 
 #[test]
 fn error_unsupported_auth() {
-    for a in [1, 0x80] {
+    for a in [2, 0x80, 0xff] {
         let e = decode(&with(6, a)).unwrap_err();
         assert_eq!(e, DecodeError::UnsupportedAuth(a));
         assert_eq!(e.kind(), "unsupported_auth");
     }
     // A frame with a trailer: the auth kind is reported, not the length.
-    let mut trailer = with(6, 1).to_vec();
+    let mut trailer = with(6, 2).to_vec();
     trailer.extend_from_slice(&[0xaa; 32]);
-    assert_eq!(decode(&trailer), Err(DecodeError::UnsupportedAuth(1)));
+    assert_eq!(decode(&trailer), Err(DecodeError::UnsupportedAuth(2)));
+}
+
+#[test]
+fn error_zero_key_id() {
+    let mut signed = with(6, 1).to_vec();
+    signed.extend_from_slice(&[0xaa; 32]);
+    let e = decode(&signed).unwrap_err();
+    assert_eq!(e, DecodeError::ZeroKeyId);
+    assert_eq!(e.kind(), "zero_key_id");
+}
+
+/// A signed frame: kind 1, key id in byte 7, the HMAC-SHA256 of the first 40 bytes after them
+///.
+#[test]
+fn signed_frame_layout_and_verification() {
+    let keys = Keys::parse(&format!("7 {}\n3 {}\n", "11".repeat(32), "22".repeat(32))).unwrap();
+    let b = encode_signed(&HB, &keys);
+    assert_eq!(b.len(), SIGNED_LEN);
+    assert_eq!(SIGNED_LEN, 72);
+    assert_eq!((b[6], b[7]), (1, 7));
+    assert_eq!(&b[8..40], &encode(&HB)[8..40]);
+    let (frame, sig) = decode_signed(&b).unwrap();
+    assert_eq!(frame, Frame::Heartbeat(HB));
+    assert_eq!(sig, Some(Signature { key_id: 7 }));
+    assert_eq!(keys.verify(7, &b[..40], &b[40..]), Ok(()));
+    // The MAC is HMAC-SHA256(key 7, bytes 0..40), computed here from the definition.
+    assert_eq!(&b[40..], &hmac_sha256(&[0x11; 32], &b[..40]));
+    // Any changed bit, in the header or in the MAC, fails; so do another key and an unknown id.
+    for i in [0, 5, 8, 20, 39, 40, 71] {
+        let mut bad = b;
+        bad[i] ^= 1;
+        let (signed, mac) = bad.split_at(40);
+        assert_ne!(keys.verify(7, signed, mac), Ok(()), "byte {i}");
+    }
+    assert_eq!(keys.verify(3, &b[..40], &b[40..]), Err(AuthError::BadMac));
+    assert_eq!(
+        keys.verify(9, &b[..40], &b[40..]),
+        Err(AuthError::UnknownKey(9))
+    );
+    // Unsigned frames decode with no signature.
+    assert_eq!(decode_signed(&encode(&HB)).unwrap().1, None);
+}
+
+/// HMAC (RFC 2104) over SHA-256, written out from the definition.
+fn hmac_sha256(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(key);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(&opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+#[test]
+fn key_file_parsing() {
+    let text = format!(
+        "# wmgwd2 keys\n\n  12 {}   # new\n4 {}\n",
+        "ab".repeat(32),
+        "CD".repeat(32)
+    );
+    let k = Keys::parse(&text).unwrap();
+    assert_eq!(k.ids().collect::<Vec<_>>(), [12, 4]);
+    assert_eq!(k.signing_id(), 12);
+    assert!(
+        !format!("{k:?}").contains("abab"),
+        "Debug must not print key material"
+    );
+    let key = "00".repeat(32);
+    for (bad, err) in [
+        (String::new(), KeyError::Empty),
+        ("# nothing\n".to_string(), KeyError::Empty),
+        (format!("0 {key}"), KeyError::BadId { line: 1 }),
+        (format!("256 {key}"), KeyError::BadId { line: 1 }),
+        (format!("x {key}"), KeyError::BadId { line: 1 }),
+        ("1 abcd".to_string(), KeyError::BadKey { line: 1 }),
+        (
+            format!("1 {}", "zz".repeat(32)),
+            KeyError::BadKey { line: 1 },
+        ),
+        (format!("1 {key} extra"), KeyError::Syntax { line: 1 }),
+        ("1".to_string(), KeyError::Syntax { line: 1 }),
+        (
+            format!("1 {key}\n1 {key}"),
+            KeyError::DuplicateId { line: 2, id: 1 },
+        ),
+    ] {
+        assert_eq!(Keys::parse(&bad), Err(err), "{bad:?}");
+    }
 }
 
 #[test]

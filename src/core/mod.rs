@@ -18,26 +18,28 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod admit;
 mod apply;
 mod io;
 mod leave;
+mod membership;
 mod uplink;
 
 pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, Stats, Status};
 pub use leave::STOP_ATTEMPTS;
 
-use tracing::{debug, error, info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
-use crate::assign;
+use crate::auth::Keys;
 use crate::cli::Config;
 use crate::garp;
 use crate::kernel::KernelError;
 use crate::links::{Change, KernelEvent, LinkTable, Snapshot};
-use crate::liveness::{Liveness, Observation};
+use crate::liveness::Liveness;
 use crate::readiness::{Readiness, Transition};
 use crate::reconcile::Backoff;
-use crate::types::{vni_ranges, IfIndex, Uid, Vni};
-use crate::wire::{self, Frame, FLAG_STARTING};
+use crate::types::{IfIndex, Uid, Vni};
+use crate::wire::{Frame, FLAG_STARTING};
 
 /// At most one line per this period for each kind of repeated warning.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -156,6 +158,8 @@ pub struct Core {
     bound_uplink: Option<IfIndex>,
     rebinding: bool,
     rebind_after: Option<Instant>,
+    /// The keys heartbeats are verified with (`None`: no `--key-file`).
+    keys: Option<Keys>,
     /// READY=1 sent; the watchdog period and when the next keep-alive is due.
     notified_ready: bool,
     watchdog: Option<Duration>,
@@ -190,6 +194,7 @@ impl Core {
             bound_uplink: None,
             rebinding: false,
             rebind_after: None,
+            keys: None,
             notified_ready: false,
             watchdog: None,
             watchdog_at: None,
@@ -203,6 +208,12 @@ impl Core {
     /// event loop itself: a loop that stops making progress stops them, and systemd restarts it.
     pub fn with_watchdog(mut self, every: Duration) -> Core {
         self.watchdog = Some(every);
+        self
+    }
+
+    /// Verify every frame with these keys (`--key-file`), as `cfg.auth_mode` says.
+    pub fn with_keys(mut self, keys: Option<Keys>) -> Core {
+        self.keys = keys;
         self
     }
 
@@ -364,95 +375,12 @@ impl Core {
         now: Instant,
     ) {
         self.stats.frames_received += 1;
-        let frame = match wire::decode(bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                let n = self.stats.frames_malformed.entry(e.kind()).or_default();
-                *n += 1;
-                let total: u64 = self.stats.frames_malformed.values().sum();
-                if self.logs.malformed.ready(now) {
-                    warn!(from = %from, error = %e, malformed = total, "malformed heartbeat dropped");
-                } else {
-                    trace!(from = %from, error = %e, "malformed heartbeat dropped");
-                }
-                return;
-            }
-        };
-        if let Some(reason) = self.reject(&frame, ttl, ifindex) {
-            *self.stats.frames_rejected.entry(reason).or_default() += 1;
-            if self.logs.rejected.ready(now) {
-                warn!(%from, reason, ?ttl, ?ifindex, rejected = self.stats.frames_rejected.values().sum::<u64>(), "heartbeat rejected: not from the segment");
-            }
+        let Some(frame) = self.admit(bytes, from, ttl, ifindex, now) else {
             return;
-        }
+        };
         let obs = self.live.observe(&frame, from, now);
         trace!(from = %from, ?obs, "heartbeat");
-        let line = |core: &mut Core| core.logs.lines.allow(now, &mut core.stats);
-        match obs {
-            Observation::Joined { uid, starting } => {
-                if line(self) {
-                    info!(peer = %uid, %from, starting, "peer joined")
-                }
-            }
-            Observation::Ready { uid } => {
-                if line(self) {
-                    info!(peer = %uid, "peer ready")
-                }
-            }
-            Observation::Restarted { uid, starting } => {
-                if line(self) {
-                    info!(peer = %uid, starting, "peer restarted")
-                }
-            }
-            Observation::Left { uid } => {
-                if line(self) {
-                    info!(peer = %uid, "peer left")
-                }
-            }
-            Observation::LeaveRefuted { uid, starting } => {
-                self.stats.leaves_refuted += 1;
-                if self.logs.refuted.ready(now) {
-                    warn!(
-                        peer = %uid,
-                        %from,
-                        starting,
-                        refuted = self.stats.leaves_refuted,
-                        "peer alive after its LEAVING: that LEAVING was forged or replayed"
-                    );
-                }
-            }
-            Observation::Refused { uid, reason } => {
-                *self.stats.frames_refused.entry(reason.kind()).or_default() += 1;
-                if self.logs.refused.ready(now) {
-                    warn!(
-                        peer = %uid,
-                        %from,
-                        reason = reason.kind(),
-                        max_peers = self.cfg.max_peers,
-                        refused = self.stats.frames_refused.values().sum::<u64>(),
-                        "frame of an unknown uid refused: peer table full or too many new uids"
-                    );
-                }
-            }
-            Observation::Stale { .. } => self.stats.frames_stale += 1,
-            Observation::Conflict {
-                uid,
-                incarnation,
-                addr,
-            } => {
-                self.stats.uid_conflicts += 1;
-                if self.logs.conflict.ready(now) {
-                    error!(
-                        peer = %uid,
-                        from = %addr,
-                        incarnation = ?incarnation,
-                        conflicts = self.stats.uid_conflicts,
-                        "another gateway uses our uid: fix --uid on one of them"
-                    );
-                }
-            }
-            Observation::Refreshed { .. } | Observation::Echo => {}
-        }
+        self.note(obs, from, now);
         match &mut self.phase {
             Phase::Running if obs.changes_candidates() => {
                 self.effects.push_back(Effect::HeartbeatNow);
@@ -472,46 +400,6 @@ impl Core {
             }
             _ => {}
         }
-    }
-
-    /// We were silent longer than our hold time: the peers have expired us and own our VNIs.
-    /// Keeping them would make duplicates, and taking them back at once a second move: release
-    /// everything and rejoin through the hold-down, as a restarted gateway does.
-    fn local_stall(&mut self, silent: std::time::Duration, now: Instant) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        self.stats.local_stalls += 1;
-        warn!(
-            silent_ms = silent.as_millis() as u64,
-            hold_ms = self.cfg.hold().as_millis() as u64,
-            owned = self.owned.len(),
-            "this gateway sent no heartbeat for longer than its hold time (stalled): releasing everything, rejoining through the hold-down"
-        );
-        self.readiness.start(now, self.uplink_usable());
-        self.effects.push_back(Effect::HeartbeatNow);
-        self.reassign(now);
-        self.reconcile(now);
-    }
-
-    /// Why a decoded frame must be dropped before it counts, if it must: a version-1 frame that
-    /// was routed (TTL below 255: it was not sent on this segment, or not by a wmgwd2 of this
-    /// version), or any frame that came in on a managed gateway interface (sent into an overlay,
-    /// to the gateway address: a tenant, not a gateway). Legacy frames carry no TTL promise (the Go
-    /// original sends 64).
-    fn reject(
-        &self,
-        frame: &Frame,
-        ttl: Option<u8>,
-        ifindex: Option<IfIndex>,
-    ) -> Option<&'static str> {
-        if matches!(frame, Frame::Heartbeat(_)) && ttl.is_some_and(|t| t != wire::REQUIRED_TTL) {
-            return Some("ttl");
-        }
-        let i = ifindex?;
-        let managed = self.links.managed().values().any(|l| l.ifindex == i);
-        let elsewhere = self.links.uplink_index().is_some_and(|u| u != i);
-        (managed || elsewhere).then_some("interface")
     }
 
     fn kernel_events(&mut self, events: Vec<KernelEvent>, now: Instant) {
@@ -621,43 +509,6 @@ impl Core {
         if self.next_resync.is_some_and(|t| t <= now) {
             self.next_resync = Some(now + self.cfg.resync);
             self.effects.push_back(Effect::Resync);
-        }
-    }
-
-    /// Recomputes what we own and logs the change: one line for what we take, one per new owner
-    /// for what we release, VNIs as ranges.
-    fn reassign(&mut self, now: Instant) {
-        let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
-        let owned = if self.readiness.ready() {
-            assign::owned(self.me, &peers, self.cfg.vnis())
-        } else {
-            BTreeSet::new()
-        };
-        let taken: Vec<Vni> = owned.difference(&self.owned).copied().collect();
-        if !taken.is_empty() && self.logs.lines.allow(now, &mut self.stats) {
-            info!(vnis = %vni_ranges(taken.iter().copied()), count = taken.len(), "taking vnis");
-        }
-        let mut released: BTreeMap<Option<Uid>, Vec<Vni>> = BTreeMap::new();
-        for &vni in self.owned.difference(&owned) {
-            let to = assign::owner(vni, peers.iter().copied());
-            released.entry(to).or_default().push(vni);
-        }
-        for (to, vnis) in released {
-            if self.logs.lines.allow(now, &mut self.stats) {
-                info!(
-                    vnis = %vni_ranges(vnis.iter().copied()),
-                    count = vnis.len(),
-                    peer = %to.map(|u| u.to_string()).unwrap_or_else(|| "none".into()),
-                    "releasing vnis"
-                );
-            }
-        }
-        let changed = owned != self.owned;
-        self.owned = owned;
-        if changed && self.notified_ready {
-            let status = self.status_line();
-            self.effects
-                .push_back(Effect::Notify(Notice::Status(status)));
         }
     }
 }

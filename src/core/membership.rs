@@ -1,0 +1,142 @@
+//! Membership as this gateway sees it, and what it makes of it: the log lines and counters of
+//! each observation, who owns what (reassign), and the release after a local stall.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use super::{Core, Effect, Notice, Phase};
+use crate::assign;
+use crate::liveness::Observation;
+use crate::types::{vni_ranges, Uid, Vni};
+
+impl Core {
+    /// Logs and counts what one frame did to the liveness table.
+    pub(super) fn note(&mut self, obs: Observation, from: SocketAddr, now: Instant) {
+        let line = |core: &mut Core| core.logs.lines.allow(now, &mut core.stats);
+        match obs {
+            Observation::Joined { uid, starting } => {
+                if line(self) {
+                    info!(peer = %uid, %from, starting, "peer joined")
+                }
+            }
+            Observation::Ready { uid } => {
+                if line(self) {
+                    info!(peer = %uid, "peer ready")
+                }
+            }
+            Observation::Restarted { uid, starting } => {
+                if line(self) {
+                    info!(peer = %uid, starting, "peer restarted")
+                }
+            }
+            Observation::Left { uid } => {
+                if line(self) {
+                    info!(peer = %uid, "peer left")
+                }
+            }
+            Observation::LeaveRefuted { uid, starting } => {
+                self.stats.leaves_refuted += 1;
+                if self.logs.refuted.ready(now) {
+                    warn!(
+                        peer = %uid,
+                        %from,
+                        starting,
+                        refuted = self.stats.leaves_refuted,
+                        "peer alive after its LEAVING: that LEAVING was forged or replayed"
+                    );
+                }
+            }
+            Observation::Refused { uid, reason } => {
+                *self.stats.frames_refused.entry(reason.kind()).or_default() += 1;
+                if self.logs.refused.ready(now) {
+                    warn!(
+                        peer = %uid,
+                        %from,
+                        reason = reason.kind(),
+                        max_peers = self.cfg.max_peers,
+                        refused = self.stats.frames_refused.values().sum::<u64>(),
+                        "frame of an unknown uid refused: peer table full or too many new uids"
+                    );
+                }
+            }
+            Observation::Stale { .. } => self.stats.frames_stale += 1,
+            Observation::Conflict {
+                uid,
+                incarnation,
+                addr,
+            } => {
+                self.stats.uid_conflicts += 1;
+                if self.logs.conflict.ready(now) {
+                    error!(
+                        peer = %uid,
+                        from = %addr,
+                        incarnation = ?incarnation,
+                        conflicts = self.stats.uid_conflicts,
+                        "another gateway uses our uid: fix --uid on one of them"
+                    );
+                }
+            }
+            Observation::Refreshed { .. } | Observation::Echo => {}
+        }
+    }
+
+    /// We were silent longer than our hold time: the peers have expired us and own our VNIs.
+    /// Keeping them would make duplicates, and taking them back at once a second move: release
+    /// everything and rejoin through the hold-down, as a restarted gateway does.
+    pub(super) fn local_stall(&mut self, silent: std::time::Duration, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.stats.local_stalls += 1;
+        warn!(
+            silent_ms = silent.as_millis() as u64,
+            hold_ms = self.cfg.hold().as_millis() as u64,
+            owned = self.owned.len(),
+            "this gateway sent no heartbeat for longer than its hold time (stalled): releasing everything, rejoining through the hold-down"
+        );
+        self.readiness.start(now, self.uplink_usable());
+        self.effects.push_back(Effect::HeartbeatNow);
+        self.reassign(now);
+        self.reconcile(now);
+    }
+
+    /// Recomputes what we own and logs the change: one line for what we take, one per new owner
+    /// for what we release, VNIs as ranges.
+    pub(super) fn reassign(&mut self, now: Instant) {
+        let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
+        let owned = if self.readiness.ready() {
+            assign::owned(self.me, &peers, self.cfg.vnis())
+        } else {
+            BTreeSet::new()
+        };
+        let taken: Vec<Vni> = owned.difference(&self.owned).copied().collect();
+        if !taken.is_empty() && self.logs.lines.allow(now, &mut self.stats) {
+            info!(vnis = %vni_ranges(taken.iter().copied()), count = taken.len(), "taking vnis");
+        }
+        let mut released: BTreeMap<Option<Uid>, Vec<Vni>> = BTreeMap::new();
+        for &vni in self.owned.difference(&owned) {
+            let to = assign::owner(vni, peers.iter().copied());
+            released.entry(to).or_default().push(vni);
+        }
+        for (to, vnis) in released {
+            if self.logs.lines.allow(now, &mut self.stats) {
+                info!(
+                    vnis = %vni_ranges(vnis.iter().copied()),
+                    count = vnis.len(),
+                    peer = %to.map(|u| u.to_string()).unwrap_or_else(|| "none".into()),
+                    "releasing vnis"
+                );
+            }
+        }
+        let changed = owned != self.owned;
+        self.owned = owned;
+        if changed && self.notified_ready {
+            let status = self.status_line();
+            self.effects
+                .push_back(Effect::Notify(Notice::Status(status)));
+        }
+    }
+}
