@@ -700,7 +700,7 @@ async fn malformed_datagrams_change_nothing() {
             good[..20].to_vec(),
             with(0, b'X'),
             with(4, 2),
-            with(6, 1),
+            with(6, 2),
             long,
             vec![0; 8],
             zero_uid.to_vec(),
