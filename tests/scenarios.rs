@@ -808,3 +808,119 @@ fn vni_lists_round_trip() {
         assert_eq!(show_vnis(parse_vnis(s)), s);
     }
 }
+
+/// One random step for the property below.
+#[derive(Debug, Clone)]
+enum Step {
+    Heartbeat {
+        uid: u64,
+        inc: u64,
+        seq: u64,
+        flags: u8,
+        hold: u32,
+    },
+    Legacy(u64),
+    Garbage(Vec<u8>),
+    /// Someone flips a managed link: protodown, carrier.
+    Flip { vni: u32, protodown: bool, carrier: bool },
+    Delete(u32),
+    Create(u32),
+    Lost,
+    Wait(u64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0x1002u64..0x1005, 1u64..4, 0u64..8, 0u8..8, 100u32..2000).prop_map(
+            |(uid, inc, seq, flags, hold)| Step::Heartbeat { uid, inc, seq, flags, hold }
+        ),
+        1 => (0x1002u64..0x1005).prop_map(Step::Legacy),
+        1 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Step::Garbage),
+        2 => (1u32..=4, any::<bool>(), any::<bool>())
+            .prop_map(|(vni, protodown, carrier)| Step::Flip { vni, protodown, carrier }),
+        1 => (1u32..=4).prop_map(Step::Delete),
+        1 => (1u32..=4).prop_map(Step::Create),
+        1 => Just(Step::Lost),
+        3 => (0u64..700).prop_map(Step::Wait),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Whatever arrives, in whatever order: the core never leaves a timer in the past (no hot
+    /// loop), never panics, and once things are quiet (two seconds without input) every managed
+    /// link that carries traffic is one the core owns, and every owned one is as we set it (our
+    /// bit off, protodown off unless another bit holds it). Then a stop ends with every managed
+    /// link down.
+    #[test]
+    fn the_core_settles_to_the_kernel_it_owns(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut r = Run::new("property", &[]);
+        r.input(&["start"], 0);
+        for s in &steps {
+            match s.clone() {
+                Step::Heartbeat { uid, inc, seq, flags, hold } => {
+                    let hb = Heartbeat {
+                        uid: Uid(uid), incarnation: inc, sequence: seq, flags,
+                        interval_ms: 100, hold_ms: hold,
+                    };
+                    r.datagram(&wire::encode(&hb));
+                    r.settle();
+                }
+                Step::Legacy(uid) => {
+                    r.datagram(&uid.to_be_bytes());
+                    r.settle();
+                }
+                Step::Garbage(b) => {
+                    r.datagram(&b);
+                    r.settle();
+                }
+                Step::Flip { vni, protodown, carrier } => {
+                    if let Some(i) = r.model.by_vni(vni) {
+                        r.model.edit(i, |l| {
+                            l.protodown = protodown;
+                            l.carrier = carrier;
+                            l.running = carrier;
+                        });
+                        r.settle();
+                    }
+                }
+                Step::Delete(vni) => {
+                    if r.model.by_vni(vni).is_some() {
+                        r.input(&["delete", &vni.to_string()], 0);
+                    }
+                }
+                Step::Create(vni) => {
+                    if r.model.by_vni(vni).is_none() {
+                        r.input(&["create", &vni.to_string()], 0);
+                    }
+                }
+                Step::Lost => r.input(&["lost"], 0),
+                Step::Wait(ms) => r.advance(r.now + Duration::from_millis(ms)),
+            }
+            if let Some(d) = r.core.next_deadline() {
+                proptest::prop_assert!(d > r.now, "a timer left in the past: {d:?} at {:?}", r.now);
+            }
+        }
+        r.advance(r.now + Duration::from_secs(2));
+        let owned: BTreeSet<u32> = r.core.owned().iter().map(|v| v.0).collect();
+        let active = r.model.active();
+        proptest::prop_assert!(active.is_subset(&owned), "active {active:?} but owned {owned:?}");
+        for vni in &owned {
+            if let Some(i) = r.model.by_vni(*vni) {
+                let l = &r.model.links[&i];
+                // What is ours to set: our bit off, and protodown off unless another bit holds it.
+                proptest::prop_assert!(l.reason & OURS == 0, "owned {vni} with our bit: {l:?}");
+                if l.reason == 0 {
+                    proptest::prop_assert!(!l.protodown, "owned {vni} protodown: {l:?}");
+                }
+            }
+        }
+        r.input(&["stop"], 0);
+        r.advance(r.now + Duration::from_secs(1));
+        proptest::prop_assert!(r.core.done(), "the stop did not end");
+        proptest::prop_assert!(r.model.active().is_empty(), "up after the stop: {:?}", r.model.active());
+        r.log.clear();
+    }
+}
