@@ -25,6 +25,47 @@ pub const MAX_GARP_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Longest heartbeat interval accepted (the hold time must fit the wire's u32 milliseconds).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Commands for the running daemon, over its control socket.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Sub {
+    /// This gateway's view: itself, its members, who owns each VNI and whether it is active
+    /// here, counters, the last ownership changes.
+    Status {
+        /// The JSON document (stable; docs/operations.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Be the daemon.
+    Daemon(Box<Config>),
+    /// Ask the daemon at `socket`.
+    Client {
+        socket: std::path::PathBuf,
+        command: Sub,
+    },
+}
+
+impl Invocation {
+    pub fn parse_from<I, T>(args: I) -> Result<Invocation, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let a = Args::try_parse_from(args)?;
+        match a.command.clone() {
+            Some(command) => Ok(Invocation::Client {
+                socket: a.control_socket,
+                command,
+            }),
+            None => Config::try_from(a).map(|c| Invocation::Daemon(Box::new(c))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -136,6 +177,15 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_AUTH_MODE", value_enum, requires = "key_file")]
     pub auth_mode: Option<AuthMode>,
 
+    /// The control socket: the daemon answers `wmgwd2 status` on it (mode 0600: root and the
+    /// service's user); the subcommands ask there.
+    #[arg(long, env = "WMGWD2_CONTROL_SOCKET", default_value = crate::control::DEFAULT_SOCKET, global = true)]
+    pub control_socket: std::path::PathBuf,
+
+    /// Run a command against the running daemon instead of being one.
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+
     /// Log format.
     #[arg(long, env = "WMGWD2_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -169,6 +219,7 @@ pub struct Config {
     pub leave_wait: Duration,
     pub key_file: Option<std::path::PathBuf>,
     pub auth_mode: AuthMode,
+    pub control_socket: std::path::PathBuf,
     pub log_format: LogFormat,
     pub verbose: u8,
 }
@@ -297,6 +348,7 @@ impl TryFrom<Args> for Config {
             leave_wait: a.leave_wait,
             key_file: a.key_file,
             auth_mode: a.auth_mode.unwrap_or(AuthMode::Require),
+            control_socket: a.control_socket,
             log_format: a.log_format,
             verbose: a.verbose,
         })

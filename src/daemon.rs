@@ -21,6 +21,7 @@ use tracing::{debug, error, info, trace, warn};
 use crate::announce::{self, heartbeat_socket, Received};
 use crate::auth::Keys;
 use crate::cli::Config;
+use crate::control::{Pending, Request};
 use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Notice, Stats};
 use crate::garp::{self, Announcement};
 use crate::kernel::{EventSource, Kernel, KernelError};
@@ -174,6 +175,8 @@ pub struct Daemon<K: Kernel> {
     /// Tells the service manager (nothing, unless `main` installs systemd's).
     notifier: Box<dyn Notifier>,
     keys: Option<Arc<Keys>>,
+    /// Requests from the control socket (`wmgwd2 status`).
+    control: Option<mpsc::Receiver<Pending>>,
 }
 
 /// Where [`Notice`]s go.
@@ -228,6 +231,13 @@ async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
     }
 }
 
+async fn recv_control(rx: &mut Option<mpsc::Receiver<Pending>>) -> Option<Pending> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => pending().await,
+    }
+}
+
 async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -254,7 +264,24 @@ impl<K: Kernel> Daemon<K> {
             }),
             notifier: Box::new(NoNotifier),
             keys: None,
+            control: None,
         }
+    }
+
+    /// Answer the requests that arrive on `rx` (see [`crate::control::listen`]).
+    pub fn with_control(mut self, rx: mpsc::Receiver<Pending>) -> Self {
+        self.control = Some(rx);
+        self
+    }
+
+    /// The state as `wmgwd2 status` shows it.
+    fn report(&self) -> crate::status::Report {
+        let extra = Stats {
+            heartbeats_sent: self.shared.sent.load(Ordering::Relaxed),
+            send_errors: self.shared.errors.load(Ordering::Relaxed),
+            ..Stats::default()
+        };
+        self.core.report(now(), self.incarnation, &extra)
     }
 
     /// Sign our heartbeats with the first key and verify every frame (`--key-file`).
@@ -343,6 +370,7 @@ impl<K: Kernel> Daemon<K> {
         let mut stopping = false;
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut status = self.status_requests.take();
+        let mut control = self.control.take();
         loop {
             let deadline = self.core.next_deadline();
             // Its own handle: an effect may replace the socket (a rebind).
@@ -377,6 +405,14 @@ impl<K: Kernel> Daemon<K> {
                     self.core.handle(Input::Timer, now());
                 }
                 Some(()) = recv_opt(&mut status) => self.log_status(),
+                Some((request, reply)) = recv_control(&mut control) => match request {
+                    Request::Status => {
+                        let json = serde_json::to_string_pretty(&self.report()).unwrap_or_else(|e| {
+                            serde_json::json!({ "error": e.to_string() }).to_string()
+                        });
+                        let _ = reply.send(json + "\n");
+                    }
+                },
             }
             let stalled = self.shared.stalled.load(Ordering::Relaxed);
             if stalled {

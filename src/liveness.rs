@@ -71,6 +71,12 @@ pub struct Peer {
     pub deadline: Instant,
     pub addr: SocketAddr,
     pub interval: Duration,
+    /// When its last frame that counted arrived.
+    pub last_heard: Instant,
+    /// Frames of this incarnation that counted, and the sequence numbers skipped between them
+    /// (heartbeats lost on the way, or never sent: a stalled sender skips ticks).
+    pub frames: u64,
+    pub lost: u64,
 }
 
 /// What one frame did to the table.
@@ -104,6 +110,18 @@ pub enum Observation {
 }
 
 impl Observation {
+    /// Why the candidates changed, in words (for the ownership transitions a status shows).
+    pub fn reason(&self) -> String {
+        match self {
+            Observation::Joined { uid, .. } => format!("peer {uid} joined"),
+            Observation::Ready { uid } => format!("peer {uid} ready"),
+            Observation::Restarted { uid, .. } => format!("peer {uid} restarted"),
+            Observation::Left { uid } => format!("peer {uid} left"),
+            Observation::LeaveRefuted { uid, .. } => format!("peer {uid} alive after a LEAVING"),
+            _ => "heartbeat".into(),
+        }
+    }
+
     /// Did the set of candidate owners change?
     pub fn changes_candidates(&self) -> bool {
         match self {
@@ -197,6 +215,8 @@ impl Liveness {
             Some(p) if p.incarnation.is_none() => {
                 p.deadline = deadline;
                 p.addr = addr;
+                p.last_heard = now;
+                p.frames += 1;
                 Observation::Refreshed { uid }
             }
             // A version-1 peer (or its tombstone): an 8-byte frame cannot speak for it.
@@ -216,6 +236,9 @@ impl Liveness {
                         deadline,
                         addr,
                         interval: Duration::from_secs(1),
+                        last_heard: now,
+                        frames: 1,
+                        lost: 0,
                     },
                 );
                 Observation::Joined {
@@ -258,6 +281,9 @@ impl Liveness {
             state,
             deadline: now + hold,
             addr,
+            last_heard: now,
+            frames: 1,
+            lost: 0,
             interval: Duration::from_millis(u64::from(hb.interval_ms.min(wire::MAX_INTERVAL_MS))),
         };
         if !self.peers.contains_key(&uid) {
@@ -335,7 +361,13 @@ impl Liveness {
         // Same incarnation, newer sequence, not a tombstone.
         let was = p.state;
         let alive = p.alive_sequence;
-        *p = fresh;
+        let frames = p.frames + 1;
+        let lost = p.lost + hb.sequence.saturating_sub(p.sequence).saturating_sub(1);
+        *p = Peer {
+            frames,
+            lost,
+            ..fresh
+        };
         match (was, state) {
             (_, PeerState::Left) => {
                 p.alive_sequence = alive;

@@ -16,9 +16,11 @@ use tracing_subscriber::EnvFilter;
 
 use wmgwd2::announce::{heartbeat_socket, SocketError};
 use wmgwd2::auth::Keys;
-use wmgwd2::cli::{Config, LogFormat};
+use wmgwd2::cli::{Config, Invocation, LogFormat, Sub};
+use wmgwd2::control;
 use wmgwd2::daemon::{Daemon, DaemonError, SdNotifier};
 use wmgwd2::kernel::KernelError;
+use wmgwd2::status::Report;
 use wmgwd2::sys::NetlinkKernel;
 use wmgwd2::types::Uid;
 
@@ -155,9 +157,46 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// `wmgwd2 status [--json]`: asks the running daemon and prints its answer. Exit 1 when no
+/// daemon answers.
+fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wmgwd2: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Sub::Status { json } = command;
+    match rt.block_on(control::ask(socket, "status")) {
+        Ok(answer) if json => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => match serde_json::from_str::<Report>(&answer) {
+            Ok(report) => {
+                print!("{}", report.render());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wmgwd2: the daemon's answer is not a status ({e}): {answer}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("wmgwd2: {e} (is the daemon running? --control-socket names its socket)");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cfg = match Config::parse_from(std::env::args_os()) {
-        Ok(c) => c,
+    let cfg = match Invocation::parse_from(std::env::args_os()) {
+        Ok(Invocation::Daemon(c)) => *c,
+        Ok(Invocation::Client { socket, command }) => return client(&socket, command),
         Err(e) => usage_error(e),
     };
     let (_flush_at_exit, dropped) = init_logging(&cfg);
@@ -243,6 +282,7 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
         hold_down = cfg.hold_down,
         "wmgwd2 starting"
     );
+    let socket_path = cfg.control_socket.clone();
     let mut daemon = Daemon::new(cfg, uid, inc, kernel)
         .with_status_requests(status_rx)
         .with_notifier(Box::new(SdNotifier::default()));
@@ -250,6 +290,16 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
         let ids: Vec<String> = keys.ids().map(|i| i.to_string()).collect();
         info!(key_ids = %ids.join(","), signing = keys.signing_id(), "heartbeats signed and verified (HMAC-SHA256)");
         daemon = daemon.with_keys(keys);
+    }
+    // The control socket: a daemon without one still serves (its state is only not shown).
+    match control::listen(&socket_path).await {
+        Ok(rx) => {
+            info!(path = %socket_path.display(), "control socket ready");
+            daemon = daemon.with_control(rx);
+        }
+        Err(e) => {
+            warn!(error = %e, "no control socket: `wmgwd2 status` will not reach this daemon")
+        }
     }
     // WatchdogSec= in the unit: a keep-alive at half the period, from the event loop.
     if let Some(period) = sd_notify::watchdog_enabled() {

@@ -96,3 +96,16 @@ fn key_file_problems_stop_the_start_and_say_why() {
     assert!(err.contains("--key-file"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `wmgwd2 status` with no daemon listening: one line saying so, exit 1.
+#[test]
+fn status_without_a_daemon_says_so() {
+    let (code, err) = run(&[
+        "status",
+        "--control-socket",
+        "/nonexistent/wmgwd2/control.sock",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is the daemon running"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}

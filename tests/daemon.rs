@@ -1347,3 +1347,60 @@ async fn systemd_hears_ready_after_the_takeover_and_no_keepalive_from_a_stuck_lo
     })
     .await;
 }
+
+/// `wmgwd2 status` over the control socket: the gateway, its members, every VNI's owner and
+/// whether it is active here (checked against the kernel), counters, and the ownership changes
+/// with their reasons.
+#[tokio::test(start_paused = true)]
+async fn status_over_the_control_socket_agrees_with_the_kernel() {
+    local(async {
+        let dir = std::env::temp_dir().join(format!("wmgwd2-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let rx = wmgwd2::control::listen(&path).await.unwrap();
+        let mut h = Harness::start_configured(&[], |_| {}, move |d, _| d.with_control(rx)).await;
+        h.takeover().await;
+        h.send_peer(PEER, 1, 0, 60_000);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        // A second daemon must not take over a live daemon's socket.
+        assert!(matches!(
+            wmgwd2::control::listen(&path).await,
+            Err(wmgwd2::control::ControlError::InUse { .. })
+        ));
+        let answer = wmgwd2::control::ask(&path, "status").await.unwrap();
+        let r: wmgwd2::status::Report = serde_json::from_str(&answer).unwrap();
+        assert_eq!(r.schema, 1);
+        assert_eq!(r.gateway.uid, "0x1001");
+        assert_eq!(r.gateway.state, "ready");
+        assert_eq!(r.gateway.owned, mine.len());
+        assert_eq!(r.members.len(), 1);
+        assert_eq!(
+            (r.members[0].uid.as_str(), r.members[0].state.as_str()),
+            ("0x1002", "ready")
+        );
+        assert!(r.members[0].frames >= 1);
+        assert_eq!(r.vnis.len(), VNIS as usize);
+        for v in &r.vnis {
+            let ours = mine.contains(&v.vni);
+            let expected = if ours { "0x1001" } else { "0x1002" };
+            assert_eq!(v.owner.as_deref(), Some(expected), "vni {}", v.vni);
+            assert_eq!(v.active, h.link(ifindex(v.vni)).active(), "vni {}", v.vni);
+            assert_eq!(v.active, ours, "vni {}", v.vni);
+            assert_eq!(v.why, None, "vni {}", v.vni);
+        }
+        let reasons: Vec<&str> = r.transitions.iter().map(|t| t.reason.as_str()).collect();
+        assert_eq!(reasons, ["hold-down over", "peer 0x1002 joined"]);
+        assert!(r.counters["frames_received"] >= 1);
+        let text = r.render();
+        assert!(text.contains("gateway 0x1001 (ready)"), "{text}");
+        assert!(text.contains("(this gateway)"), "{text}");
+        let bad: serde_json::Value =
+            serde_json::from_str(&wmgwd2::control::ask(&path, "nonsense").await.unwrap()).unwrap();
+        assert_eq!(bad["error"], "unknown request \"nonsense\"");
+        h.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -822,7 +822,11 @@ enum Step {
     Legacy(u64),
     Garbage(Vec<u8>),
     /// Someone flips a managed link: protodown, carrier.
-    Flip { vni: u32, protodown: bool, carrier: bool },
+    Flip {
+        vni: u32,
+        protodown: bool,
+        carrier: bool,
+    },
     Delete(u32),
     Create(u32),
     Lost,

@@ -154,6 +154,15 @@ pub struct Stats {
     pub resyncs: u64,
 }
 
+/// One change of what this gateway owns, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnershipChange {
+    pub at: std::time::Instant,
+    pub taken: Vec<Vni>,
+    pub released: Vec<Vni>,
+    pub reason: String,
+}
+
 /// One line's worth of state (SIGUSR1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {

@@ -69,7 +69,7 @@ impl Core {
             confirmed,
             attempts: 1,
         };
-        self.reassign(now);
+        self.reassign(now, "stop");
         self.release_all();
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{Core, Effect, Notice, Phase};
+use super::{Core, Effect, Notice, OwnershipChange, Phase, TRANSITIONS_KEPT};
 use crate::assign;
 use crate::liveness::Observation;
 use crate::types::{vni_ranges, Uid, Vni};
@@ -99,13 +99,13 @@ impl Core {
         );
         self.readiness.start(now, self.uplink_usable());
         self.effects.push_back(Effect::HeartbeatNow);
-        self.reassign(now);
+        self.reassign(now, "this gateway was stalled");
         self.reconcile(now);
     }
 
     /// Recomputes what we own and logs the change: one line for what we take, one per new owner
     /// for what we release, VNIs as ranges.
-    pub(super) fn reassign(&mut self, now: Instant) {
+    pub(super) fn reassign(&mut self, now: Instant, why: &str) {
         let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
         let owned = if self.readiness.ready() {
             assign::owned(self.me, &peers, self.cfg.vnis())
@@ -132,6 +132,18 @@ impl Core {
             }
         }
         let changed = owned != self.owned;
+        if changed {
+            let released: Vec<Vni> = self.owned.difference(&owned).copied().collect();
+            self.transitions.push_back(OwnershipChange {
+                at: now,
+                taken,
+                released,
+                reason: why.to_owned(),
+            });
+            while self.transitions.len() > TRANSITIONS_KEPT {
+                self.transitions.pop_front();
+            }
+        }
         self.owned = owned;
         if changed && self.notified_ready {
             let status = self.status_line();

@@ -23,9 +23,13 @@ mod apply;
 mod io;
 mod leave;
 mod membership;
+mod report;
 mod uplink;
 
-pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, Stats, Status};
+pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, OwnershipChange, Stats, Status};
+
+/// How many ownership changes a status shows.
+pub const TRANSITIONS_KEPT: usize = 64;
 pub use leave::STOP_ATTEMPTS;
 
 use tracing::{debug, info, trace, warn};
@@ -158,6 +162,8 @@ pub struct Core {
     bound_uplink: Option<IfIndex>,
     rebinding: bool,
     rebind_after: Option<Instant>,
+    /// The last ownership changes, oldest first.
+    transitions: std::collections::VecDeque<OwnershipChange>,
     /// The keys heartbeats are verified with (`None`: no `--key-file`).
     keys: Option<Keys>,
     /// READY=1 sent; the watchdog period and when the next keep-alive is due.
@@ -194,6 +200,7 @@ impl Core {
             bound_uplink: None,
             rebinding: false,
             rebind_after: None,
+            transitions: Default::default(),
             keys: None,
             notified_ready: false,
             watchdog: None,
@@ -384,7 +391,7 @@ impl Core {
         match &mut self.phase {
             Phase::Running if obs.changes_candidates() => {
                 self.effects.push_back(Effect::HeartbeatNow);
-                self.reassign(now);
+                self.reassign(now, &obs.reason());
                 self.reconcile(now);
             }
             Phase::Leaving { waiting, .. } => {
@@ -457,14 +464,14 @@ impl Core {
                 self.watchdog_at = Some(now + every);
             }
         }
-        let mut reassign = false;
+        let mut reassign: Option<String> = None;
         if self.phase == Phase::Running {
             if let Some(Transition::Ready) = self.readiness.poll(now) {
                 info!(
                     peers = self.live.ready_peers().count(),
                     "hold-down over, taking ownership"
                 );
-                reassign = true;
+                reassign = Some("hold-down over".into());
                 self.effects.push_back(Effect::HeartbeatNow);
             }
         }
@@ -485,11 +492,13 @@ impl Core {
             return;
         }
         if !gone.is_empty() {
-            reassign = true;
+            let dead: Vec<String> = gone.iter().map(|u| format!("peer {u} dead")).collect();
+            reassign = Some(dead.join(", "));
             self.effects.push_back(Effect::HeartbeatNow);
         }
-        if reassign {
-            self.reassign(now);
+        let reassigned = reassign.is_some();
+        if let Some(why) = reassign {
+            self.reassign(now, &why);
         }
         let mut retry = self.backoff.due(now);
         if self.rebind_after.is_some_and(|t| t <= now) {
@@ -497,7 +506,7 @@ impl Core {
             self.check_uplink(now);
             retry = true;
         }
-        if reassign || retry {
+        if reassigned || retry {
             self.reconcile(now);
             if self.readiness.ready() {
                 let status = self.status_line();

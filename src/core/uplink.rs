@@ -42,7 +42,7 @@ impl Core {
             }
             Some(Transition::UplinkDown) => {
                 warn!(%ifname, owned = self.owned.len(), "uplink down: releasing every vni");
-                self.reassign(now);
+                self.reassign(now, "uplink down");
             }
             _ => return,
         }

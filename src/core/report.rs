@@ -1,0 +1,149 @@
+//! The core's state as a [`Report`] (`wmgwd2 status`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::{Core, Phase, Stats};
+use crate::assign;
+use crate::liveness::PeerState;
+use crate::status::{Change, Gateway, Member, Report, VniState, SCHEMA};
+use crate::types::{vni_ranges, Uid};
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Stats {
+    /// Every counter by name; the counters kept by reason as `name.reason`.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let mut c = BTreeMap::new();
+        for (k, v) in [
+            ("frames_received", self.frames_received),
+            ("frames_stale", self.frames_stale),
+            ("leaves_refuted", self.leaves_refuted),
+            ("log_lines_suppressed", self.log_lines_suppressed),
+            ("uid_conflicts", self.uid_conflicts),
+            ("local_stalls", self.local_stalls),
+            ("heartbeats_sent", self.heartbeats_sent),
+            ("send_errors", self.send_errors),
+            ("actions_applied", self.actions_applied),
+            ("actions_failed", self.actions_failed),
+            ("garps_sent", self.garps_sent),
+            ("garp_errors", self.garp_errors),
+            ("resyncs", self.resyncs),
+        ] {
+            c.insert(k.to_owned(), v);
+        }
+        for (name, map) in [
+            ("frames_malformed", &self.frames_malformed),
+            ("frames_rejected", &self.frames_rejected),
+            ("frames_refused", &self.frames_refused),
+        ] {
+            c.insert(name.to_owned(), map.values().sum());
+            for (reason, v) in map {
+                c.insert(format!("{name}.{reason}"), *v);
+            }
+        }
+        c
+    }
+}
+
+impl Core {
+    /// This gateway's view at `now`. `extra` are counters the shell keeps (heartbeats sent).
+    pub fn report(&self, now: Instant, incarnation: u64, extra: &Stats) -> Report {
+        let state = match &self.phase {
+            Phase::Leaving { .. } => "leaving",
+            Phase::Stopping { .. } | Phase::Done => "stopping",
+            _ if self.readiness.ready() => "ready",
+            _ if !self.uplink_usable() && self.links.uplink_name().is_some() => "uplink-down",
+            _ if self.readiness.holding() && self.notified_ready => "uplink-hold-down",
+            _ => "starting",
+        };
+        let members: Vec<Member> = self
+            .live
+            .peers()
+            .iter()
+            .map(|(uid, p)| Member {
+                uid: uid.to_string(),
+                address: p.addr.to_string(),
+                state: match p.state {
+                    PeerState::Starting => "starting",
+                    PeerState::Ready => "ready",
+                    PeerState::Left => "left",
+                }
+                .into(),
+                incarnation: p.incarnation,
+                last_heard_ms_ago: ms(now.saturating_duration_since(p.last_heard)),
+                expires_in_ms: ms(p.deadline.saturating_duration_since(now)),
+                interval_ms: ms(p.interval),
+                frames: p.frames,
+                lost: p.lost,
+            })
+            .collect();
+        let mut candidates: BTreeSet<Uid> = self.live.ready_peers().collect();
+        if self.readiness.ready() {
+            candidates.insert(self.me);
+        }
+        let vnis = self
+            .cfg
+            .vnis()
+            .iter()
+            .map(|vni| {
+                let owner = assign::owner(vni, candidates.iter().copied());
+                let link = self.links.get(vni);
+                let active = link.is_some_and(|l| l.active());
+                let ours = owner == Some(self.me);
+                let why = match link {
+                    None => Some("missing".to_owned()),
+                    Some(_) if ours == active => None,
+                    Some(_) if self.blocked.contains_key(&vni) => Some(format!(
+                        "held down by reason bits {:#x}",
+                        self.blocked[&vni]
+                    )),
+                    Some(l) if ours && !l.protodown && !(l.carrier && l.running) => {
+                        Some("no carrier".to_owned())
+                    }
+                    Some(_) => Some("being changed".to_owned()),
+                };
+                VniState {
+                    vni: vni.0,
+                    owner: owner.map(|u| u.to_string()),
+                    active,
+                    why,
+                }
+            })
+            .collect();
+        let mut stats = self.stats.clone();
+        stats.heartbeats_sent = extra.heartbeats_sent;
+        stats.send_errors = extra.send_errors;
+        Report {
+            schema: SCHEMA,
+            gateway: Gateway {
+                uid: self.me.to_string(),
+                incarnation,
+                state: state.into(),
+                interval_ms: ms(self.cfg.interval),
+                hold_ms: ms(self.cfg.hold()),
+                uplink: self.links.uplink_name().map(str::to_owned),
+                uplink_up: self.uplink_usable(),
+                range: self.cfg.vnis().to_string(),
+                managed: self.links.managed().len(),
+                owned: self.owned.len(),
+                active: self.garps.active().len(),
+            },
+            members,
+            vnis,
+            counters: stats.counters(),
+            transitions: self
+                .transitions
+                .iter()
+                .map(|t| Change {
+                    ms_ago: ms(now.saturating_duration_since(t.at)),
+                    taken: vni_ranges(t.taken.iter().copied()),
+                    released: vni_ranges(t.released.iter().copied()),
+                    reason: t.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+}

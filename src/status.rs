@@ -1,0 +1,177 @@
+//! What `wmgwd2 status` shows: one gateway's view, as a stable JSON document (docs/operations.md
+//! lists its fields) and as text that fits a terminal. Pure: the core fills a [`Report`], the
+//! control socket carries it, the client renders it.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// The JSON document's schema version: fields are only ever added within a version.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub gateway: Gateway,
+    pub members: Vec<Member>,
+    pub vnis: Vec<VniState>,
+    /// Every counter, by name.
+    pub counters: std::collections::BTreeMap<String, u64>,
+    /// The last ownership changes, oldest first.
+    pub transitions: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gateway {
+    /// Hex, as in `--uid`.
+    pub uid: String,
+    pub incarnation: u64,
+    /// `starting`, `ready`, `uplink-down`, `uplink-hold-down`, `leaving`, `stopping`.
+    pub state: String,
+    pub interval_ms: u64,
+    pub hold_ms: u64,
+    /// `--bind-interface`, and whether it is usable.
+    pub uplink: Option<String>,
+    pub uplink_up: bool,
+    /// The managed range, as `first-last`.
+    pub range: String,
+    pub managed: usize,
+    pub owned: usize,
+    pub active: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub uid: String,
+    pub address: String,
+    /// `starting`, `ready`, `left` (a tombstone).
+    pub state: String,
+    /// `None` for the Go original's legacy frames.
+    pub incarnation: Option<u64>,
+    pub last_heard_ms_ago: u64,
+    pub expires_in_ms: u64,
+    pub interval_ms: u64,
+    /// Frames of this incarnation heard, and sequence numbers skipped between them.
+    pub frames: u64,
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VniState {
+    pub vni: u32,
+    /// The owner the hash names among the candidates (this gateway included once ready).
+    pub owner: Option<String>,
+    /// Whether this gateway's interface for it carries traffic, as the kernel last said.
+    pub active: bool,
+    /// Why `active` is not what `owner` says, when it is not: `missing`, `held down by reason
+    /// bits 0x…`, `no carrier`, `being changed`.
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub ms_ago: u64,
+    /// VNIs as ranges (`1-3,7`), `none` when empty.
+    pub taken: String,
+    pub released: String,
+    pub reason: String,
+}
+
+impl Report {
+    /// The text form: one gateway at a glance.
+    pub fn render(&self) -> String {
+        let g = &self.gateway;
+        let mut out = String::new();
+        let uplink = match &g.uplink {
+            Some(name) => format!("{name} ({})", if g.uplink_up { "up" } else { "down" }),
+            None => "any interface".into(),
+        };
+        let _ = writeln!(
+            out,
+            "gateway {} ({})  incarnation {}  interval {} ms  hold {} ms  uplink {}",
+            g.uid, g.state, g.incarnation, g.interval_ms, g.hold_ms, uplink
+        );
+        let _ = writeln!(
+            out,
+            "VNIs {}: {} managed, {} owned, {} active",
+            g.range, g.managed, g.owned, g.active
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<20} {:<22} {:<9} {:>10} {:>10} {:>9} {:>9} {:>7}",
+            "member", "address", "state", "heard ago", "expires in", "interval", "frames", "lost"
+        );
+        for m in &self.members {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<22} {:<9} {:>8}ms {:>8}ms {:>7}ms {:>9} {:>7}",
+                m.uid,
+                m.address,
+                m.state,
+                m.last_heard_ms_ago,
+                m.expires_in_ms,
+                m.interval_ms,
+                m.frames,
+                m.lost
+            );
+        }
+        if self.members.is_empty() {
+            let _ = writeln!(out, "(no other member heard)");
+        }
+        let _ = writeln!(out);
+        // VNIs grouped: by owner, then the ones whose kernel state differs.
+        let mut by_owner: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+        for v in &self.vnis {
+            let o = v.owner.clone().unwrap_or_else(|| "none".into());
+            by_owner.entry(o).or_default().push(v.vni);
+        }
+        let _ = writeln!(out, "{:<20} {:>6}  vnis", "owner", "count");
+        for (owner, vnis) in &by_owner {
+            let mark = if *owner == g.uid {
+                " (this gateway)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "{:<20} {:>6}  {}{}",
+                owner,
+                vnis.len(),
+                ranges(vnis),
+                mark
+            );
+        }
+        let mut odd: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+        for v in &self.vnis {
+            if let Some(why) = &v.why {
+                odd.entry(why.as_str()).or_default().push(v.vni);
+            }
+        }
+        for (why, vnis) in &odd {
+            let _ = writeln!(out, "not as owned: {} ({why})", ranges(vnis));
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "recent ownership changes (newest last):");
+        for c in self.transitions.iter().rev().take(10).rev() {
+            let _ = writeln!(
+                out,
+                "  {:>8} ms ago  took {}  released {}  ({})",
+                c.ms_ago, c.taken, c.released, c.reason
+            );
+        }
+        let nonzero: Vec<String> = self
+            .counters
+            .iter()
+            .filter(|(_, v)| **v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out);
+        let _ = writeln!(out, "counters: {}", nonzero.join(" "));
+        out
+    }
+}
+
+fn ranges(v: &[u32]) -> String {
+    crate::types::vni_ranges(v.iter().map(|&v| crate::types::Vni(v)))
+}
