@@ -35,6 +35,19 @@ pub enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// What would move where if members left (--without) or joined (--with), computed from
+    /// the live members with the real assignment. Changes nothing.
+    Plan {
+        /// A member that would leave (its uid, hex or decimal); repeatable.
+        #[arg(long, value_parser = parse_uid)]
+        without: Vec<u64>,
+        /// A member that would join; repeatable.
+        #[arg(long, value_parser = parse_uid)]
+        with: Vec<u64>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What the command line asks for.

@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::types::Uid;
+
 /// Where the daemon listens unless told otherwise (systemd's `RuntimeDirectory=wmgwd2`).
 pub const DEFAULT_SOCKET: &str = "/run/wmgwd2/control.sock";
 /// How long a client may take to send its request, and the daemon to answer.
@@ -26,6 +28,11 @@ const MAX_REQUEST: u64 = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Status,
+    /// What would move if these members left and those joined.
+    Plan {
+        without: Vec<Uid>,
+        with: Vec<Uid>,
+    },
 }
 
 /// A request and where its answer goes.
@@ -87,9 +94,10 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> io::Result<()> 
     BufReader::new(read.take(MAX_REQUEST))
         .read_line(&mut line)
         .await?;
-    let request = match line.trim() {
-        "status" => Request::Status,
-        other => {
+    let request = match parse_request(line.trim()) {
+        Some(r) => r,
+        None => {
+            let other = line.trim();
             let msg = serde_json::json!({ "error": format!("unknown request {other:?}") });
             return write.write_all(format!("{msg}\n").as_bytes()).await;
         }
@@ -102,6 +110,28 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> io::Result<()> 
         write.write_all(text.as_bytes()).await?;
     }
     write.shutdown().await
+}
+
+/// `status`, or `plan [without=UID]… [with=UID]…`.
+fn parse_request(line: &str) -> Option<Request> {
+    let mut words = line.split_whitespace();
+    match words.next()? {
+        "status" => words.next().is_none().then_some(Request::Status),
+        "plan" => {
+            let (mut without, mut with) = (vec![], vec![]);
+            for w in words {
+                let (k, v) = w.split_once('=')?;
+                let uid = Uid(crate::cli::parse_uid(v).ok()?);
+                match k {
+                    "without" => without.push(uid),
+                    "with" => with.push(uid),
+                    _ => return None,
+                }
+            }
+            Some(Request::Plan { without, with })
+        }
+        _ => None,
+    }
 }
 
 /// The client side: sends `request` to the daemon at `path` and returns its answer.

@@ -231,6 +231,13 @@ async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
     }
 }
 
+/// A document for the control socket, one per answer.
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    let json = serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
+    json + "\n"
+}
+
 async fn recv_control(rx: &mut Option<mpsc::Receiver<Pending>>) -> Option<Pending> {
     match rx {
         Some(rx) => rx.recv().await,
@@ -407,10 +414,10 @@ impl<K: Kernel> Daemon<K> {
                 Some(()) = recv_opt(&mut status) => self.log_status(),
                 Some((request, reply)) = recv_control(&mut control) => match request {
                     Request::Status => {
-                        let json = serde_json::to_string_pretty(&self.report()).unwrap_or_else(|e| {
-                            serde_json::json!({ "error": e.to_string() }).to_string()
-                        });
-                        let _ = reply.send(json + "\n");
+                        let _ = reply.send(to_json(&self.report()));
+                    }
+                    Request::Plan { without, with } => {
+                        let _ = reply.send(to_json(&self.core.plan(&without, &with)));
                     }
                 },
             }

@@ -20,7 +20,7 @@ use wmgwd2::cli::{Config, Invocation, LogFormat, Sub};
 use wmgwd2::control;
 use wmgwd2::daemon::{Daemon, DaemonError, SdNotifier};
 use wmgwd2::kernel::KernelError;
-use wmgwd2::status::Report;
+use wmgwd2::status::{PlanReport, Report};
 use wmgwd2::sys::NetlinkKernel;
 use wmgwd2::types::Uid;
 
@@ -157,6 +157,9 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// Turns the daemon's JSON answer into text (`None`: it is not the document expected).
+type Render = fn(&str) -> Option<String>;
+
 /// `wmgwd2 status [--json]`: asks the running daemon and prints its answer. Exit 1 when no
 /// daemon answers.
 fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
@@ -170,19 +173,41 @@ fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Sub::Status { json } = command;
-    match rt.block_on(control::ask(socket, "status")) {
+    let (request, json, render): (String, bool, Render) = match command {
+        Sub::Status { json } => ("status".into(), json, |a| {
+            serde_json::from_str::<Report>(a).ok().map(|r| r.render())
+        }),
+        Sub::Plan {
+            without,
+            with,
+            json,
+        } => {
+            let mut r = String::from("plan");
+            for u in without {
+                r.push_str(&format!(" without={u:#x}"));
+            }
+            for u in with {
+                r.push_str(&format!(" with={u:#x}"));
+            }
+            (r, json, |a| {
+                serde_json::from_str::<PlanReport>(a)
+                    .ok()
+                    .map(|r| r.render())
+            })
+        }
+    };
+    match rt.block_on(control::ask(socket, &request)) {
         Ok(answer) if json => {
             print!("{answer}");
             ExitCode::SUCCESS
         }
-        Ok(answer) => match serde_json::from_str::<Report>(&answer) {
-            Ok(report) => {
-                print!("{}", report.render());
+        Ok(answer) => match render(&answer) {
+            Some(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("wmgwd2: the daemon's answer is not a status ({e}): {answer}");
+            None => {
+                eprintln!("wmgwd2: the daemon answered: {}", answer.trim());
                 ExitCode::from(1)
             }
         },

@@ -175,3 +175,80 @@ impl Report {
 fn ranges(v: &[u32]) -> String {
     crate::types::vni_ranges(v.iter().map(|&v| crate::types::Vni(v)))
 }
+
+/// What `wmgwd2 plan` answers: the moves if members left or joined, from the live candidates
+/// and the real assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub schema: u32,
+    pub candidates_now: Vec<String>,
+    pub candidates_then: Vec<String>,
+    /// VNIs whose owner would change, grouped by (from, to).
+    pub moves: Vec<Move>,
+    /// VNIs that would move, in all.
+    pub moved: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// `none` when the VNI has no owner.
+    pub from: String,
+    pub to: String,
+    pub count: usize,
+    /// As ranges (`1-3,7`).
+    pub vnis: String,
+}
+
+impl PlanReport {
+    /// The text form.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "candidates now:  {}", self.candidates_now.join(" "));
+        let _ = writeln!(out, "candidates then: {}", self.candidates_then.join(" "));
+        if self.moves.is_empty() {
+            let _ = writeln!(out, "no VNI would move");
+        }
+        for m in &self.moves {
+            let _ = writeln!(
+                out,
+                "{:>6} VNIs {} -> {}: {}",
+                m.count, m.from, m.to, m.vnis
+            );
+        }
+        out
+    }
+}
+
+/// The moves from candidates `now` to candidates `then` over `vnis`.
+pub fn plan(
+    vnis: crate::types::VniRange,
+    now: &std::collections::BTreeSet<crate::types::Uid>,
+    then: &std::collections::BTreeSet<crate::types::Uid>,
+) -> PlanReport {
+    use crate::assign::owner;
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<u32>> = Default::default();
+    for vni in vnis.iter() {
+        let a = owner(vni, now.iter().copied());
+        let b = owner(vni, then.iter().copied());
+        if a != b {
+            let name = |u: Option<crate::types::Uid>| u.map_or("none".into(), |u| u.to_string());
+            groups.entry((name(a), name(b))).or_default().push(vni.0);
+        }
+    }
+    let moves: Vec<Move> = groups
+        .into_iter()
+        .map(|((from, to), v)| Move {
+            from,
+            to,
+            count: v.len(),
+            vnis: ranges(&v),
+        })
+        .collect();
+    PlanReport {
+        schema: SCHEMA,
+        candidates_now: now.iter().map(|u| u.to_string()).collect(),
+        candidates_then: then.iter().map(|u| u.to_string()).collect(),
+        moved: moves.iter().map(|m| m.count).sum(),
+        moves,
+    }
+}

@@ -1396,6 +1396,35 @@ async fn status_over_the_control_socket_agrees_with_the_kernel() {
         let text = r.render();
         assert!(text.contains("gateway 0x1001 (ready)"), "{text}");
         assert!(text.contains("(this gateway)"), "{text}");
+        // `plan --without 0x1002` predicts exactly the moves its leaving then makes.
+        let plan: wmgwd2::status::PlanReport = serde_json::from_str(
+            &wmgwd2::control::ask(&path, "plan without=0x1002")
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let theirs: BTreeSet<u32> = (1..=VNIS).filter(|v| !mine.contains(v)).collect();
+        assert_eq!(plan.candidates_now, ["0x1001", "0x1002"]);
+        assert_eq!(plan.candidates_then, ["0x1001"]);
+        assert_eq!(plan.moves.len(), 1);
+        assert_eq!(
+            (plan.moves[0].from.as_str(), plan.moves[0].to.as_str()),
+            ("0x1002", "0x1001")
+        );
+        assert_eq!(plan.moved, theirs.len());
+        let none: serde_json::Value =
+            serde_json::from_str(&wmgwd2::control::ask(&path, "plan").await.unwrap()).unwrap();
+        assert_eq!(none["moved"], 0);
+        h.send_peer(PEER, 1, FLAG_LEAVING, 60_000);
+        let every: BTreeSet<u32> = (1..=VNIS).collect();
+        h.until("the peer's VNIs back", SOON, |h| h.up() == every)
+            .await;
+        // What the plan named is what moved.
+        let named = plan.moves[0].vnis.clone();
+        assert_eq!(
+            named,
+            wmgwd2::types::vni_ranges(theirs.iter().map(|&v| Vni(v)))
+        );
         let bad: serde_json::Value =
             serde_json::from_str(&wmgwd2::control::ask(&path, "nonsense").await.unwrap()).unwrap();
         assert_eq!(bad["error"], "unknown request \"nonsense\"");

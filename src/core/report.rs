@@ -49,6 +49,21 @@ impl Stats {
 }
 
 impl Core {
+    /// The candidates now (ready members, this gateway once ready), and what `wmgwd2 plan`
+    /// answers when `without` leave and `with` join.
+    pub fn plan(&self, without: &[Uid], with: &[Uid]) -> crate::status::PlanReport {
+        let mut now: BTreeSet<Uid> = self.live.ready_peers().collect();
+        if self.readiness.ready() {
+            now.insert(self.me);
+        }
+        let mut then = now.clone();
+        for u in without {
+            then.remove(u);
+        }
+        then.extend(with.iter().copied());
+        crate::status::plan(self.cfg.vnis(), &now, &then)
+    }
+
     /// This gateway's view at `now`. `extra` are counters the shell keeps (heartbeats sent).
     pub fn report(&self, now: Instant, incarnation: u64, extra: &Stats) -> Report {
         let state = match &self.phase {
