@@ -48,6 +48,11 @@ pub enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Hand every VNI over, make before break as a stop does, and stay a member that owns
+    /// nothing (heartbeating, not a candidate) until `undrain`.
+    Drain,
+    /// Be a candidate again: after a hold-down, take back this gateway's share, with no gap.
+    Undrain,
 }
 
 /// What the command line asks for.
@@ -135,6 +140,10 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_MAX_PEERS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub max_peers: u16,
 
+    /// Start drained (a maintenance boot): a member that owns nothing until `wmgwd2 undrain`.
+    #[arg(long, env = "WMGWD2_START_DRAINED")]
+    pub start_drained: bool,
+
     /// At start, listen this many intervals before owning anything (1 to 255).
     #[arg(long, env = "WMGWD2_HOLD_DOWN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub hold_down: u32,
@@ -221,6 +230,7 @@ pub struct Config {
     pub interval: Duration,
     pub dead_after: u32,
     pub max_peers: usize,
+    pub start_drained: bool,
     pub hold_down: u32,
     pub uplink_hold_down: Duration,
     pub pattern: NamePattern,
@@ -350,6 +360,7 @@ impl TryFrom<Args> for Config {
             interval: a.interval,
             dead_after: a.dead_after,
             max_peers: usize::from(a.max_peers),
+            start_drained: a.start_drained,
             hold_down: a.hold_down,
             uplink_hold_down: a.uplink_hold_down,
             pattern,

@@ -33,6 +33,9 @@ pub enum Request {
         without: Vec<Uid>,
         with: Vec<Uid>,
     },
+    /// Hand every VNI over and stay a member; and back.
+    Drain,
+    Undrain,
 }
 
 /// A request and where its answer goes.
@@ -112,11 +115,13 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> io::Result<()> 
     write.shutdown().await
 }
 
-/// `status`, or `plan [without=UID]… [with=UID]…`.
+/// `status`, `drain`, `undrain`, or `plan [without=UID]… [with=UID]…`.
 fn parse_request(line: &str) -> Option<Request> {
     let mut words = line.split_whitespace();
     match words.next()? {
         "status" => words.next().is_none().then_some(Request::Status),
+        "drain" => words.next().is_none().then_some(Request::Drain),
+        "undrain" => words.next().is_none().then_some(Request::Undrain),
         "plan" => {
             let (mut without, mut with) = (vec![], vec![]);
             for w in words {

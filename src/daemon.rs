@@ -419,6 +419,19 @@ impl<K: Kernel> Daemon<K> {
                     Request::Plan { without, with } => {
                         let _ = reply.send(to_json(&self.core.plan(&without, &with)));
                     }
+                    Request::Drain | Request::Undrain => {
+                        let command = if request == Request::Drain {
+                            Command::Drain
+                        } else {
+                            Command::Undrain
+                        };
+                        // Heartbeats already queued were sent before the drain: they confirm
+                        // nothing.
+                        self.read_queued(&sock, &mut buf);
+                        self.core.handle(Input::Command(command), now());
+                        let state = self.report().gateway.state;
+                        let _ = reply.send(to_json(&serde_json::json!({ "state": state })));
+                    }
                 },
             }
             let stalled = self.shared.stalled.load(Ordering::Relaxed);

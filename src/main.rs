@@ -177,6 +177,8 @@ fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
         Sub::Status { json } => ("status".into(), json, |a| {
             serde_json::from_str::<Report>(a).ok().map(|r| r.render())
         }),
+        Sub::Drain => ("drain".into(), true, |_| None),
+        Sub::Undrain => ("undrain".into(), true, |_| None),
         Sub::Plan {
             without,
             with,

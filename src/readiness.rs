@@ -28,6 +28,11 @@ pub struct Readiness {
     hold_until: Option<Instant>,
     /// The uplink state the last [`Readiness::uplink`] call saw.
     uplink_was: bool,
+    /// The running hold-down was started by the uplink's return.
+    uplink_hold: bool,
+    /// Drained by the operator (`wmgwd2 drain`, `--start-drained`): owns nothing, whatever else
+    /// happens, until undrained.
+    drained: bool,
 }
 
 impl Readiness {
@@ -39,14 +44,39 @@ impl Readiness {
             ready: false,
             hold_until: None,
             uplink_was: true,
+            uplink_hold: false,
+            drained: false,
         }
+    }
+
+    /// Drained: own nothing until [`Readiness::undrain`].
+    pub fn drain(&mut self) {
+        self.drained = true;
+        self.ready = false;
+        self.hold_until = None;
+    }
+
+    /// Undrained at `now`: a hold-down, as at start, before owning again.
+    pub fn undrain(&mut self, now: Instant, uplink_up: bool) {
+        self.drained = false;
+        self.start(now, uplink_up);
+    }
+
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Is the running hold-down the one after the uplink came back?
+    pub fn uplink_holding(&self) -> bool {
+        self.hold_until.is_some() && self.uplink_hold
     }
 
     /// Starts at `now`: the hold-down begins if the uplink is up; otherwise we wait for it.
     pub fn start(&mut self, now: Instant, uplink_up: bool) {
         self.ready = false;
         self.uplink_was = uplink_up;
-        self.hold_until = uplink_up.then(|| now + self.hold_down);
+        self.uplink_hold = false;
+        self.hold_until = (uplink_up && !self.drained).then(|| now + self.hold_down);
     }
 
     /// May this gateway own VNIs now?
@@ -83,7 +113,11 @@ impl Readiness {
         }
         self.uplink_was = up;
         if up {
+            if self.drained {
+                return None;
+            }
             self.hold_until = Some(now + self.uplink_hold_down);
+            self.uplink_hold = true;
             Some(Transition::UplinkUp {
                 hold: self.uplink_hold_down,
             })

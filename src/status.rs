@@ -26,7 +26,8 @@ pub struct Gateway {
     /// Hex, as in `--uid`.
     pub uid: String,
     pub incarnation: u64,
-    /// `starting`, `ready`, `uplink-down`, `uplink-hold-down`, `leaving`, `stopping`.
+    /// `starting`, `ready`, `uplink-down`, `uplink-hold-down`, `draining`, `drained`,
+    /// `leaving`, `stopping`.
     pub state: String,
     pub interval_ms: u64,
     pub hold_ms: u64,

@@ -1433,3 +1433,44 @@ async fn status_over_the_control_socket_agrees_with_the_kernel() {
     })
     .await;
 }
+
+/// `wmgwd2 drain` and `wmgwd2 undrain` over the control socket, on a lone gateway: it hands
+/// everything over (to nobody: everything goes down), keeps heartbeating as a non-candidate, and
+/// takes everything back after a hold-down.
+#[tokio::test(start_paused = true)]
+async fn drain_and_undrain_over_the_control_socket() {
+    local(async {
+        let dir = std::env::temp_dir().join(format!("wmgwd2-drain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let rx = wmgwd2::control::listen(&path).await.unwrap();
+        let mut h = Harness::start_configured(&[], |_| {}, move |d, _| d.with_control(rx)).await;
+        h.takeover().await;
+        let state = |answer: String| -> String {
+            let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            v["state"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            state(wmgwd2::control::ask(&path, "drain").await.unwrap()),
+            "drained"
+        );
+        h.until("everything down", SOON, |h| h.all_down()).await;
+        let before = h.seen.len();
+        h.pass(ms(500)).await;
+        assert!(h.seen.len() > before, "heartbeats go on while drained");
+        assert!(
+            h.seen[before..].iter().all(|hb| hb.starting()),
+            "drained: not a candidate"
+        );
+        assert!(h.all_down());
+        assert_eq!(
+            state(wmgwd2::control::ask(&path, "undrain").await.unwrap()),
+            "starting"
+        );
+        let every: BTreeSet<u32> = (1..=VNIS).collect();
+        h.until("everything back", SOON, |h| h.up() == every).await;
+        h.stop().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -17,6 +17,7 @@
 //!   legacy <uid>              the Go original's 8-byte frame
 //!   bytes <hex>               any datagram
 //!   stop                      SIGTERM
+//!   drain | undrain           `wmgwd2 drain`, `wmgwd2 undrain`
 //!   timer                     nothing but the time
 //!   set <vni>|<name> <field>=<v>…   someone changes a link: protodown, carrier, reason, name
 //!   rename <name> <new>       someone renames a link
@@ -529,6 +530,8 @@ impl Run {
                 self.datagram(&b);
             }
             ["stop"] => self.core.handle(Input::Command(Command::Stop), self.now),
+            ["drain"] => self.core.handle(Input::Command(Command::Drain), self.now),
+            ["undrain"] => self.core.handle(Input::Command(Command::Undrain), self.now),
             ["timer"] => {}
             ["set", who, fields @ ..] => {
                 let i = match who.parse() {

@@ -61,6 +61,10 @@ pub enum Input<'a> {
 pub enum Command {
     /// Leave gracefully: announce it, wait for the peers to take over, put everything down, exit.
     Stop,
+    /// Hand every VNI over as a stop does, but stay: heartbeating, a member, not a candidate.
+    Drain,
+    /// Be a candidate again, through a hold-down.
+    Undrain,
 }
 
 /// What the shell made of an [`Effect::SendGarps`].

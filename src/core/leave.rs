@@ -40,8 +40,40 @@ impl Core {
             since: now,
             deadline: now + self.cfg.leave_wait,
             waiting: self.live.ready_peers().collect(),
+            exit: true,
         };
         self.leave_if_confirmed(now);
+    }
+
+    /// Drain: as a stop, make before break, but without exiting. Our heartbeats say STARTING
+    /// from now on (not a candidate); once every ready peer has confirmed (or `--leave-wait` is
+    /// over) we release everything and stay, heartbeating, until undrained.
+    pub(super) fn drain(&mut self, now: Instant) {
+        if self.phase != Phase::Running || self.readiness.drained() {
+            return;
+        }
+        info!(owned = self.owned.len(), "draining: handing every vni over");
+        self.readiness.drain();
+        self.effects.push_back(Effect::HeartbeatNow);
+        self.effects
+            .push_back(Effect::Notify(Notice::Status("draining".into())));
+        self.phase = Phase::Leaving {
+            since: now,
+            deadline: now + self.cfg.leave_wait,
+            waiting: self.live.ready_peers().collect(),
+            exit: false,
+        };
+        self.leave_if_confirmed(now);
+    }
+
+    /// Undrain: a candidate again after a hold-down, the same no-gap path as a rejoin.
+    pub(super) fn undrain(&mut self, now: Instant) {
+        if self.phase != Phase::Running || !self.readiness.drained() {
+            return;
+        }
+        info!("undrained: hold-down before taking ownership");
+        self.readiness.undrain(now, self.uplink_usable());
+        self.effects.push_back(Effect::HeartbeatNow);
     }
 
     /// Once every peer has confirmed (or the wait is over): release everything.
@@ -50,6 +82,7 @@ impl Core {
             since,
             deadline,
             waiting,
+            exit,
         } = &self.phase
         else {
             return;
@@ -63,6 +96,16 @@ impl Core {
                 unconfirmed = waiting.len(),
                 "peers did not confirm the takeover in time"
             );
+        }
+        if !*exit {
+            info!(confirmed, "drained: releasing every vni, staying a member");
+            self.phase = Phase::Running;
+            self.reassign(now, "drain");
+            self.reconcile(now);
+            let status = self.status_line();
+            self.effects
+                .push_back(Effect::Notify(Notice::Status(format!("drained; {status}"))));
+            return;
         }
         self.phase = Phase::Stopping {
             since: *since,

@@ -54,12 +54,14 @@ enum Phase {
     /// Before [`Input::Start`].
     New,
     Running,
-    /// LEAVING sent: waiting (until `deadline`) for these peers to confirm with a heartbeat sent
-    /// after they read it. We still own our VNIs: make before break.
+    /// LEAVING (or, for a drain, STARTING) sent: waiting (until `deadline`) for these peers to
+    /// confirm with a heartbeat sent after they read it. We still own our VNIs: make before
+    /// break. Then exit (a stop) or stay, drained.
     Leaving {
         since: Instant,
         deadline: Instant,
         waiting: BTreeSet<Uid>,
+        exit: bool,
     },
     /// Putting every managed interface down, each attempt verified by a fresh read.
     Stopping {
@@ -256,6 +258,8 @@ impl Core {
             Input::Rebound(result) => self.rebound(result, now),
             Input::LocalStall { silent } => self.local_stall(silent, now),
             Input::Command(Command::Stop) => self.stop(now),
+            Input::Command(Command::Drain) => self.drain(now),
+            Input::Command(Command::Undrain) => self.undrain(now),
         }
     }
 
@@ -348,7 +352,11 @@ impl Core {
         }
         self.next_resync = Some(now + self.cfg.resync);
         self.watchdog_at = self.watchdog.map(|w| now + w);
-        if !up {
+        if self.cfg.start_drained {
+            self.readiness.drain();
+            info!("started drained: owning nothing until `wmgwd2 undrain`");
+            self.notify_ready("drained (--start-drained): owning nothing until undrained");
+        } else if !up {
             self.notify_ready("waiting for the uplink");
         }
     }

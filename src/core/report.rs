@@ -67,11 +67,13 @@ impl Core {
     /// This gateway's view at `now`. `extra` are counters the shell keeps (heartbeats sent).
     pub fn report(&self, now: Instant, incarnation: u64, extra: &Stats) -> Report {
         let state = match &self.phase {
+            Phase::Leaving { exit: false, .. } => "draining",
             Phase::Leaving { .. } => "leaving",
             Phase::Stopping { .. } | Phase::Done => "stopping",
+            _ if self.readiness.drained() => "drained",
             _ if self.readiness.ready() => "ready",
             _ if !self.uplink_usable() && self.links.uplink_name().is_some() => "uplink-down",
-            _ if self.readiness.holding() && self.notified_ready => "uplink-hold-down",
+            _ if self.readiness.uplink_holding() => "uplink-hold-down",
             _ => "starting",
         };
         let members: Vec<Member> = self
