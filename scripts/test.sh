@@ -18,5 +18,5 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --quiet --bins
-cargo test --quiet --all-targets
+cargo build --quiet --workspace --bins
+cargo test --quiet --workspace --all-targets

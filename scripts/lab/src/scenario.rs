@@ -1,0 +1,258 @@
+//! A running lab (topology + daemons) and the failover scenario's events, written once: crash
+//! (kill -9), start (or restart), stop (SIGTERM), cut (the switch port down), restore.
+//!
+//! The lab also keeps the liveness record the analysis replays: a gateway is live when its
+//! daemon runs and its switch port is up. A gateway whose daemon was killed keeps the protodown
+//! state the daemon left (the kernel cannot know); it counts again once its daemon restarts.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::analysis::{Record, Timed};
+use crate::daemon::{DaemonConfig, Daemons, Exit};
+use crate::kernel::{self, Iface, OwnerMap};
+use crate::plan::Spec;
+use crate::topo::{self, Topology};
+use crate::{io_err, netns, LabError, Result};
+
+/// One lab at a time per process: the daemons of two labs would compete for the machine.
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Set by [`interrupt_on_signals`]' handler: every wait returns [`LabError::Interrupted`].
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// For a binary: SIGINT and SIGTERM make waits fail, so the guards tear the lab down.
+pub fn interrupt_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Has SIGINT or SIGTERM arrived (after [`interrupt_on_signals`])?
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// What a scenario does to one gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// kill -9 the daemon (and reap it).
+    Crash,
+    /// Start the daemon (again).
+    Start,
+    /// SIGTERM (systemctl stop), waiting (bounded) until it exited.
+    Stop,
+    /// The gateway's switch port down: cut off from the segment.
+    Cut,
+    /// The switch port up again.
+    Restore,
+}
+
+/// What an event did.
+#[derive(Debug, Clone, Copy)]
+pub struct Acted {
+    /// When it began.
+    pub at: Instant,
+    /// For a stop: how the daemon ended and when it was seen gone.
+    pub exit: Option<(Exit, Instant)>,
+}
+
+/// The lab: its daemons (dropped first), its namespaces, its records.
+pub struct Lab {
+    pub daemons: Daemons,
+    pub topo: Topology,
+    pub spec: Spec,
+    /// The clock of every record (probes, liveness).
+    pub epoch: Instant,
+    /// Where the daemons log (removed on drop unless `keep_logs`).
+    pub dir: PathBuf,
+    pub keep_logs: bool,
+    port_up: Vec<bool>,
+    liveness: Vec<Timed>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    /// Builds the lab under a fresh per-run name (`stem` + PID + counter); waits for the
+    /// process's lab lock first.
+    pub fn up(stem: &str, spec: &Spec, cfg: DaemonConfig) -> Result<Lab> {
+        let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let name = topo::unique_name(stem);
+        let dir = std::env::temp_dir().join(format!("wmgwd2-lab-{name}"));
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let topo = match Topology::up(&name, spec) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        Ok(Lab {
+            daemons: Daemons::new(cfg, spec.gateways, &dir),
+            topo,
+            spec: spec.clone(),
+            epoch: Instant::now(),
+            dir,
+            keep_logs: false,
+            port_up: vec![true; spec.gateways + 1],
+            liveness: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.topo.name
+    }
+
+    pub fn gw(&self, g: usize) -> String {
+        self.topo.gw(g)
+    }
+
+    pub fn client(&self) -> String {
+        self.topo.client()
+    }
+
+    /// Since the epoch.
+    pub fn since_epoch(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.epoch)
+    }
+
+    /// Starts gateway g's daemon (as [`Event::Start`]).
+    pub fn start(&mut self, g: usize) -> Result<()> {
+        self.act(Event::Start, g).map(drop)
+    }
+
+    /// Makes `event` happen to gateway g and records g's liveness.
+    pub fn act(&mut self, event: Event, g: usize) -> Result<Acted> {
+        let at = Instant::now();
+        let mut exit = None;
+        let mut live_at = at;
+        match event {
+            Event::Crash => {
+                self.daemons.kill(g);
+            }
+            Event::Start => {
+                let ns = self.gw(g);
+                self.daemons.start(&self.spec, &ns, g)?;
+            }
+            Event::Stop => {
+                let (e, gone) = self.daemons.stop(g, Duration::from_secs(30));
+                // It counts as live until it exited (when its interfaces are all released).
+                live_at = gone;
+                exit = Some((e, gone));
+            }
+            Event::Cut | Event::Restore => {
+                let up = event == Event::Restore;
+                self.topo.set_port(g, up)?;
+                self.port_up[g] = up;
+            }
+        }
+        let live = self.is_live(g);
+        self.liveness.push(Timed {
+            at: self.since_epoch(live_at),
+            rec: Record::Live { g, live },
+        });
+        Ok(Acted { at, exit })
+    }
+
+    /// Live: the daemon runs (as far as we started and stopped it) and its port is up.
+    pub fn is_live(&self, g: usize) -> bool {
+        self.daemons.pid(g).is_some() && self.port_up[g]
+    }
+
+    pub fn live(&self) -> Vec<usize> {
+        (1..=self.spec.gateways)
+            .filter(|&g| self.is_live(g))
+            .collect()
+    }
+
+    /// The liveness changes so far.
+    pub fn liveness(&self) -> &[Timed] {
+        &self.liveness
+    }
+
+    /// Gateway g's managed interfaces, by VNI.
+    pub fn ifaces(&self, g: usize) -> Result<std::collections::BTreeMap<u32, Iface>> {
+        kernel::links(&self.gw(g))
+    }
+
+    /// The owners of every VNI among the gateways `read`, read in that order.
+    pub fn owners(&self, read: &[usize]) -> Result<OwnerMap> {
+        kernel::owner_map(&self.spec, read, |g| self.ifaces(g))
+    }
+
+    /// Are the owners among `live` exactly the oracle's?
+    pub fn converged(&self, live: &[usize]) -> Result<bool> {
+        Ok(kernel::converged(&self.spec, &self.owners(live)?, live))
+    }
+
+    /// Waits until `f` holds (polling every 20 ms), at most `bound`; returns how long it took.
+    pub fn wait(
+        &self,
+        what: &str,
+        bound: Duration,
+        mut f: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
+        wait_for(what, bound, Duration::from_millis(20), &mut f)
+    }
+
+    /// Waits until the lab has converged over `live`.
+    pub fn wait_converged(&self, live: &[usize], bound: Duration) -> Result<Duration> {
+        self.wait(&format!("convergence of gateways {live:?}"), bound, || {
+            self.converged(live)
+        })
+    }
+
+    /// `ip -n <gateway g's namespace> ARGS`.
+    pub fn ip_gw(&self, g: usize, args: &[&str]) -> Result<String> {
+        netns::ip(&self.gw(g), args)
+    }
+}
+
+/// Polls `f` every `poll` until it holds; fails after `bound` or on an interrupt.
+pub fn wait_for(
+    what: &str,
+    bound: Duration,
+    poll: Duration,
+    f: &mut dyn FnMut() -> Result<bool>,
+) -> Result<Duration> {
+    let t0 = Instant::now();
+    loop {
+        if f()? {
+            return Ok(t0.elapsed());
+        }
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LabError::Interrupted);
+        }
+        if t0.elapsed() >= bound {
+            return Err(LabError::Timeout {
+                what: what.to_owned(),
+                bound,
+            });
+        }
+        thread::sleep(poll);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            for g in 1..=self.spec.gateways {
+                eprintln!("--- {} (last 40 lines)", self.daemons.log(g).display());
+                for l in self.daemons.log_tail(g, 40) {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        if !self.keep_logs {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
