@@ -1,4 +1,5 @@
-# measure.sh: measurement helpers shared by scripts/drill.sh and scripts/bench.sh. Sourced, runs
+# measure.sh: measurement helpers of scripts/bench.sh (the drill's are in the lab crate,
+# scripts/lab; this file goes once the benchmark is ported onto it). Sourced, runs
 # nothing. It watches a lab built by scripts/lab.sh from the outside: the kernel's ownership state
 # per gateway (ip monitor), gratuitous ARPs at the client (tcpdump), ping gaps, daemon processes.
 #

@@ -8,13 +8,15 @@
 //! (`wmgwd2_lab::oracle`).
 //!
 //! Lab tests run one at a time (the lab crate's lock), so the daemons of two tests never compete
-//! for the machine's two cores. Every wait is on a condition, with a generous bound.
+//! for the machine's two cores. Every wait is on a condition, with a generous bound. The last
+//! test runs a short failover drill (`scripts/drill.sh`'s, G = 3, V = 16).
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use wmgwd2_lab::analysis::Garp;
+use wmgwd2_lab::drill;
 use wmgwd2_lab::netns;
 use wmgwd2_lab::oracle;
 use wmgwd2_lab::plan::{self, Spec};
@@ -474,4 +476,28 @@ fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_ga
     for g in all {
         assert!(lab.daemons.alive(g));
     }
+}
+
+/// The drill of `scripts/drill.sh`, small: every step must pass (converged to the oracle's
+/// owners, a GARP from every new owner, clean exits, the start map back after each return).
+#[test]
+fn a_short_failover_drill_passes_every_step() {
+    if !wmgwd2_lab::root_or_skip("drill") {
+        return;
+    }
+    let cfg = drill::Config {
+        spec: spec(),
+        daemon: DaemonConfig {
+            bin: BIN.into(),
+            interval: "100ms".into(),
+            extra: vec!["--uplink-hold-down".into(), "2s".into()],
+        },
+        bound: Duration::from_secs(30),
+        keep_logs: false,
+    };
+    let mut out = Vec::new();
+    let passed = drill::run(&cfg, &mut out).expect("drill");
+    let out = String::from_utf8_lossy(&out);
+    println!("{out}");
+    assert!(passed, "the drill failed:\n{out}");
 }

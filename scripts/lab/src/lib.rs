@@ -1,13 +1,13 @@
 //! wmgwd2's lab, written once: the topology of network namespaces, the daemons' command line and
 //! their processes, the kernel's owner map, the oracle, the probes (gratuitous ARPs, pings, the
-//! protodown timeline), their analysis, and the failover scenario. `tests/lab.rs` is built on
-//! it.
+//! protodown timeline), their analysis, and the failover scenario. `tests/lab.rs` and the
+//! `wmgwd2-lab drill` binary (`scripts/drill.sh`) are built on it.
 //!
 //! ```text
 //!  plan (addresses, names) ──> topo (namespaces, ip -batch) ──> Lab (+ daemon) ──> scenario (act)
 //!                                                              │
 //!  kernel (ip -j link: owner map) ── oracle (wmgwd2::assign) ──┤  converged = kernel == oracle
-//!  probe (AF_PACKET ARP, ICMP, ip monitor) ──> analysis (pure) ┘
+//!  probe (AF_PACKET ARP, ICMP, ip monitor) ──> analysis (pure) ┴──> drill (the table)
 //! ```
 //!
 //! Everything runs in namespaces whose names carry a per-run prefix; a guard deletes them, also
@@ -15,6 +15,7 @@
 
 pub mod analysis;
 pub mod daemon;
+pub mod drill;
 pub mod kernel;
 pub mod netns;
 pub mod oracle;
