@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# lab.sh: the topology builder of the bash labs (scripts/bench.sh, scripts/stall-check.sh,
-# scripts/lab-evpn.sh). The drill and tests/lab.rs use the lab crate (scripts/lab/src/topo.rs),
-# which builds the same topology; this file goes once those scripts are ported onto it.
+# lab.sh: the topology builder of the bash labs (scripts/bench.sh, scripts/lab-evpn.sh). The
+# drill, stall-check and tests/lab.rs use the lab crate (scripts/lab/src/topo.rs), which builds
+# the same topology; this file goes once those scripts are ported onto it.
 #
 # Usage (as root):
 #   scripts/lab.sh up NAME G V [--mac distinct|shared] [--vni-base B] [--gateway-ip shared|vrrp]

@@ -22,6 +22,7 @@ pub mod oracle;
 pub mod plan;
 pub mod probe;
 pub mod scenario;
+pub mod stall;
 pub mod topo;
 
 use std::time::Duration;

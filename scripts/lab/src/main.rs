@@ -1,111 +1,119 @@
-//! `wmgwd2-lab drill [OPTIONS] [-- DAEMON-ARGS]`: the failover drill (`scripts/drill.sh`).
+//! `wmgwd2-lab COMMAND [OPTIONS] [-- DAEMON-ARGS]`, the lab's entry points:
+//!   drill         the failover drill (`scripts/drill.sh`)
+//!   stall-check   short intervals on a quiet machine (`scripts/stall-check.sh`)
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use wmgwd2_lab::drill::{self, Config, USAGE};
-use wmgwd2_lab::{analysis, plan, scenario, DaemonConfig, Spec};
+use wmgwd2_lab::drill::{self, Config};
+use wmgwd2_lab::{analysis, plan, scenario, stall, DaemonConfig, Spec};
 
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("drill: {msg}");
-    eprint!("{USAGE}");
-    ExitCode::from(2)
+const COMMANDS: &str = "usage: wmgwd2-lab drill|stall-check [OPTIONS] (-h for each)\n";
+
+/// A failed command line: exit 2 with the usage, or 1 with a message.
+enum Fail {
+    Usage(String),
+    Run(String),
 }
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("drill") => drill_main(&args[1..]),
-        Some("-h" | "--help") => {
-            eprint!("{USAGE}");
-            ExitCode::from(2)
-        }
-        _ => usage_error("the only command is: drill"),
-    }
-}
-
-fn drill_main(args: &[String]) -> ExitCode {
-    let (mut g, mut v, mut interval, mut mac, mut bin) = (
-        "3".to_owned(),
-        "100".to_owned(),
-        "100ms".to_owned(),
-        "distinct".to_owned(),
-        None,
-    );
-    let mut extra = Vec::new();
+/// Options `-x VALUE` among `known`, then `-- ARGS`; `-h` asks for the usage.
+fn parse(args: &[String], known: &[&str]) -> Result<(BTreeMap<String, String>, Vec<String>), Fail> {
+    let mut opts = BTreeMap::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let slot = match a.as_str() {
-            "-g" => &mut g,
-            "-v" => &mut v,
-            "-i" => &mut interval,
-            "-m" => &mut mac,
-            "-b" => {
-                match it.next() {
-                    Some(b) => bin = Some(PathBuf::from(b)),
-                    None => return usage_error("-b needs a value"),
+        match a.as_str() {
+            "--" => return Ok((opts, it.cloned().collect())),
+            "-h" | "--help" => return Err(Fail::Usage(String::new())),
+            o if known.contains(&o) => match it.next() {
+                Some(v) => {
+                    opts.insert(o.to_owned(), v.clone());
                 }
-                continue;
-            }
-            "--" => {
-                extra = it.by_ref().cloned().collect();
-                break;
-            }
-            "-h" | "--help" => {
-                eprint!("{USAGE}");
-                return ExitCode::from(2);
-            }
-            other => return usage_error(&format!("unknown argument '{other}'")),
-        };
-        match it.next() {
-            Some(x) => *slot = x.clone(),
-            None => return usage_error(&format!("{a} needs a value")),
+                None => return Err(Fail::Usage(format!("{o} needs a value"))),
+            },
+            o => return Err(Fail::Usage(format!("unknown argument '{o}'"))),
         }
     }
-    let die = |m: String| {
-        eprintln!("drill: {m}");
-        ExitCode::from(1)
-    };
-    let gateways = match g.parse::<usize>() {
-        Ok(n) if (2..=200).contains(&n) => n,
-        _ => return die("-g must be 2-200".into()),
-    };
-    let vnis = match v.parse::<u32>() {
-        Ok(n) if (1..=plan::MAX_VNI).contains(&n) => n,
-        _ => return die(format!("-v must be 1-{}", plan::MAX_VNI)),
-    };
-    let Ok(mac) = mac.parse() else {
-        return die("-m must be distinct or shared".into());
-    };
-    let Some(ims) = analysis::interval_ms(&interval) else {
-        return die("-i takes a whole number of ms or s, e.g. 100ms or 1s".into());
-    };
-    if ims < 10 {
-        return die("-i must be at least 10ms".into());
+    Ok((opts, Vec::new()))
+}
+
+fn number<T: std::str::FromStr + PartialOrd>(
+    opts: &BTreeMap<String, String>,
+    o: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<T, Fail> {
+    match opts.get(o) {
+        None => Ok(default),
+        Some(s) => match s.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(Fail::Run(format!("{o} must be {what}"))),
+        },
     }
-    let bound = match std::env::var("DRILL_BOUND").map(|b| b.parse::<u64>()) {
-        Err(_) => 30,
-        Ok(Ok(b)) if b >= 1 => b,
-        Ok(_) => return die("DRILL_BOUND must be whole seconds".into()),
-    };
-    // At least 40 intervals.
-    let bound = Duration::from_secs(bound).max(Duration::from_millis(ims * 40));
-    if !wmgwd2_lab::is_root() {
-        return die("must run as root (it creates network namespaces)".into());
+}
+
+/// The interval option (-i): its text and milliseconds, at least 10 ms.
+fn interval(opts: &BTreeMap<String, String>, default: &str) -> Result<(String, u64), Fail> {
+    let i = opts.get("-i").map_or(default, String::as_str).to_owned();
+    let ms = analysis::interval_ms(&i)
+        .ok_or_else(|| Fail::Run("-i takes a whole number of ms or s, e.g. 100ms or 1s".into()))?;
+    if ms < 10 {
+        return Err(Fail::Run("-i must be at least 10ms".into()));
     }
-    let bin = match bin {
+    Ok((i, ms))
+}
+
+/// The wmgwd2 binary: -b (relative to the current directory) or the one beside this binary.
+fn binary(opts: &BTreeMap<String, String>) -> Result<PathBuf, Fail> {
+    let bin = match opts.get("-b") {
         Some(b) => std::path::absolute(b).unwrap_or_default(),
         None => std::env::current_exe()
             .map(|e| e.with_file_name("wmgwd2"))
             .unwrap_or_default(),
     };
     if !bin.is_file() {
-        return die(format!(
+        return Err(Fail::Run(format!(
             "no executable at {} (build it: cargo build --release, or give -b BIN)",
             bin.display()
-        ));
+        )));
     }
+    Ok(bin)
+}
+
+fn need_root() -> Result<(), Fail> {
+    if wmgwd2_lab::is_root() {
+        Ok(())
+    } else {
+        Err(Fail::Run(
+            "must run as root (it creates network namespaces)".into(),
+        ))
+    }
+}
+
+fn drill_main(args: &[String]) -> Result<bool, Fail> {
+    let (opts, extra) = parse(args, &["-g", "-v", "-i", "-m", "-b"])?;
+    let gateways = number(&opts, "-g", 3usize, 2..=200, "2-200")?;
+    let vnis = number(
+        &opts,
+        "-v",
+        100u32,
+        1..=plan::MAX_VNI,
+        &format!("1-{}", plan::MAX_VNI),
+    )?;
+    let mac = opts
+        .get("-m")
+        .map_or(Ok(plan::MacMode::Distinct), |m| m.parse())
+        .map_err(|_| Fail::Run("-m must be distinct or shared".into()))?;
+    let (interval, ims) = interval(&opts, "100ms")?;
+    let bound = match std::env::var("DRILL_BOUND").map(|b| b.parse::<u64>()) {
+        Err(_) => 30,
+        Ok(Ok(b)) if b >= 1 => b,
+        Ok(_) => return Err(Fail::Run("DRILL_BOUND must be whole seconds".into())),
+    };
+    need_root()?;
+    let bin = binary(&opts)?;
     let mut spec = Spec::new(gateways, vnis);
     spec.mac = mac;
     let cfg = Config {
@@ -115,13 +123,70 @@ fn drill_main(args: &[String]) -> ExitCode {
             interval,
             extra,
         },
-        bound,
+        // At least 40 intervals.
+        bound: Duration::from_secs(bound).max(Duration::from_millis(ims * 40)),
         keep_logs: true,
     };
     scenario::interrupt_on_signals();
-    match drill::run(&cfg, &mut std::io::stdout()) {
+    drill::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
+}
+
+fn stall_main(args: &[String]) -> Result<bool, Fail> {
+    let (opts, extra) = parse(args, &["-g", "-v", "-i", "-s", "-b"])?;
+    if !extra.is_empty() {
+        return Err(Fail::Usage("no daemon arguments here".into()));
+    }
+    let gateways = number(&opts, "-g", 3usize, 1..=plan::MAX_GATEWAYS, "1-200")?;
+    let vnis = number(
+        &opts,
+        "-v",
+        1000u32,
+        1..=plan::MAX_VNI,
+        &format!("1-{}", plan::MAX_VNI),
+    )?;
+    let secs = number(&opts, "-s", 35u64, 1..=86_400, "whole seconds")?;
+    let (interval, _) = interval(&opts, "10ms")?;
+    need_root()?;
+    let bin = binary(&opts)?;
+    let daemon = DaemonConfig {
+        bin,
+        interval,
+        extra: Vec::new(),
+    };
+    scenario::interrupt_on_signals();
+    stall::run(
+        &Spec::new(gateways, vnis),
+        daemon,
+        secs,
+        &mut std::io::stdout(),
+    )
+    .map(|()| true)
+    .map_err(|e| Fail::Run(e.to_string()))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (name, usage, r) = match args.first().map(String::as_str) {
+        Some("drill") => ("drill", drill::USAGE, drill_main(&args[1..])),
+        Some("stall-check") => ("stall-check", stall::USAGE, stall_main(&args[1..])),
+        _ => {
+            eprint!("{COMMANDS}");
+            return ExitCode::from(2);
+        }
+    };
+    match r {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
-        Err(e) => die(e.to_string()),
+        Err(Fail::Usage(m)) => {
+            if !m.is_empty() {
+                eprintln!("{name}: {m}");
+            }
+            eprint!("{usage}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Run(m)) => {
+            eprintln!("{name}: {m}");
+            ExitCode::from(1)
+        }
     }
 }
