@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# lab.sh: the topology builder of the bash labs (scripts/bench.sh, scripts/lab-evpn.sh). The
-# drill, stall-check and tests/lab.rs use the lab crate (scripts/lab/src/topo.rs), which builds
-# the same topology; this file goes once those scripts are ported onto it.
+# lab.sh: the topology builder under the EVPN lab (scripts/lab-evpn.sh sources it). Everything
+# else (tests/lab.rs, the drill, stall-check, the benchmark) uses the lab crate
+# (scripts/lab/src/topo.rs), which builds the same topology; this file goes once the EVPN lab is
+# ported onto it.
 #
 # Usage (as root):
 #   scripts/lab.sh up NAME G V [--mac distinct|shared] [--vni-base B] [--gateway-ip shared|vrrp]

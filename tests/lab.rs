@@ -34,11 +34,9 @@ fn spec() -> Spec {
 }
 
 fn daemon(extra: &[&str]) -> DaemonConfig {
-    DaemonConfig {
-        bin: BIN.into(),
-        interval: "100ms".into(),
-        extra: ["-v"].iter().chain(extra).map(|s| s.to_string()).collect(),
-    }
+    let mut cfg = DaemonConfig::wmgwd2(BIN, "100ms", extra);
+    cfg.extra.insert(0, "-v".into());
+    cfg
 }
 
 /// Builds the lab, or returns `None` (after saying so) when not root.
@@ -487,11 +485,7 @@ fn a_short_failover_drill_passes_every_step() {
     }
     let cfg = drill::Config {
         spec: spec(),
-        daemon: DaemonConfig {
-            bin: BIN.into(),
-            interval: "100ms".into(),
-            extra: vec!["--uplink-hold-down".into(), "2s".into()],
-        },
+        daemon: DaemonConfig::wmgwd2(BIN, "100ms", &["--uplink-hold-down", "2s"]),
         bound: Duration::from_secs(30),
         keep_logs: false,
     };

@@ -73,6 +73,37 @@ pub fn parse_echo_reply(p: &[u8], id: u16) -> Option<Ipv4Addr> {
         .then(|| Ipv4Addr::new(p[12], p[13], p[14], p[15]))
 }
 
+/// The stamp of an `ip -ts` line, `[2026-12-03T09:26:06.971974] ...` in UTC (run it with
+/// `TZ=UTC`), as microseconds since the Unix epoch, and the rest of the line.
+pub fn parse_ts(line: &str) -> Option<(u64, &str)> {
+    let (ts, rest) = line.strip_prefix('[')?.split_once("] ")?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<u64>().ok()?,
+        t.next()?.parse::<u64>().ok()?,
+    );
+    let (ss, frac) = t
+        .next()?
+        .split_once('.')
+        .unwrap_or((time.rsplit(':').next()?, "0"));
+    let ss: u64 = ss.parse().ok()?;
+    let us: u64 = format!("{frac:0<6}")[..6].parse().ok()?;
+    // Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some((
+        ((days * 24 + hh) * 60 + mm) * 60 * 1_000_000 + ss * 1_000_000 + us,
+        rest,
+    ))
+}
+
 /// One line of `ip -o monitor link`: the VNI of a `vrrp4-<VNI>` record, and whether the link is
 /// owned (protodown off; a deleted link is not owned).
 pub fn parse_monitor_line(line: &str) -> Option<(u32, bool)> {
@@ -82,6 +113,58 @@ pub fn parse_monitor_line(line: &str) -> Option<(u32, bool)> {
     let vni = rest[..end].parse().ok()?;
     let deleted = line.trim_start().starts_with("Deleted");
     Some((vni, !deleted && !line.contains(" protodown on")))
+}
+
+/// One line of `ip -o -4 monitor address`: a gateway IP added to (true) or deleted from (false)
+/// its `vrrp4-<VNI>`; other addresses give nothing.
+pub fn parse_monitor_addr_line(line: &str) -> Option<(u32, bool)> {
+    let i = line.find(" vrrp4-")?;
+    let mut w = line[i + 1..].split_whitespace();
+    let vni: u32 = w.next()?.strip_prefix("vrrp4-")?.parse().ok()?;
+    if w.next()? != "inet" {
+        return None;
+    }
+    let addr: Ipv4Addr = w.next()?.split('/').next()?.parse().ok()?;
+    (addr == plan::gateway_ip(vni)).then(|| (vni, !line.trim_start().starts_with("Deleted")))
+}
+
+/// A control packet of either daemon, as it crosses the switch: a wmgwd2 heartbeat (UDP to port
+/// 3000), or a VRRP advertisement (IP protocol 112) inside VXLAN (UDP to 4789).
+pub fn is_control_frame(f: &[u8]) -> bool {
+    if f.len() < 14 + 20 + 8 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 17 {
+        return false;
+    }
+    let ihl = usize::from(f[14] & 0x0f) * 4;
+    let udp = &f[14 + ihl..];
+    if udp.len() < 8 {
+        return false;
+    }
+    match u16::from_be_bytes([udp[2], udp[3]]) {
+        3000 => true,
+        // UDP 8 + VXLAN 8 + inner Ethernet 14: the inner IPv4 header.
+        4789 => udp.len() > 39 && udp[28..30] == [0x08, 0x00] && udp[39] == 112,
+        _ => false,
+    }
+}
+
+/// User + system CPU ticks from a `/proc/PID/stat` line.
+pub fn cpu_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command's closing parenthesis start at field 3 (state); utime and stime
+    // are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// VmRSS in KiB from `/proc/PID/status`.
+pub fn rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Packets dropped machine-wide for a full input backlog (`/proc/net/softnet_stat`, the second
@@ -386,6 +469,75 @@ mod tests {
             got,
             vec![(1, false), (2, true), (3, false), (3, true), (16, false)]
         );
+    }
+
+    #[test]
+    fn ip_ts_stamps() {
+        let (us, rest) = parse_ts("[2026-12-03T09:26:06.971974] 2: lab-mark: <BROADCAST>").unwrap();
+        assert_eq!(us, 1_796_289_966_971_974);
+        assert_eq!(rest, "2: lab-mark: <BROADCAST>");
+        assert_eq!(
+            parse_ts("[1970-01-01T00:00:01.5] x").map(|x| x.0),
+            Some(1_500_000)
+        );
+        assert_eq!(
+            parse_ts("[2000-03-01T00:00:00.000000] x").map(|x| x.0),
+            Some(951_868_800_000_000)
+        );
+        assert_eq!(parse_ts("2: lab-mark"), None);
+    }
+
+    #[test]
+    fn address_monitor_lines() {
+        let lines = include_str!("../tests/fixtures/ip-o-4-monitor-address.txt");
+        let got: Vec<_> = lines.lines().filter_map(parse_monitor_addr_line).collect();
+        assert_eq!(got, vec![(1, true), (1, false)]);
+    }
+
+    #[test]
+    fn control_frames_of_both_daemons() {
+        // Ethernet + IPv4 (UDP) + UDP to port 3000: a heartbeat.
+        let eth = hex("ffffffffffff 020000000001 0800");
+        let ip = hex("4500 0044 0000 4000 4011 0000 0a000101 0a0001ff");
+        let mut hb = [eth.clone(), ip.clone(), hex("c350 0bb8 0030 0000")].concat();
+        hb.extend_from_slice(&[0; 40]);
+        assert!(is_control_frame(&hb));
+        // VXLAN carrying VRRP (protocol 112), and VXLAN carrying ICMP.
+        let vx = hex("c350 12b5 0050 0000 08000000 00000100");
+        let inner_eth = hex("01005e000012 00005e000101 0800");
+        let inner_ip = |proto: u8| {
+            let mut h = hex("4500 0020 0000 0000 ff00 0000 0a640181 e0000012");
+            h[9] = proto;
+            h
+        };
+        let vrrp = [
+            eth.clone(),
+            ip.clone(),
+            vx.clone(),
+            inner_eth.clone(),
+            inner_ip(112),
+            vec![0; 12],
+        ]
+        .concat();
+        assert!(is_control_frame(&vrrp));
+        let icmp = [
+            eth.clone(),
+            ip.clone(),
+            vx,
+            inner_eth,
+            inner_ip(1),
+            vec![0; 12],
+        ]
+        .concat();
+        assert!(!is_control_frame(&icmp));
+        assert!(!is_control_frame(&hb[..30]));
+    }
+
+    #[test]
+    fn cpu_and_memory_of_a_process() {
+        let stat = "4242 (wmgwd2 (x)) S 1 4242 4242 0 -1 4194560 300 0 0 0 17 5 0 0 20 0 2 0 100 9000000 1200 18446744073709551615";
+        assert_eq!(cpu_ticks(stat), Some(22));
+        assert_eq!(rss_kib("Name:\twmgwd2\nVmRSS:\t    4812 kB\n"), Some(4812));
     }
 
     #[test]

@@ -7,19 +7,17 @@
 //! (every VNI has exactly the oracle's owner among the live gateways) and the owner map has been
 //! still for max(1 s, 10 intervals). The columns are explained in [`USAGE`].
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::analysis::{self, secs, Record, Timed};
+use crate::analysis::{self, secs};
 use crate::daemon::DaemonConfig;
-use crate::kernel::{self, OwnerMap};
-use crate::plan::{self, MacMode, Spec};
-use crate::probe::{GarpSniffer, Monitor, Pinger};
-use crate::scenario::{Event, Lab};
-use crate::{LabError, Result};
+use crate::kernel;
+use crate::plan::Spec;
+use crate::scenario::{Event, Lab, LiveRule};
+use crate::session::{backlog_drops, Session};
+use crate::Result;
 
 /// The options and columns (`wmgwd2-lab drill -h`, `scripts/drill.sh -h`).
 pub const USAGE: &str = "\
@@ -148,61 +146,6 @@ fn anomaly(n: usize, max: Duration) -> String {
     }
 }
 
-fn backlog_drops() -> u64 {
-    analysis::softnet_drops(&std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default())
-}
-
-/// The running drill: the lab and its probes.
-struct Drill<'a> {
-    lab: Lab,
-    cfg: &'a Config,
-    monitors: Vec<Monitor>,
-    sniffer: GarpSniffer,
-    pinger: Option<Pinger>,
-    snapshot: Vec<Timed>,
-    macs: BTreeMap<(usize, u32), String>,
-    samples: Vec<u32>,
-    stable: Duration,
-}
-
-impl Drill<'_> {
-    /// Every ownership and liveness record so far.
-    fn records(&self) -> Vec<Timed> {
-        let mut r = self.snapshot.clone();
-        r.extend_from_slice(self.lab.liveness());
-        for m in &self.monitors {
-            r.extend(m.records());
-        }
-        r
-    }
-
-    /// Waits until converged and still for `stable`: the map and when it last changed, and
-    /// whether that happened within the bound.
-    fn settle(&self, t0: Instant) -> Result<(OwnerMap, Instant, bool)> {
-        let live = self.lab.live();
-        let mut last: Option<OwnerMap> = None;
-        let mut changed = Instant::now();
-        loop {
-            let m = self.lab.owners(&live)?;
-            let now = Instant::now();
-            if last.as_ref() != Some(&m) {
-                last = Some(m.clone());
-                changed = now;
-            }
-            if kernel::converged(&self.lab.spec, &m, &live) && now - changed >= self.stable {
-                return Ok((m, changed, true));
-            }
-            if now - t0 > self.cfg.bound {
-                return Ok((m, now, false));
-            }
-            if crate::scenario::interrupted() {
-                return Err(LabError::Interrupted);
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// Runs the drill, writing progress and the table to `out`; true when every step passed.
 pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
     let spec = &cfg.spec;
@@ -227,48 +170,13 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
     );
     p(out, format!("lab up in {} s", secs(t.elapsed())));
 
-    // Watchers before any daemon: monitors, the ARP capture, the starting state and MACs.
-    let epoch = lab.epoch;
-    let monitors = (1..=g_n)
-        .map(|g| Monitor::start(&lab.gw(g), g, epoch, cfg.bound))
-        .collect::<Result<Vec<_>>>()?;
-    let sniffer = GarpSniffer::start(&lab.client(), epoch)?;
-    let at = lab.since_epoch(Instant::now());
-    let mut snapshot = Vec::new();
-    let mut macs = BTreeMap::new();
-    for g in 1..=g_n {
-        for (vni, i) in lab.ifaces(g)? {
-            snapshot.push(Timed {
-                at,
-                rec: Record::Own {
-                    g,
-                    vni,
-                    owned: i.owned(),
-                },
-            });
-            macs.insert((g, vni), i.mac);
-        }
-    }
     let interval_ms = analysis::interval_ms(&cfg.daemon.interval).unwrap_or(1000);
-    let mut d = Drill {
-        lab,
-        cfg,
-        monitors,
-        sniffer,
-        pinger: None,
-        snapshot,
-        macs,
-        samples: Vec::new(),
-        stable: Duration::from_millis(interval_ms * 10).max(Duration::from_secs(1)),
-    };
+    let stable = Duration::from_millis(interval_ms * 10).max(Duration::from_secs(1));
+    let mut d = Session::watch(lab, LiveRule::Daemon, cfg.bound, stable)?;
 
     p(out, format!("starting {g_n} daemons"));
-    let t_d0 = Instant::now();
-    for g in 1..=g_n {
-        d.lab.start(g)?;
-    }
-    let (map0, conv, ok) = d.settle(t_d0)?;
-    if !ok {
+    let (start, t_d0) = d.start_all()?;
+    if !start.ok {
         p(
             out,
             format!(
@@ -280,12 +188,13 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
         d.lab.keep_logs = true;
         return Ok(false);
     }
+    let map0 = start.map;
     let all = spec.all_gateways();
     p(
         out,
         format!(
             "converged in {} s; VNIs owned: {}",
-            secs(conv - t_d0),
+            secs(start.changed - t_d0),
             all.iter()
                 .map(|&g| format!("gw{g} {}", map0.values().filter(|o| o.contains(&g)).count()))
                 .collect::<Vec<_>>()
@@ -293,45 +202,19 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
         ),
     );
 
-    // Sampled VNIs for pings: up to 3 per targeted gateway (every 7th it owns), 8 at most.
+    // Sampled VNIs for pings: among those of the gateways the steps take away.
     let steps = steps(g_n);
-    let mut samples: Vec<u32> = Vec::new();
-    for &(_, _, g, back) in &steps {
-        if back {
-            continue;
-        }
-        let owned: Vec<u32> = map0
-            .iter()
-            .filter(|(_, o)| o.contains(&g))
-            .map(|(v, _)| *v)
-            .collect();
-        for v in owned.into_iter().step_by(7).take(3) {
-            if !samples.contains(&v) {
-                samples.push(v);
-            }
-        }
-    }
-    samples.truncate(8);
-    let targets: Vec<Ipv4Addr> = samples.iter().map(|&v| plan::gateway_ip(v)).collect();
-    let pinger = Pinger::start(&d.lab.client(), &targets, Duration::from_millis(20), epoch)?;
-    crate::scenario::wait_for(
-        "a first ping reply from every sampled gateway IP",
-        cfg.bound,
-        Duration::from_millis(50),
-        &mut || Ok(targets.iter().all(|&t| !pinger.replies(t).is_empty())),
-    )?;
-    d.pinger = Some(pinger);
-    d.samples = samples;
+    let targets: Vec<usize> = steps.iter().filter(|s| !s.3).map(|s| s.2).collect();
+    d.start_pings(&map0, &targets, Duration::from_millis(20))?;
+    let sampled = d
+        .samples
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
     p(
         out,
-        format!(
-            "pinging gateway IPs of VNIs {} every 20 ms from the client",
-            d.samples
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
+        format!("pinging gateway IPs of VNIs {sampled} every 20 ms from the client"),
     );
     p(out, String::new());
     p(out, header());
@@ -358,47 +241,30 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
                 why.push(format!("exit status {exit} after SIGTERM"));
             }
         }
-        let (map, _, conv_ok) = d.settle(t0)?;
-        let t1 = Instant::now();
-        let (e0, e1) = (d.lab.since_epoch(t0), d.lab.since_epoch(t1));
-        let moved = analysis::moved(&prev, &map);
-        let ga = analysis::garp_stats(
-            &d.sniffer.garps(),
-            &moved,
-            &d.macs,
-            spec.mac == MacMode::Shared,
-            e0,
-            e1,
-        );
-        let pinger = d.pinger.as_ref().expect("started");
-        let (gap, gap_vni) = d
-            .samples
-            .iter()
-            .map(|&v| {
-                (
-                    analysis::max_gap(&pinger.replies(plan::gateway_ip(v)), e0, e1),
-                    v,
-                )
-            })
-            .max()
-            .unwrap_or_default();
-        let an = analysis::anomalies(spec, &d.records(), e0, e1);
+        let settled = d.settle(t0)?;
+        let map = settled.map;
+        let f = d.figures(&prev, &map, t0, Instant::now());
+        let (an, ga) = (f.anomalies, f.garps);
         let drops = backlog_drops().saturating_sub(drops0);
         if drops > 0 {
             let max = std::fs::read_to_string("/proc/sys/net/core/netdev_max_backlog")
                 .unwrap_or_default();
-            notes.push(format!("step {n}: the kernel dropped {drops} packets machine-wide for a full input backlog (net.core.netdev_max_backlog={}); lost GARPs or pings may be among them", max.trim()));
+            notes.push(format!(
+                "step {n}: the kernel dropped {drops} packets machine-wide for a full input \
+                 backlog (net.core.netdev_max_backlog={}); lost GARPs or pings may be among them",
+                max.trim()
+            ));
         }
-        let conv = if conv_ok {
+        let conv = if settled.ok {
             format!("{} s", s3(an.last_change))
         } else {
             why.push(format!("no convergence in {}s", cfg.bound.as_secs()));
             "timeout".into()
         };
-        if ga.announced != moved.len() {
+        if ga.announced != f.moved.len() {
             why.push(format!(
                 "{} moved VNIs got no GARP from their new owner",
-                moved.len() - ga.announced
+                f.moved.len() - ga.announced
             ));
         }
         if *back {
@@ -413,11 +279,17 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
             }
         }
         if matches!(event, Event::Crash | Event::Cut) {
-            let m = d.lab.ifaces(*g)?.values().filter(|i| i.owned()).count();
+            let m = d.lab.owned(*g)?.values().filter(|&&o| o).count();
             notes.push(if *event == Event::Crash {
-                format!("step {n}: the killed daemon left {m} vrrp4 links of gw{g} protodown off (the kernel keeps the last state)")
+                format!(
+                    "step {n}: the killed daemon left {m} vrrp4 links of gw{g} protodown off \
+                     (the kernel keeps the last state)"
+                )
             } else {
-                format!("step {n}: cut off, gw{g} holds {m} vrrp4 links protodown off (unreachable; not counted)")
+                format!(
+                    "step {n}: cut off, gw{g} holds {m} vrrp4 links protodown off \
+                     (unreachable; not counted)"
+                )
             });
         }
         let result = if why.is_empty() { "ok" } else { "FAIL" };
@@ -425,18 +297,19 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
             failed = true;
             notes.extend(why.iter().map(|w| format!("step {n} FAIL: {w}")));
         }
+        let gap_vni = f.gap_vni.map(|v| v.to_string()).unwrap_or_default();
         let r = row([
             &n.to_string(),
             label,
-            &moved.len().to_string(),
+            &f.moved.len().to_string(),
             &conv,
             &if ga.announced > 0 {
                 format!("{} s", s3(ga.first_max))
             } else {
                 "-".into()
             },
-            &format!("{}/{} x{:.1}", ga.announced, moved.len(), ga.per_vni),
-            &format!("{} s v{gap_vni}", s3(gap)),
+            &format!("{}/{} x{:.1}", ga.announced, f.moved.len(), ga.per_vni),
+            &format!("{} s v{gap_vni}", s3(f.gap)),
             &anomaly(an.ownerless_vnis, an.ownerless_max),
             &anomaly(an.double_vnis, an.double_max),
             &kernel::owner_counts(spec, &map, &d.lab.live()),
@@ -460,13 +333,8 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
     p(
         out,
         format!(
-            "start: VNIs per gateway {}; pinged VNIs {}",
-            kernel::owner_counts(spec, &map0, &all),
-            d.samples
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
+            "start: VNIs per gateway {}; pinged VNIs {sampled}",
+            kernel::owner_counts(spec, &map0, &all)
         ),
     );
     p(out, header());

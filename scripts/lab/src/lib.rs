@@ -14,6 +14,7 @@
 //! on a panic or an error. Processes are started and stopped by PID only.
 
 pub mod analysis;
+pub mod bench;
 pub mod daemon;
 pub mod drill;
 pub mod kernel;
@@ -22,12 +23,13 @@ pub mod oracle;
 pub mod plan;
 pub mod probe;
 pub mod scenario;
+pub mod session;
 pub mod stall;
 pub mod topo;
 
 use std::time::Duration;
 
-pub use daemon::{DaemonConfig, Daemons, Exit};
+pub use daemon::{DaemonConfig, DaemonKind, Daemons, Exit};
 pub use kernel::{Iface, OwnerMap};
 pub use plan::{GatewayIp, MacMode, Spec};
 pub use scenario::{Event, Lab};

@@ -1,16 +1,17 @@
 //! `wmgwd2-lab COMMAND [OPTIONS] [-- DAEMON-ARGS]`, the lab's entry points:
 //!   drill         the failover drill (`scripts/drill.sh`)
 //!   stall-check   short intervals on a quiet machine (`scripts/stall-check.sh`)
+//!   bench         wmgwd2 against keepalived (`scripts/bench.sh`)
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use wmgwd2_lab::drill::{self, Config};
-use wmgwd2_lab::{analysis, plan, scenario, stall, DaemonConfig, Spec};
+use wmgwd2_lab::{analysis, bench, plan, scenario, stall, DaemonConfig, DaemonKind, Spec};
 
-const COMMANDS: &str = "usage: wmgwd2-lab drill|stall-check [OPTIONS] (-h for each)\n";
+const COMMANDS: &str = "usage: wmgwd2-lab drill|stall-check|bench [OPTIONS] (-h for each)\n";
 
 /// A failed command line: exit 2 with the usage, or 1 with a message.
 enum Fail {
@@ -20,12 +21,24 @@ enum Fail {
 
 /// Options `-x VALUE` among `known`, then `-- ARGS`; `-h` asks for the usage.
 fn parse(args: &[String], known: &[&str]) -> Result<(BTreeMap<String, String>, Vec<String>), Fail> {
+    parse_with_flags(args, known, &[])
+}
+
+/// As [`parse`], and `flags` (options without a value) read as "1".
+fn parse_with_flags(
+    args: &[String],
+    known: &[&str],
+    flags: &[&str],
+) -> Result<(BTreeMap<String, String>, Vec<String>), Fail> {
     let mut opts = BTreeMap::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--" => return Ok((opts, it.cloned().collect())),
             "-h" | "--help" => return Err(Fail::Usage(String::new())),
+            f if flags.contains(&f) => {
+                opts.insert(f.to_owned(), "1".to_owned());
+            }
             o if known.contains(&o) => match it.next() {
                 Some(v) => {
                     opts.insert(o.to_owned(), v.clone());
@@ -119,6 +132,7 @@ fn drill_main(args: &[String]) -> Result<bool, Fail> {
     let cfg = Config {
         spec,
         daemon: DaemonConfig {
+            kind: DaemonKind::Wmgwd2,
             bin,
             interval,
             extra,
@@ -149,6 +163,7 @@ fn stall_main(args: &[String]) -> Result<bool, Fail> {
     need_root()?;
     let bin = binary(&opts)?;
     let daemon = DaemonConfig {
+        kind: DaemonKind::Wmgwd2,
         bin,
         interval,
         extra: Vec::new(),
@@ -164,11 +179,213 @@ fn stall_main(args: &[String]) -> Result<bool, Fail> {
     .map_err(|e| Fail::Run(e.to_string()))
 }
 
+/// The repository (this crate is scripts/lab in it).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(repo())
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
+fn sh(cmd: &mut Command) -> Result<(), Fail> {
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(Fail::Run(format!("{cmd:?} failed"))),
+    }
+}
+
+/// scripts/bench_report.py with Debian's interpreter (the one python3-matplotlib installs into).
+fn report(out: &Path) -> Result<(), Fail> {
+    let py = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let csv = out.join("bench.csv");
+    sh(Command::new(py)
+        .arg(repo().join("scripts/bench_report.py"))
+        .arg("--csv")
+        .arg(&csv)
+        .arg("--doc")
+        .arg(out.join("benchmarks.md"))
+        .arg("--png")
+        .arg(out.join("bench.png"))
+        .arg("--meta")
+        .arg(out.join("bench.csv.meta")))
+}
+
+fn bench_main(args: &[String]) -> Result<bool, Fail> {
+    let known = [
+        "--vnis",
+        "--intervals",
+        "--daemons",
+        "-g",
+        "--steady",
+        "-o",
+        "-b",
+        "--rev",
+    ];
+    let (opts, extra) = parse_with_flags(args, &known, &["--quick", "--report-only"])?;
+    if !extra.is_empty() {
+        return Err(Fail::Usage("no daemon arguments here".into()));
+    }
+    let out = opts.get("-o").map_or_else(
+        || repo().join("docs"),
+        |o| std::path::absolute(o).unwrap_or_default(),
+    );
+    if opts.contains_key("--report-only") {
+        if !out.join("bench.csv").is_file() || !out.join("bench.csv.meta").is_file() {
+            return Err(Fail::Run(
+                "--report-only needs bench.csv and bench.csv.meta".into(),
+            ));
+        }
+        return report(&out).map(|()| true);
+    }
+    let list = |o: &str, d: &str| -> Vec<String> {
+        opts.get(o)
+            .map_or(d, String::as_str)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut vnis = Vec::new();
+    let vdefault = if opts.contains_key("--quick") {
+        "10 100"
+    } else {
+        "10 100 1000"
+    };
+    for v in list("--vnis", vdefault) {
+        match v.parse::<u32>() {
+            Ok(n) if (1..=plan::MAX_VNI).contains(&n) => vnis.push(n),
+            _ => return Err(Fail::Run(format!("--vnis: bad V '{v}'"))),
+        }
+    }
+    let intervals = list("--intervals", "1s 100ms 10ms");
+    for i in &intervals {
+        match analysis::interval_ms(i) {
+            Some(ms) if ms >= 10 => {}
+            Some(_) => return Err(Fail::Run("--intervals: at least 10ms".into())),
+            None => {
+                return Err(Fail::Run(format!(
+                    "--intervals: '{i}' is not a whole number of ms or s"
+                )))
+            }
+        }
+    }
+    let mut daemons = Vec::new();
+    for d in list("--daemons", "wmgwd2 keepalived") {
+        daemons.push(match d.as_str() {
+            "wmgwd2" => DaemonKind::Wmgwd2,
+            "keepalived" => DaemonKind::Keepalived,
+            _ => return Err(Fail::Run(format!("--daemons: unknown daemon '{d}'"))),
+        });
+    }
+    let gateways = number(&opts, "-g", 3usize, 2..=9, "2-9")?;
+    let steady = number(&opts, "--steady", 20u64, 1..=3600, "whole seconds")?;
+    let bound = match std::env::var("BENCH_BOUND").map(|b| b.parse::<u64>()) {
+        Err(_) => 60,
+        Ok(Ok(b)) if b >= 1 => b,
+        Ok(_) => return Err(Fail::Run("BENCH_BOUND must be whole seconds".into())),
+    };
+    need_root()?;
+    if opts.contains_key("-b") && opts.contains_key("--rev") {
+        return Err(Fail::Run("-b and --rev exclude each other".into()));
+    }
+    let (wmgwd2, built) = if let Some(rev) = opts.get("--rev") {
+        let rev = git(&["rev-parse", "--short", &format!("{rev}^{{commit}}")])
+            .ok_or_else(|| Fail::Run(format!("--rev: no commit '{rev}'")))?;
+        let target = repo().join("target/bench");
+        let src = target.join(format!("src-{rev}"));
+        println!(
+            "building: wmgwd2 at {rev} (git archive into {}, cargo build --release)",
+            src.display()
+        );
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src).map_err(|e| Fail::Run(e.to_string()))?;
+        sh(Command::new("sh").arg("-c").arg(format!(
+            "git -C '{}' archive '{rev}' | tar -x -C '{}'",
+            repo().display(),
+            src.display()
+        )))?;
+        sh(Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--bin",
+                "wmgwd2",
+                "--manifest-path",
+            ])
+            .arg(src.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target))?;
+        (target.join("release/wmgwd2"), format!("(git {rev})"))
+    } else if let Some(b) = opts.get("-b") {
+        (binary(&opts)?, format!("(given as {b})"))
+    } else {
+        let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        let dirty = git(&[
+            "diff",
+            "--quiet",
+            "HEAD",
+            "--",
+            "src",
+            "Cargo.toml",
+            "Cargo.lock",
+        ])
+        .is_none();
+        let note = if dirty {
+            ", work tree with uncommitted changes in src"
+        } else {
+            ""
+        };
+        (binary(&opts)?, format!("(git {head}{note})"))
+    };
+    let keepalived = PathBuf::from("keepalived");
+    let command = std::iter::once("scripts/bench.sh".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cfg = bench::Config {
+        vnis,
+        intervals,
+        daemons,
+        gateways,
+        steady: Duration::from_secs(steady),
+        out: out.clone(),
+        wmgwd2,
+        keepalived,
+        bound: Duration::from_secs(bound),
+        built,
+        command,
+    };
+    scenario::interrupt_on_signals();
+    bench::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))?;
+    report(&out)?;
+    println!(
+        "wrote {}, {}, {}",
+        out.join("benchmarks.md").display(),
+        out.join("bench.csv").display(),
+        out.join("bench.png").display()
+    );
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, usage, r) = match args.first().map(String::as_str) {
         Some("drill") => ("drill", drill::USAGE, drill_main(&args[1..])),
         Some("stall-check") => ("stall-check", stall::USAGE, stall_main(&args[1..])),
+        Some("bench") => ("bench", bench::USAGE, bench_main(&args[1..])),
         _ => {
             eprint!("{COMMANDS}");
             return ExitCode::from(2);

@@ -1,11 +1,15 @@
-//! The probes, each one implementation: gratuitous ARPs at the client (an AF_PACKET socket),
-//! pings from the client (a raw ICMP socket), and each gateway's protodown timeline
-//! (`ip -o monitor link`). Each stamps its records on the lab's clock when it reads them; the
-//! analysis is in [`crate::analysis`]. Stopping (or dropping) a probe ends its thread and the
-//! process it started.
+//! The probes, each one implementation: packet capture (an AF_PACKET socket: gratuitous ARPs at
+//! the client, control packets at the switch), pings from the client (a raw ICMP socket), and
+//! each gateway's ownership timeline (`ip -o monitor link`, or `address` for a VRRP daemon).
+//! Each stamps its records on the lab's clock when it reads them; the analysis is in
+//! [`crate::analysis`]. Stopping (or dropping) a probe ends its thread and the process it started.
+//!
+//! Sockets are created on a thread inside the namespace and keep it; the threads that read them
+//! need not be in it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,17 +19,101 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::analysis::{self, Garp, Record, Timed};
+use crate::kernel::Ownership;
 use crate::netns;
 use crate::{io_err, LabError, Result};
 
 /// How often a probe's blocked read wakes to look at its stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
-/// A background reader: a stop flag, a thread, and the records it appended.
+/// Creates a socket inside namespace `ns`.
+fn socket_in(
+    ns: &str,
+    make: impl FnOnce() -> std::io::Result<Socket> + Send + 'static,
+) -> Result<Socket> {
+    let what = format!("socket in {ns}");
+    let s = netns::spawn_in(ns, make)?
+        .join()
+        .map_err(|_| LabError::Parse {
+            what: what.clone(),
+            detail: "the thread panicked".into(),
+        })?
+        .map_err(io_err(what))?;
+    s.set_read_timeout(Some(POLL))
+        .map_err(io_err("socket timeout"))?;
+    Ok(s)
+}
+
+/// A packet socket for `proto` (network order taken care of), bound to `ifname` when given.
+fn packet_socket(ns: &str, proto: u16, ifname: Option<&str>) -> Result<Socket> {
+    let ifname = ifname.map(|s| std::ffi::CString::new(s).expect("an interface name"));
+    socket_in(ns, move || {
+        let s = Socket::new(
+            Domain::PACKET,
+            Type::RAW,
+            Some(Protocol::from(i32::from(proto.to_be()))),
+        )?;
+        if let Some(name) = ifname {
+            // SAFETY: a valid NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: sockaddr_ll is plain data; zeroed is a valid start.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = proto.to_be();
+            sll.sll_ifindex = index as i32;
+            // SAFETY: bind with a correctly sized sockaddr_ll on our own socket.
+            let r = unsafe {
+                libc::bind(
+                    s.as_raw_fd(),
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            if r != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(s)
+    })
+}
+
+/// A background reader of a socket: a stop flag, a thread, and the records it appended.
 struct Reader<T> {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     records: Arc<Mutex<Vec<T>>>,
+}
+
+impl<T: Send + 'static> Reader<T> {
+    /// Reads `sock` until stopped; `f` turns a datagram into a record.
+    fn start(
+        sock: Arc<Socket>,
+        epoch: Instant,
+        f: impl Fn(&[u8], Duration) -> Option<T> + Send + 'static,
+    ) -> Reader<T> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (s, r) = (stop.clone(), records.clone());
+        let thread = thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let Ok(n) = (&*sock).read(&mut buf) else {
+                    continue;
+                };
+                if let Some(x) = f(&buf[..n], epoch.elapsed()) {
+                    r.lock().unwrap_or_else(|p| p.into_inner()).push(x);
+                }
+            }
+        });
+        Reader {
+            stop,
+            thread: Some(thread),
+            records,
+        }
+    }
 }
 
 impl<T: Clone> Reader<T> {
@@ -46,40 +134,9 @@ impl<T> Reader<T> {
     }
 }
 
-/// Starts `f(stop, records)` on a thread inside `ns`, once it said it is ready (or failed).
-fn start_in<T: Send + 'static>(
-    ns: &str,
-    what: &str,
-    f: impl FnOnce(&AtomicBool, &Mutex<Vec<T>>, &dyn Fn(Result<()>)) + Send + 'static,
-) -> Result<Reader<T>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (s, r) = (stop.clone(), records.clone());
-    let thread = netns::spawn_in(ns, move || {
-        let ready = move |x: Result<()>| {
-            let _ = tx.send(x);
-        };
-        f(&s, &r, &ready);
-    })?;
-    let mut reader = Reader {
-        stop,
-        thread: Some(thread),
-        records,
-    };
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok(reader),
-        Ok(Err(e)) => {
-            reader.finish();
-            Err(e)
-        }
-        Err(_) => {
-            reader.finish();
-            Err(LabError::Timeout {
-                what: format!("{what} in {ns} to start"),
-                bound: Duration::from_secs(10),
-            })
-        }
+impl<T> Drop for Reader<T> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -90,28 +147,10 @@ pub struct GarpSniffer {
 
 impl GarpSniffer {
     pub fn start(ns: &str, epoch: Instant) -> Result<GarpSniffer> {
-        let r = start_in(ns, "ARP capture", move |stop, recs, ready| {
-            let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
-            let sock = match Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(proto)))
-                .and_then(|s| s.set_read_timeout(Some(POLL)).map(|()| s))
-            {
-                Ok(s) => s,
-                Err(e) => return ready(Err(io_err("packet socket")(e))),
-            };
-            ready(Ok(()));
-            let mut buf = [0u8; 256];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(n) = (&sock).read(&mut buf) else {
-                    continue;
-                };
-                if let Some((vni, mac)) = analysis::parse_garp(&buf[..n]) {
-                    let at = epoch.elapsed();
-                    recs.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(Garp { at, vni, mac });
-                }
-            }
-        })?;
+        let sock = Arc::new(packet_socket(ns, libc::ETH_P_ARP as u16, None)?);
+        let r = Reader::start(sock, epoch, |f, at| {
+            analysis::parse_garp(f).map(|(vni, mac)| Garp { at, vni, mac })
+        });
         Ok(GarpSniffer { r })
     }
 
@@ -126,9 +165,52 @@ impl GarpSniffer {
     }
 }
 
-impl Drop for GarpSniffer {
-    fn drop(&mut self) {
-        self.r.finish();
+/// Control packets of the daemons ([`analysis::is_control_frame`]) crossing one interface.
+pub struct ControlCounter {
+    r: Reader<Duration>,
+    sock: Arc<Socket>,
+}
+
+impl ControlCounter {
+    pub fn start(ns: &str, ifname: &str, epoch: Instant) -> Result<ControlCounter> {
+        let sock = Arc::new(packet_socket(ns, libc::ETH_P_ALL as u16, Some(ifname))?);
+        let r = Reader::start(sock.clone(), epoch, |f, at| {
+            analysis::is_control_frame(f).then_some(at)
+        });
+        Ok(ControlCounter { r, sock })
+    }
+
+    /// Control packets seen in `[t0, t1]`.
+    pub fn count(&self, t0: Duration, t1: Duration) -> usize {
+        self.r
+            .records()
+            .iter()
+            .filter(|&&t| t >= t0 && t <= t1)
+            .count()
+    }
+
+    /// Packets the kernel dropped for this socket since the last call (PACKET_STATISTICS).
+    pub fn drops(&self) -> u32 {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: getsockopt into a correctly sized tpacket_stats on our own socket.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            st.tp_drops
+        } else {
+            0
+        }
     }
 }
 
@@ -147,42 +229,15 @@ impl Pinger {
         epoch: Instant,
     ) -> Result<Pinger> {
         let id = (std::process::id() as u16) ^ 0x5a5a;
-        let sock = Arc::new(Mutex::new(None::<Socket>));
-        let s2 = sock.clone();
-        let r = start_in(ns, "pinger", move |stop, recs, ready| {
-            let sock = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
-                .and_then(|s| s.set_read_timeout(Some(POLL)).map(|()| s))
-            {
-                Ok(s) => s,
-                Err(e) => return ready(Err(io_err("ICMP socket")(e))),
-            };
-            match sock.try_clone() {
-                Ok(c) => *s2.lock().unwrap_or_else(|p| p.into_inner()) = Some(c),
-                Err(e) => return ready(Err(io_err("ICMP socket")(e))),
-            }
-            ready(Ok(()));
-            let mut buf = [0u8; 1500];
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(n) = (&sock).read(&mut buf) else {
-                    continue;
-                };
-                if let Some(from) = analysis::parse_echo_reply(&buf[..n], id) {
-                    let at = epoch.elapsed();
-                    recs.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((at, from));
-                }
-            }
-        })?;
-        let sock = sock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .expect("the receiver shares its socket once ready");
+        let sock = Arc::new(socket_in(ns, || {
+            Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+        })?);
+        let r = Reader::start(sock.clone(), epoch, move |p, at| {
+            analysis::parse_echo_reply(p, id).map(|from| (at, from))
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let (s, targets) = (stop.clone(), targets.to_vec());
         let sender = thread::spawn(move || {
-            // A raw socket sends in the namespace it was created in: no setns needed here.
             let mut seq: u16 = 0;
             let mut next = Instant::now();
             while !s.load(Ordering::Relaxed) {
@@ -230,20 +285,42 @@ impl Drop for Pinger {
     }
 }
 
-/// The protodown timeline of one gateway: `ip -o monitor link` in its namespace.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The ownership timeline of one gateway: `ip -o monitor link` (protodown) or
+/// `ip -o -4 monitor address` (the gateway IP) in its namespace.
 pub struct Monitor {
     child: Child,
     thread: Option<JoinHandle<()>>,
     lines: Arc<Mutex<Vec<(Duration, String)>>>,
     g: usize,
+    how: Ownership,
 }
 
 impl Monitor {
-    /// Starts the monitor and returns once it is known to listen: it creates a (down) bridge
-    /// `lab-mark`, again until the monitor reports it (at most `bound`).
-    pub fn start(ns: &str, g: usize, epoch: Instant, bound: Duration) -> Result<Monitor> {
+    /// Starts the monitor and returns once it is known to listen: it makes a change it reports
+    /// (a bridge `lab-mark` created, or an address on it), again until one is reported (at most
+    /// `bound`).
+    pub fn start(
+        ns: &str,
+        g: usize,
+        how: Ownership,
+        epoch: Instant,
+        bound: Duration,
+    ) -> Result<Monitor> {
+        let what: &[&str] = match how {
+            Ownership::Link => &["-o", "monitor", "link"],
+            Ownership::Addr => &["-o", "-4", "monitor", "address"],
+        };
+        // Stamped by ip as it reads each message (-ts, in UTC), not when we read the pipe.
         let mut child = Command::new("stdbuf")
-            .args(["-oL", "ip", "-n", ns, "-o", "monitor", "link"])
+            .args(["-oL", "ip", "-ts", "-n", ns])
+            .args(what)
+            .env("TZ", "UTC")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -252,13 +329,19 @@ impl Monitor {
         let out = child.stdout.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
+        // The epoch on the wall clock, to place ip's stamps on the lab's clock.
+        let wall0 = unix_micros().saturating_sub(epoch.elapsed().as_micros() as u64);
         let thread = thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                let at = epoch.elapsed();
+                let (at, rest) = match analysis::parse_ts(&line) {
+                    Some((us, rest)) => (Duration::from_micros(us.saturating_sub(wall0)), rest),
+                    None => (epoch.elapsed(), line.as_str()),
+                };
+                let rest = rest.to_owned();
                 l2.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((at, line));
+                    .push((at, rest));
             }
         });
         let mut m = Monitor {
@@ -266,13 +349,23 @@ impl Monitor {
             thread: Some(thread),
             lines,
             g,
+            how,
         };
-        // The monitor may not listen yet when the first mark goes by: mark again (delete and
-        // re-create) until one is reported.
+        // The monitor may not listen yet when the first mark goes by: mark again until one is
+        // reported.
         let t0 = Instant::now();
         loop {
-            let _ = netns::ip(ns, &["link", "del", "lab-mark"]);
-            netns::ip(ns, &["link", "add", "lab-mark", "type", "bridge"])?;
+            match how {
+                Ownership::Link => {
+                    let _ = netns::ip(ns, &["link", "del", "lab-mark"]);
+                    netns::ip(ns, &["link", "add", "lab-mark", "type", "bridge"])?;
+                }
+                Ownership::Addr => {
+                    let _ = netns::ip(ns, &["link", "add", "lab-mark", "type", "bridge"]);
+                    let _ = netns::ip(ns, &["addr", "del", "192.0.2.1/32", "dev", "lab-mark"]);
+                    netns::ip(ns, &["addr", "add", "192.0.2.1/32", "dev", "lab-mark"])?;
+                }
+            }
             let t1 = Instant::now();
             while t1.elapsed() < Duration::from_millis(200) {
                 if m.lines().iter().any(|(_, l)| l.contains("lab-mark")) {
@@ -296,10 +389,14 @@ impl Monitor {
 
     /// The ownership records so far.
     pub fn records(&self) -> Vec<Timed> {
+        let parse = match self.how {
+            Ownership::Link => analysis::parse_monitor_line,
+            Ownership::Addr => analysis::parse_monitor_addr_line,
+        };
         self.lines()
             .iter()
             .filter_map(|(at, l)| {
-                let (vni, owned) = analysis::parse_monitor_line(l)?;
+                let (vni, owned) = parse(l)?;
                 Some(Timed {
                     at: *at,
                     rec: Record::Own {

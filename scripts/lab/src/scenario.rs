@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::analysis::{Record, Timed};
 use crate::daemon::{DaemonConfig, Daemons, Exit};
-use crate::kernel::{self, Iface, OwnerMap};
+use crate::kernel::{self, Iface, OwnerMap, Ownership};
+use crate::oracle::{self, Oracle};
 use crate::plan::Spec;
 use crate::topo::{self, Topology};
 use crate::{io_err, netns, LabError, Result};
@@ -64,6 +65,16 @@ pub struct Acted {
     pub exit: Option<(Exit, Instant)>,
 }
 
+/// Which gateways count in the ownership timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveRule {
+    /// Its daemon runs and its switch port is up (the drill).
+    Daemon,
+    /// Its switch port is up, whatever its daemon does: the kernel's point of view, where a
+    /// killed daemon's interfaces still answer (the benchmark).
+    Port,
+}
+
 /// The lab: its daemons (dropped first), its namespaces, its records.
 pub struct Lab {
     pub daemons: Daemons,
@@ -74,8 +85,13 @@ pub struct Lab {
     /// Where the daemons log (removed on drop unless `keep_logs`).
     pub dir: PathBuf,
     pub keep_logs: bool,
+    /// What owning a VNI means (protodown off, or the gateway IP for keepalived).
+    pub ownership: Ownership,
+    /// Who should own what.
+    pub oracle: Oracle,
     port_up: Vec<bool>,
     liveness: Vec<Timed>,
+    port_liveness: Vec<Timed>,
     _lock: MutexGuard<'static, ()>,
 }
 
@@ -101,8 +117,11 @@ impl Lab {
             epoch: Instant::now(),
             dir,
             keep_logs: false,
+            ownership: Ownership::Link,
+            oracle: Oracle::Assign,
             port_up: vec![true; spec.gateways + 1],
             liveness: Vec::new(),
+            port_liveness: Vec::new(),
             _lock: lock,
         })
     }
@@ -154,10 +173,15 @@ impl Lab {
                 self.port_up[g] = up;
             }
         }
-        let live = self.is_live(g);
+        let (live, at_live) = (self.is_live(g), self.since_epoch(live_at));
         self.liveness.push(Timed {
-            at: self.since_epoch(live_at),
+            at: at_live,
             rec: Record::Live { g, live },
+        });
+        let port = self.port_up[g];
+        self.port_liveness.push(Timed {
+            at: at_live,
+            rec: Record::Live { g, live: port },
         });
         Ok(Acted { at, exit })
     }
@@ -173,9 +197,22 @@ impl Lab {
             .collect()
     }
 
-    /// The liveness changes so far.
-    pub fn liveness(&self) -> &[Timed] {
-        &self.liveness
+    /// The liveness changes so far, under `rule`.
+    pub fn liveness(&self, rule: LiveRule) -> &[Timed] {
+        match rule {
+            LiveRule::Daemon => &self.liveness,
+            LiveRule::Port => &self.port_liveness,
+        }
+    }
+
+    /// The owners the lab's oracle predicts when `live` are the live gateways.
+    pub fn expected(&self, live: &[usize]) -> OwnerMap {
+        oracle::expected_by(self.oracle, &self.spec, live)
+    }
+
+    /// Which of gateway g's `vrrp4-<v>` are owned, by VNI.
+    pub fn owned(&self, g: usize) -> Result<std::collections::BTreeMap<u32, bool>> {
+        kernel::owned(&self.gw(g), self.ownership)
     }
 
     /// Gateway g's managed interfaces, by VNI.
@@ -185,12 +222,17 @@ impl Lab {
 
     /// The owners of every VNI among the gateways `read`, read in that order.
     pub fn owners(&self, read: &[usize]) -> Result<OwnerMap> {
-        kernel::owner_map(&self.spec, read, |g| self.ifaces(g))
+        kernel::owner_map(&self.spec, read, |g| self.owned(g))
     }
 
     /// Are the owners among `live` exactly the oracle's?
     pub fn converged(&self, live: &[usize]) -> Result<bool> {
-        Ok(kernel::converged(&self.spec, &self.owners(live)?, live))
+        Ok(kernel::converged(
+            self.oracle,
+            &self.spec,
+            &self.owners(live)?,
+            live,
+        ))
     }
 
     /// Waits until `f` holds (polling every 20 ms), at most `bound`; returns how long it took.
