@@ -201,7 +201,12 @@ fn steady(lab: &Lab, window: Duration) -> Result<Steady> {
     let _ = counter.drops();
     let t0 = Instant::now();
     let c0: Vec<u64> = (1..=g_n).map(|g| cpu_ticks(&lab.daemons.pids(g))).collect();
-    thread::sleep(window);
+    while t0.elapsed() < window {
+        if scenario::interrupted() {
+            return Err(LabError::Interrupted);
+        }
+        thread::sleep(Duration::from_millis(100).min(window.saturating_sub(t0.elapsed())));
+    }
     let t1 = Instant::now();
     let c1: Vec<u64> = (1..=g_n).map(|g| cpu_ticks(&lab.daemons.pids(g))).collect();
     let rss: Vec<u64> = (1..=g_n).map(|g| rss_kib(&lab.daemons.pids(g))).collect();

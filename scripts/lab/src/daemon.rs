@@ -293,9 +293,8 @@ impl Daemons {
 
 impl Drop for Daemons {
     fn drop(&mut self) {
-        for c in self.procs.iter_mut().flatten() {
-            signal(c, libc::SIGKILL);
-            let _ = c.wait();
+        for g in 1..=self.procs.len() {
+            self.kill(g);
         }
     }
 }

@@ -181,7 +181,8 @@ fn stall_main(args: &[String]) -> Result<bool, Fail> {
 
 /// The repository (this crate is scripts/lab in it).
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let r = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::canonicalize(&r).unwrap_or(r)
 }
 
 fn git(args: &[&str]) -> Option<String> {

@@ -14,9 +14,8 @@ use crate::probe::{GarpSniffer, Monitor, Pinger};
 use crate::scenario::{self, Lab, LiveRule};
 use crate::{LabError, Result};
 
-/// The lab and its probes.
+/// The lab and its probes (dropped first, then the lab).
 pub struct Session {
-    pub lab: Lab,
     /// Who counts in the ownership timeline.
     pub rule: LiveRule,
     /// The longest wait for any condition.
@@ -32,6 +31,7 @@ pub struct Session {
     pinger: Option<Pinger>,
     snapshot: Vec<Timed>,
     macs: BTreeMap<(usize, u32), String>,
+    pub lab: Lab,
 }
 
 /// The owner map after an event.
