@@ -10,13 +10,19 @@
 //! Needs root and FRR (`apt-get install frr`, `/usr/lib/frr/zebra`); without either it says it
 //! was skipped and why. Every wait is on a condition with a generous bound; nothing asserts on
 //! how long a step took (scripts/evpn-drill.sh measures that).
+//!
+//! The topology and FRR still come from scripts/lab-evpn.sh; the daemons (their command line and
+//! processes), the address plan, the UIDs and the pinger come from the lab crate (`wmgwd2-lab`).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use wmgwd2_lab::plan::{self, GatewayIp, MacMode, Spec};
+use wmgwd2_lab::probe::Pinger;
+use wmgwd2_lab::{DaemonConfig, Daemons};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wmgwd2");
 const ZEBRA: &str = "/usr/lib/frr/zebra";
@@ -49,23 +55,31 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn gateway_ip(v: u32) -> String {
-    format!("10.{}.{}.1", 100 + v / 256, v % 256)
+    plan::gateway_ip(v).to_string()
 }
 
 fn vtep(g: usize) -> String {
-    format!("10.0.1.{g}")
+    plan::underlay_ip(g).to_string()
 }
 
-/// gw1 owns VNI 100 and gw2 owns VNI 101 while both run (rendezvous hash over these UIDs).
-fn uid(g: usize) -> u64 {
-    0x1000 + g as u64
+/// The daemons' view of the lab: 2 gateways, VNIs 100 and 101 (gw1 owns 100 and gw2 owns 101
+/// while both run: rendezvous hashing over the lab's UIDs).
+fn spec(mac: MacMode) -> Spec {
+    Spec {
+        gateways: 2,
+        vni_base: 100,
+        vnis: 2,
+        mac,
+        gateway_ip: GatewayIp::Shared,
+    }
 }
 
 /// The EVPN lab with two gateways; daemons started and stopped by PID, torn down on drop.
 struct Evpn {
     _serial: std::sync::MutexGuard<'static, ()>,
     name: String,
-    daemons: [Option<Child>; 2],
+    spec: Spec,
+    daemons: Daemons,
     logs: PathBuf,
 }
 
@@ -86,10 +100,17 @@ impl Evpn {
         let name = format!("we{:05}{}", std::process::id() % 100_000, &mac[..1]);
         let logs = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&logs).expect("log dir");
+        let spec = spec(mac.parse().expect("shared or distinct"));
+        let daemons = Daemons::new(
+            DaemonConfig::wmgwd2(BIN, "100ms", &["-v"]),
+            spec.gateways,
+            &logs,
+        );
         let lab = Evpn {
             _serial: serial,
             name,
-            daemons: [None, None],
+            spec,
+            daemons,
             logs,
         };
         // lab-evpn.sh removes what it built when it fails; Drop runs `down` in any case.
@@ -113,40 +134,21 @@ impl Evpn {
     }
 
     fn start(&mut self, g: usize) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("gw{g}.log")))
-            .expect("log file");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(&format!("gw{g}")), BIN])
-            .args(["--uid", &format!("{:#x}", uid(g))])
-            .args(["--minvni", "100", "--maxvni", "101"])
-            .args(["--interval", "100ms", "--broadcast", "10.0.1.255"])
-            .args(["--bind-interface", "eth0", "-v"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let ns = self.ns(&format!("gw{g}"));
+        self.daemons
+            .start(&self.spec, &ns, g)
             .expect("start wmgwd2");
-        self.daemons[g - 1] = Some(child);
     }
 
     /// SIGTERM: the graceful handover; waits for the exit and checks its status.
     fn stop(&mut self, g: usize) {
-        let mut child = self.daemons[g - 1].take().expect("daemon running");
-        // SAFETY: kill on the PID of a child we started and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().expect("wait");
-        assert!(status.success(), "gw{g} exited with {status:?} on SIGTERM");
+        let (exit, _) = self.daemons.stop(g, BOUND);
+        assert!(exit.success(), "gw{g} exited with {exit} on SIGTERM");
     }
 
     /// kill -9: the daemon cannot hand anything over; its interfaces stay as they were.
     fn crash(&mut self, g: usize) {
-        let mut child = self.daemons[g - 1].take().expect("daemon running");
-        // SAFETY: kill on the PID of a child we started and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        let _ = child.wait();
+        self.daemons.kill(g);
     }
 
     /// The underlay switch port of gateway `g`, down or up: its BGP session and heartbeats go
@@ -198,7 +200,7 @@ impl Evpn {
     /// daemon runs has it so (a crashed daemon leaves its interfaces as they were).
     fn owner(&self, v: u32) -> Option<usize> {
         let active: Vec<usize> = (1..=2)
-            .filter(|&g| self.daemons[g - 1].is_some())
+            .filter(|&g| self.daemons.pid(g).is_some())
             .filter(|&g| {
                 let vrrp = format!("vrrp4-{v}");
                 self.json("ip", &format!("gw{g}"), &["-d", "link", "show", &vrrp])
@@ -240,15 +242,23 @@ impl Evpn {
         [best, zebra, kernel]
     }
 
-    /// One ping from the host of VNI `v` to its gateway IP.
+    /// A ping from the host of VNI `v` to its gateway IP, answered within a second (the lab
+    /// crate's pinger: one echo request every 100 ms until then).
     fn ping(&self, v: u32) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(&format!("h{v}"))])
-            .args(["ping", "-c", "1", "-W", "1", &gateway_ip(v)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        let target = plan::gateway_ip(v);
+        let ns = self.ns(&format!("h{v}"));
+        let Ok(p) = Pinger::start(&ns, &[target], Duration::from_millis(100), Instant::now())
+        else {
+            return false;
+        };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(1) {
+            if !p.replies(target).is_empty() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     fn wait(&self, what: &str, mut f: impl FnMut() -> bool) {
@@ -287,10 +297,8 @@ impl Evpn {
 
 impl Drop for Evpn {
     fn drop(&mut self) {
-        for c in self.daemons.iter_mut().flatten() {
-            // SAFETY: kill on the PID of a child we started and have not reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
+        for g in 1..=self.spec.gateways {
+            self.daemons.kill(g);
         }
         if thread::panicking() {
             for v in [100, 101] {
