@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::kernel::OwnerMap;
+use crate::kernel::{OwnerMap, Ownership};
 use crate::plan::{self, Spec};
 
 /// A gratuitous ARP for a gateway IP, as seen by the client.
@@ -165,6 +165,30 @@ pub fn rss_kib(status: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Gateway g's ownership records from its monitor's lines (each with when it was read): placed
+/// at ip's own stamp (`-ts`, relative to `wall0`, the lab's epoch in µs since the Unix epoch),
+/// or when read for a line without one.
+pub fn timeline(lines: &[(Duration, String)], g: usize, how: Ownership, wall0: u64) -> Vec<Timed> {
+    let parse = match how {
+        Ownership::Link => parse_monitor_line,
+        Ownership::Addr => parse_monitor_addr_line,
+    };
+    lines
+        .iter()
+        .filter_map(|(read, line)| {
+            let (at, rest) = match parse_ts(line) {
+                Some((us, rest)) => (Duration::from_micros(us.saturating_sub(wall0)), rest),
+                None => (*read, line.as_str()),
+            };
+            let (vni, owned) = parse(rest)?;
+            Some(Timed {
+                at,
+                rec: Record::Own { g, vni, owned },
+            })
+        })
+        .collect()
 }
 
 /// Packets dropped machine-wide for a full input backlog (`/proc/net/softnet_stat`, the second
@@ -619,6 +643,67 @@ mod tests {
         // Still two owners at the end of a window that closes at 225: open, counted to the end.
         let a = anomalies(&spec, &recs, ms(100), ms(225));
         assert_eq!((a.open, a.double_max), (1, ms(25)));
+    }
+
+    /// A real drill (G = 2, V = 4, 100 ms; `wmgwd2-lab drill -g 2 -v 4 -- --uplink-hold-down 1s`)
+    /// saved its monitors and liveness; replayed here, they give the figures its table printed:
+    ///   1 crash gw1     converged 0.229 s, ownerless 2 VNIs 0.229 s, 2 owners none
+    ///   2 restart gw1   converged 0.309 s, ownerless none, 2 owners 2 VNIs 0.006 s
+    ///   5 cut gw1 link  converged 0.259 s, ownerless 2 VNIs 0.259 s, 2 owners none
+    ///   6 restore       converged 1.005 s, ownerless none, 2 owners none
+    #[test]
+    fn a_recorded_drill_replays_to_its_table() {
+        const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drill-g2-v4");
+        let read = |f: &str| std::fs::read_to_string(format!("{DIR}/{f}")).unwrap();
+        let wall0: u64 = read("wall0.txt").trim().parse().unwrap();
+        let spec = Spec::new(2, 4);
+        // Before the daemons start, every vrrp4-<v> is up with protodown off.
+        let mut recs: Vec<Timed> = (1..=2)
+            .flat_map(|g| (1..=4).map(move |vni| own(0, g, vni, true)))
+            .collect();
+        let mut events = Vec::new();
+        for l in read("live.txt").lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = Duration::from_secs_f64(w[0].parse().unwrap());
+            let (g, live) = (w[1].parse().unwrap(), w[2] == "1");
+            events.push(at);
+            recs.push(Timed {
+                at,
+                rec: Record::Live { g, live },
+            });
+        }
+        for g in 1..=2 {
+            let lines: Vec<(Duration, String)> = read(&format!("mon{g}.txt"))
+                .lines()
+                .map(|l| (Duration::ZERO, l.to_owned()))
+                .collect();
+            let t = timeline(&lines, g, Ownership::Link, wall0);
+            assert!(t.len() > 10 && t.iter().all(|r| r.at > Duration::ZERO));
+            recs.extend(t);
+        }
+        // Each window is the step's: from the event until the drill had settled (converged,
+        // then still for 1 s), before the next event.
+        let step = |t0: Duration, secs: f64| {
+            let a = anomalies(&spec, &recs, t0, t0 + Duration::from_secs_f64(secs));
+            let f = |d: Duration| format!("{:.3}", d.as_secs_f64());
+            (
+                f(a.last_change),
+                a.ownerless_vnis,
+                f(a.ownerless_max),
+                a.double_vnis,
+                f(a.double_max),
+                a.open,
+            )
+        };
+        // events: start gw1, start gw2, crash gw1, restart gw1, stop gw2 (gone), start gw2,
+        // cut gw1, restore gw1.
+        let row = |c: &str, n: usize, o: &str, d: usize, m: &str| {
+            (c.to_owned(), n, o.to_owned(), d, m.to_owned(), 0)
+        };
+        assert_eq!(step(events[2], 1.5), row("0.229", 2, "0.229", 0, "0.000"));
+        assert_eq!(step(events[3], 1.5), row("0.309", 0, "0.000", 2, "0.006"));
+        assert_eq!(step(events[6], 1.5), row("0.259", 2, "0.259", 0, "0.000"));
+        assert_eq!(step(events[7], 2.5), row("1.005", 0, "0.000", 0, "0.000"));
     }
 
     #[test]

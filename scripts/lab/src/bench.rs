@@ -394,6 +394,7 @@ fn run_config(
             );
         }
     }
+    s.save()?;
     let _ = writeln!(out, "  records: {}", s.lab.dir.display());
     Ok(())
 }

@@ -68,7 +68,8 @@ daemon exited badly or died, or a \"bring back\" step did not restore the starti
 (rendezvous hashing is deterministic, so it must).
 
 Everything runs in namespaces named wmd<pid><n>-*, removed on exit, failure or Ctrl-C; the drill
-stops only the processes it started, by PID. Logs stay in /tmp/wmgwd2-lab-wmd*/ (printed).
+stops only the processes it started, by PID. The daemons' logs and the raw records (monitors,
+GARPs, pings, liveness) stay in /tmp/wmgwd2-lab-wmd*/ (printed).
 ";
 
 /// One drill's configuration.
@@ -186,6 +187,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
             ),
         );
         d.lab.keep_logs = true;
+        d.save()?;
         return Ok(false);
     }
     let map0 = start.map;
@@ -355,6 +357,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
     );
     if cfg.keep_logs || failed {
         d.lab.keep_logs = true;
+        d.save()?;
         p(out, format!("logs: {}", d.lab.dir.display()));
     }
     Ok(!failed)

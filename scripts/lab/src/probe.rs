@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::analysis::{self, Garp, Record, Timed};
+use crate::analysis::{self, Garp, Timed};
 use crate::kernel::Ownership;
 use crate::netns;
 use crate::{io_err, LabError, Result};
@@ -296,9 +296,12 @@ fn unix_micros() -> u64 {
 pub struct Monitor {
     child: Child,
     thread: Option<JoinHandle<()>>,
+    /// Each line as ip printed it, with when we read it.
     lines: Arc<Mutex<Vec<(Duration, String)>>>,
     g: usize,
     how: Ownership,
+    /// The lab's epoch on the wall clock (µs since the Unix epoch), to place ip's stamps.
+    wall0: u64,
 }
 
 impl Monitor {
@@ -329,19 +332,14 @@ impl Monitor {
         let out = child.stdout.take().expect("piped");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let l2 = lines.clone();
-        // The epoch on the wall clock, to place ip's stamps on the lab's clock.
         let wall0 = unix_micros().saturating_sub(epoch.elapsed().as_micros() as u64);
         let thread = thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                let (at, rest) = match analysis::parse_ts(&line) {
-                    Some((us, rest)) => (Duration::from_micros(us.saturating_sub(wall0)), rest),
-                    None => (epoch.elapsed(), line.as_str()),
-                };
-                let rest = rest.to_owned();
+                let at = epoch.elapsed();
                 l2.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((at, rest));
+                    .push((at, line));
             }
         });
         let mut m = Monitor {
@@ -350,6 +348,7 @@ impl Monitor {
             lines,
             g,
             how,
+            wall0,
         };
         // The monitor may not listen yet when the first mark goes by: mark again until one is
         // reported.
@@ -383,30 +382,24 @@ impl Monitor {
         }
     }
 
-    fn lines(&self) -> Vec<(Duration, String)> {
+    /// The lines so far, as ip printed them, with when we read them.
+    pub fn lines(&self) -> Vec<(Duration, String)> {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The lab's epoch on the wall clock (µs since the Unix epoch).
+    pub fn wall0(&self) -> u64 {
+        self.wall0
+    }
+
+    /// The gateway it watches.
+    pub fn gateway(&self) -> usize {
+        self.g
     }
 
     /// The ownership records so far.
     pub fn records(&self) -> Vec<Timed> {
-        let parse = match self.how {
-            Ownership::Link => analysis::parse_monitor_line,
-            Ownership::Addr => analysis::parse_monitor_addr_line,
-        };
-        self.lines()
-            .iter()
-            .filter_map(|(at, l)| {
-                let (vni, owned) = parse(l)?;
-                Some(Timed {
-                    at: *at,
-                    rec: Record::Own {
-                        g: self.g,
-                        vni,
-                        owned,
-                    },
-                })
-            })
-            .collect()
+        analysis::timeline(&self.lines(), self.g, self.how, self.wall0)
     }
 
     fn stop(&mut self) {

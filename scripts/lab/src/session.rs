@@ -206,6 +206,49 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Writes the raw records into the lab's directory, beside the daemons' logs: `mon<g>.txt`
+    /// (each gateway's monitor, as ip printed it), `wall0.txt` (the lab's epoch in µs since the
+    /// Unix epoch: ip's stamps minus this are the lab's clock), `garps.txt` ("t vni mac"),
+    /// `ping<v>.txt` (reply times) and `live.txt` ("t g live"); times in seconds on the lab's
+    /// clock.
+    pub fn save(&self) -> Result<()> {
+        let dir = &self.lab.dir;
+        let w = |name: String, s: String| {
+            std::fs::write(dir.join(&name), s).map_err(crate::io_err(format!("write {name}")))
+        };
+        let t = |d: Duration| format!("{:.6}", d.as_secs_f64());
+        for m in &self.monitors {
+            let lines: String = m.lines().into_iter().map(|(_, l)| l + "\n").collect();
+            w(format!("mon{}.txt", m.gateway()), lines)?;
+        }
+        if let Some(m) = self.monitors.first() {
+            w("wall0.txt".into(), format!("{}\n", m.wall0()))?;
+        }
+        let garps: String = self
+            .sniffer
+            .garps()
+            .iter()
+            .map(|x| format!("{} {} {}\n", t(x.at), x.vni, x.mac))
+            .collect();
+        w("garps.txt".into(), garps)?;
+        for &v in &self.samples {
+            let r: String = self.replies(v).into_iter().map(|x| t(x) + "\n").collect();
+            w(format!("ping{v}.txt"), r)?;
+        }
+        let live: String = self
+            .lab
+            .liveness(self.rule)
+            .iter()
+            .filter_map(|r| match r.rec {
+                Record::Live { g, live } => Some(format!("{} {g} {}\n", t(r.at), u8::from(live))),
+                Record::Own { .. } => None,
+            })
+            .collect();
+        w("live.txt".into(), live)
+    }
+}
+
 /// Packets the kernel dropped machine-wide for a full input backlog.
 pub fn backlog_drops() -> u64 {
     analysis::softnet_drops(&std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default())
