@@ -91,17 +91,98 @@ pub fn parse_ts(line: &str) -> Option<(u64, &str)> {
         .unwrap_or((time.rsplit(':').next()?, "0"));
     let ss: u64 = ss.parse().ok()?;
     let us: u64 = format!("{frac:0<6}")[..6].parse().ok()?;
-    // Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil).
+    let days = days_from_civil(y, m, day)?;
+    Some((
+        ((days * 24 + hh) * 60 + mm) * 60 * 1_000_000 + ss * 1_000_000 + us,
+        rest,
+    ))
+}
+
+/// Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, day: i64) -> Option<u64> {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    Some((
-        ((days * 24 + hh) * 60 + mm) * 60 * 1_000_000 + ss * 1_000_000 + us,
-        rest,
-    ))
+    u64::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
+/// A change of a bridge FDB entry, from `bridge -timestamp monitor fdb` (run with `TZ=UTC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEvent {
+    pub at: Duration,
+    pub mac: String,
+    pub dev: String,
+    /// The VTEP it points at; `None` when the entry went away.
+    pub dst: Option<String>,
+}
+
+/// The FDB events of `bridge -timestamp monitor fdb` lines: each entry line follows its
+/// `Timestamp: Thu Dec  3 09:46:10 2026 820793 usec` line; times relative to `wall0` (the lab's
+/// epoch, µs since the Unix epoch). Entries without a `dst` (local ones) are left out.
+pub fn parse_fdb_monitor(lines: &[(Duration, String)], wall0: u64) -> Vec<FdbEvent> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let stamp = |w: &[&str]| -> Option<u64> {
+        let m = MONTHS.iter().position(|&x| x == w[2])? as i64 + 1;
+        let d: i64 = w[3].parse().ok()?;
+        let y: i64 = w[5].parse().ok()?;
+        let mut hms = w[4].split(':').map(|x| x.parse::<u64>().ok());
+        let (h, mi, s) = (hms.next()??, hms.next()??, hms.next()??);
+        let us: u64 = w[6].parse().ok()?;
+        let days = days_from_civil(y, m, d)?;
+        Some((((days * 24 + h) * 60 + mi) * 60 + s) * 1_000_000 + us)
+    };
+    let mut at = None;
+    let mut out = Vec::new();
+    for (_, l) in lines {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.first() == Some(&"Timestamp:") && w.len() >= 7 {
+            at = stamp(&w).map(|us| Duration::from_micros(us.saturating_sub(wall0)));
+            continue;
+        }
+        let (deleted, w) = match w.split_first() {
+            Some((&"Deleted", rest)) => (true, rest),
+            _ => (false, w.as_slice()),
+        };
+        if let (Some(at), [mac, "dev", dev, "dst", dst, ..]) = (at, w) {
+            out.push(FdbEvent {
+                at,
+                mac: mac.to_string(),
+                dev: dev.to_string(),
+                dst: (!deleted).then(|| dst.to_string()),
+            });
+        }
+    }
+    out
+}
+
+/// For `mac` on `dev` in `[t0, t1]`: how often its destination changed (a first event counts),
+/// and the last event (when, and its destination or "none").
+pub fn fdb_changes(
+    events: &[FdbEvent],
+    mac: &str,
+    dev: &str,
+    t0: Duration,
+    t1: Duration,
+) -> (usize, Option<(Duration, String)>) {
+    let mut prev: Option<String> = None;
+    let mut n = 0;
+    let mut last = None;
+    for e in events
+        .iter()
+        .filter(|e| e.mac == mac && e.dev == dev && e.at >= t0 && e.at <= t1)
+    {
+        let dst = e.dst.clone().unwrap_or_else(|| "none".into());
+        if prev.as_deref() != Some(dst.as_str()) {
+            n += 1;
+        }
+        prev = Some(dst.clone());
+        last = Some((e.at, dst));
+    }
+    (n, last)
 }
 
 /// One line of `ip -o monitor link`: the VNI of a `vrrp4-<VNI>` record, and whether the link is
@@ -509,6 +590,39 @@ mod tests {
             Some(951_868_800_000_000)
         );
         assert_eq!(parse_ts("2: lab-mark"), None);
+    }
+
+    #[test]
+    fn fdb_monitor_lines_as_bridge_prints_them() {
+        let text = include_str!("../tests/fixtures/bridge-timestamp-monitor-fdb.txt");
+        let lines: Vec<(Duration, String)> = text
+            .lines()
+            .map(|l| (Duration::ZERO, l.to_owned()))
+            .collect();
+        // 2026-12-03T09:46:10.000000Z
+        let wall0 = 1_796_291_170_000_000;
+        let ev = parse_fdb_monitor(&lines, wall0);
+        let dsts: Vec<_> = ev.iter().map(|e| (e.at, e.dst.as_deref())).collect();
+        assert_eq!(
+            dsts,
+            vec![
+                (Duration::from_micros(820_793), Some("10.0.1.1")),
+                (Duration::from_micros(822_249), Some("10.0.1.2")),
+                (Duration::from_micros(823_598), None),
+            ]
+        );
+        assert!(ev
+            .iter()
+            .all(|e| e.mac == "00:00:5e:00:01:64" && e.dev == "vxlan100"));
+        let (n, last) = fdb_changes(&ev, "00:00:5e:00:01:64", "vxlan100", ms(0), ms(1000));
+        assert_eq!(
+            (n, last),
+            (3, Some((Duration::from_micros(823_598), "none".into())))
+        );
+        assert_eq!(
+            fdb_changes(&ev, "00:00:5e:00:01:64", "vxlan101", ms(0), ms(1000)),
+            (0, None)
+        );
     }
 
     #[test]

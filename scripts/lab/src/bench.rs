@@ -310,7 +310,7 @@ fn run_config(
     s.start_pings(&map0, &[1, 2, cfg.gateways], Duration::from_millis(10))?;
     // The daemons' start-up (keepalived's second GARP burst 5 s after taking over) is over
     // before the window opens.
-    thread::sleep(Duration::from_secs(1));
+    scenario::nap(Duration::from_secs(1))?;
     let st = steady(&s.lab, cfg.steady)?;
     let all = spec.all_gateways();
     let _ = writeln!(

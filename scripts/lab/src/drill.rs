@@ -8,14 +8,13 @@
 //! still for max(1 s, 10 intervals). The columns are explained in [`USAGE`].
 
 use std::io::Write;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::analysis::{self, secs};
 use crate::daemon::DaemonConfig;
 use crate::kernel;
 use crate::plan::Spec;
-use crate::scenario::{Event, Lab, LiveRule};
+use crate::scenario::{self, Event, Lab, LiveRule};
 use crate::session::{backlog_drops, Session};
 use crate::Result;
 
@@ -321,7 +320,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
         rows.push(r);
         prev = map;
         // Let this step's tail (late GARPs, pings) pass before the next event.
-        thread::sleep(Duration::from_millis(500));
+        scenario::nap(Duration::from_millis(500))?;
     }
 
     p(out, String::new());

@@ -17,6 +17,8 @@ pub mod analysis;
 pub mod bench;
 pub mod daemon;
 pub mod drill;
+pub mod evpn;
+pub mod evpn_drill;
 pub mod kernel;
 pub mod netns;
 pub mod oracle;

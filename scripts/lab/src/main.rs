@@ -2,6 +2,7 @@
 //!   drill         the failover drill (`scripts/drill.sh`)
 //!   stall-check   short intervals on a quiet machine (`scripts/stall-check.sh`)
 //!   bench         wmgwd2 against keepalived (`scripts/bench.sh`)
+//!   evpn-drill    the handover through real FRR BGP EVPN (`scripts/evpn-drill.sh`)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,12 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use wmgwd2_lab::drill::{self, Config};
-use wmgwd2_lab::{analysis, bench, plan, scenario, stall, DaemonConfig, DaemonKind, Spec};
+use wmgwd2_lab::{
+    analysis, bench, evpn_drill, plan, scenario, stall, DaemonConfig, DaemonKind, Spec,
+};
 
-const COMMANDS: &str = "usage: wmgwd2-lab drill|stall-check|bench [OPTIONS] (-h for each)\n";
+const COMMANDS: &str =
+    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill [OPTIONS] (-h for each)\n";
 
 /// A failed command line: exit 2 with the usage, or 1 with a message.
 enum Fail {
@@ -381,12 +385,57 @@ fn bench_main(args: &[String]) -> Result<bool, Fail> {
     Ok(true)
 }
 
+fn evpn_drill_main(args: &[String]) -> Result<bool, Fail> {
+    let known = [
+        "--mac", "--cycles", "--pause", "--bin", "-b", "--logs", "--doc",
+    ];
+    let (mut opts, extra) = parse_with_flags(args, &known, &["--frr-debug"])?;
+    let conventions = match opts.get("--mac").map_or("both", String::as_str) {
+        "both" => vec![plan::MacMode::Shared, plan::MacMode::Distinct],
+        "shared" => vec![plan::MacMode::Shared],
+        "distinct" => vec![plan::MacMode::Distinct],
+        _ => return Err(Fail::Usage("--mac must be shared, distinct or both".into())),
+    };
+    let cycles = number(&opts, "--cycles", 4u32, 0..=1000, "a whole number")?;
+    let pause = number(&opts, "--pause", 2u64, 0..=3600, "whole seconds")?;
+    if let Err(why) = wmgwd2_lab::evpn::available() {
+        return Err(Fail::Run(why));
+    }
+    if let Some(b) = opts.remove("--bin") {
+        opts.insert("-b".into(), b);
+    }
+    let bin = binary(&opts)?;
+    let abs = |o: &str| {
+        opts.get(o)
+            .map(|p| std::path::absolute(p).unwrap_or_default())
+    };
+    let command = std::iter::once("scripts/evpn-drill.sh".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cfg = evpn_drill::Config {
+        conventions,
+        cycles,
+        pause: Duration::from_secs(pause),
+        bin,
+        logs: abs("--logs"),
+        frr_debug: opts.contains_key("--frr-debug"),
+        doc: abs("--doc"),
+        extra,
+        command,
+    };
+    scenario::interrupt_on_signals();
+    evpn_drill::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))?;
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, usage, r) = match args.first().map(String::as_str) {
         Some("drill") => ("drill", drill::USAGE, drill_main(&args[1..])),
         Some("stall-check") => ("stall-check", stall::USAGE, stall_main(&args[1..])),
         Some("bench") => ("bench", bench::USAGE, bench_main(&args[1..])),
+        Some("evpn-drill") => ("evpn-drill", evpn_drill::USAGE, evpn_drill_main(&args[1..])),
         _ => {
             eprint!("{COMMANDS}");
             return ExitCode::from(2);

@@ -291,16 +291,79 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The ownership timeline of one gateway: `ip -o monitor link` (protodown) or
-/// `ip -o -4 monitor address` (the gateway IP) in its namespace.
-pub struct Monitor {
+/// A process whose output is read line by line, each line with when it was read; stopping (or
+/// dropping) it ends the process (by PID) and the reading thread.
+pub struct LineReader {
     child: Child,
     thread: Option<JoinHandle<()>>,
-    /// Each line as ip printed it, with when we read it.
     lines: Arc<Mutex<Vec<(Duration, String)>>>,
+}
+
+impl LineReader {
+    /// Starts `cmd` (its stdout line-buffered with stdbuf) with `env`.
+    pub fn start(cmd: &[&str], env: &[(&str, &str)], epoch: Instant) -> Result<LineReader> {
+        let mut child = Command::new("stdbuf")
+            .arg("-oL")
+            .args(cmd)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_err(format!("{cmd:?}")))?;
+        let out = child.stdout.take().expect("piped");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let thread = thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let at = epoch.elapsed();
+                l2.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at, line));
+            }
+        });
+        Ok(LineReader {
+            child,
+            thread: Some(thread),
+            lines,
+        })
+    }
+
+    /// The lines so far, with when each was read.
+    pub fn lines(&self) -> Vec<(Duration, String)> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill on the PID of a child we started and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LineReader {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The lab's epoch on the wall clock, µs since the Unix epoch: ip's and bridge's `-ts` stamps
+/// minus this are the lab's clock.
+pub fn wall0(epoch: Instant) -> u64 {
+    unix_micros().saturating_sub(epoch.elapsed().as_micros() as u64)
+}
+
+/// The ownership timeline of one gateway: `ip -ts -o monitor link` (protodown) or
+/// `ip -ts -o -4 monitor address` (the gateway IP) in its namespace, stamped by ip as it reads
+/// each message (in UTC).
+pub struct Monitor {
+    r: LineReader,
     g: usize,
     how: Ownership,
-    /// The lab's epoch on the wall clock (µs since the Unix epoch), to place ip's stamps.
     wall0: u64,
 }
 
@@ -319,36 +382,14 @@ impl Monitor {
             Ownership::Link => &["-o", "monitor", "link"],
             Ownership::Addr => &["-o", "-4", "monitor", "address"],
         };
-        // Stamped by ip as it reads each message (-ts, in UTC), not when we read the pipe.
-        let mut child = Command::new("stdbuf")
-            .args(["-oL", "ip", "-ts", "-n", ns])
-            .args(what)
-            .env("TZ", "UTC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_err(format!("ip monitor in {ns}")))?;
-        let out = child.stdout.take().expect("piped");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l2 = lines.clone();
-        let wall0 = unix_micros().saturating_sub(epoch.elapsed().as_micros() as u64);
-        let thread = thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let at = epoch.elapsed();
-                l2.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((at, line));
-            }
-        });
-        let mut m = Monitor {
-            child,
-            thread: Some(thread),
-            lines,
+        let mut cmd = vec!["ip", "-ts", "-n", ns];
+        cmd.extend_from_slice(what);
+        let r = LineReader::start(&cmd, &[("TZ", "UTC")], epoch)?;
+        let m = Monitor {
+            r,
             g,
             how,
-            wall0,
+            wall0: wall0(epoch),
         };
         // The monitor may not listen yet when the first mark goes by: mark again until one is
         // reported.
@@ -373,7 +414,6 @@ impl Monitor {
                 thread::sleep(Duration::from_millis(10));
             }
             if t0.elapsed() > bound {
-                m.stop();
                 return Err(LabError::Timeout {
                     what: format!("ip monitor in {ns} to report"),
                     bound,
@@ -384,7 +424,7 @@ impl Monitor {
 
     /// The lines so far, as ip printed them, with when we read them.
     pub fn lines(&self) -> Vec<(Duration, String)> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.r.lines()
     }
 
     /// The lab's epoch on the wall clock (µs since the Unix epoch).
@@ -400,20 +440,5 @@ impl Monitor {
     /// The ownership records so far.
     pub fn records(&self) -> Vec<Timed> {
         analysis::timeline(&self.lines(), self.g, self.how, self.wall0)
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill on the PID of a child we started and have not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

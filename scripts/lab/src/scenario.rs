@@ -21,6 +21,11 @@ use crate::{io_err, netns, LabError, Result};
 /// One lab at a time per process: the daemons of two labs would compete for the machine.
 static LOCK: Mutex<()> = Mutex::new(());
 
+/// Waits for the process's lab lock (held by every lab while it lives).
+pub fn lab_lock() -> MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Set by [`interrupt_on_signals`]' handler: every wait returns [`LabError::Interrupted`].
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -39,6 +44,22 @@ pub fn interrupt_on_signals() {
 /// Has SIGINT or SIGTERM arrived (after [`interrupt_on_signals`])?
 pub fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Sleeps `d` in steps of at most 100 ms; fails at once on SIGINT/SIGTERM (after
+/// [`interrupt_on_signals`]).
+pub fn nap(d: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    loop {
+        if interrupted() {
+            return Err(LabError::Interrupted);
+        }
+        let left = d.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return Ok(());
+        }
+        thread::sleep(left.min(Duration::from_millis(100)));
+    }
 }
 
 /// What a scenario does to one gateway.
@@ -99,7 +120,7 @@ impl Lab {
     /// Builds the lab under a fresh per-run name (`stem` + PID + counter); waits for the
     /// process's lab lock first.
     pub fn up(stem: &str, spec: &Spec, cfg: DaemonConfig) -> Result<Lab> {
-        let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = lab_lock();
         let name = topo::unique_name(stem);
         let dir = std::env::temp_dir().join(format!("wmgwd2-lab-{name}"));
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;

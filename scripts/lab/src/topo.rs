@@ -129,34 +129,46 @@ pub fn unique_name(stem: &str) -> String {
 }
 
 impl Topology {
-    /// Builds the lab `name` (a fresh prefix, see [`unique_name`]). Refuses a name whose
-    /// namespaces exist; a failure half-way removes what was built.
-    pub fn up(name: &str, spec: &Spec) -> Result<Topology> {
-        spec.check()?;
+    /// An empty lab `name` (a fresh prefix, see [`unique_name`]): no namespace yet, those
+    /// [`Topology::add`] creates are deleted on drop. Refuses a name whose namespaces exist.
+    pub fn empty(name: &str, spec: &Spec) -> Result<Topology> {
         let prefix = format!("{name}-");
         if netns::list().iter().any(|n| n.starts_with(&prefix)) {
             return Err(LabError::Spec(format!("namespaces {name}-* exist already")));
         }
-        let mut topo = Topology {
+        Ok(Topology {
             name: name.to_owned(),
             spec: spec.clone(),
             created: Vec::new(),
-        };
+        })
+    }
+
+    /// Creates namespace `NAME-role` with its sysctls (a gateway's: also the ARP ones).
+    pub fn add(&mut self, role: &str, gateway: bool) -> Result<String> {
+        let ns = ns_name(&self.name, role);
+        netns::add(&ns)?;
+        self.created.push(ns.clone());
+        netns::run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sh",
+            "-ec",
+            &sysctl_script(gateway),
+        ]))?;
+        Ok(ns)
+    }
+
+    /// Builds the lab `name` (a fresh prefix, see [`unique_name`]). Refuses a name whose
+    /// namespaces exist; a failure half-way removes what was built.
+    pub fn up(name: &str, spec: &Spec) -> Result<Topology> {
+        spec.check()?;
         // From here on, Drop removes whatever was built.
-        let mut roles = vec![("sw".to_owned(), false), ("cl".to_owned(), false)];
-        roles.extend((1..=spec.gateways).map(|g| (format!("gw{g}"), true)));
-        for (role, gateway) in &roles {
-            let ns = ns_name(name, role);
-            netns::add(&ns)?;
-            topo.created.push(ns.clone());
-            netns::run(Command::new("ip").args([
-                "netns",
-                "exec",
-                &ns,
-                "sh",
-                "-ec",
-                &sysctl_script(*gateway),
-            ]))?;
+        let mut topo = Topology::empty(name, spec)?;
+        topo.add("sw", false)?;
+        topo.add("cl", false)?;
+        for g in 1..=spec.gateways {
+            topo.add(&format!("gw{g}"), true)?;
         }
         netns::batch("ip", &topo.switch(), &switch_batch(spec, name))?;
         // The hosts in parallel: one ip and one bridge process per namespace.
