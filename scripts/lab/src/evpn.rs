@@ -90,13 +90,9 @@ pub fn switch_batch(name: &str, gateways: usize) -> String {
     s
 }
 
-fn eth0(local: &str) -> String {
-    format!("link set lo up\nlink set eth0 up\naddr add {local}/24 brd 10.0.1.255 dev eth0\n")
-}
-
 /// The `ip -batch` script of a gateway (`mac` given) or of the leaf (`None`, hosts `name`-h<V>).
 pub fn vtep_batch(name: &str, local: &str, gateway: Option<MacMode>) -> String {
-    let mut s = eth0(local);
+    let mut s = topo::eth0_batch(local);
     for v in VNIS {
         let _ = writeln!(
             s,
@@ -117,13 +113,14 @@ pub fn vtep_batch(name: &str, local: &str, gateway: Option<MacMode>) -> String {
                     MacMode::Shared => format!(" address {}", shared_mac(v)),
                     MacMode::Distinct => String::new(),
                 };
+                let vrrp = plan::ifname(v);
                 let _ = writeln!(
                     s,
-                    "link add link gwl{v} name vrrp4-{v}{address} type macvlan mode bridge"
+                    "link add link gwl{v} name {vrrp}{address} type macvlan mode bridge"
                 );
-                let _ = writeln!(s, "addr add {}/24 dev vrrp4-{v}", plan::gateway_ip(v));
+                let _ = writeln!(s, "addr add {}/24 dev {vrrp}", plan::gateway_ip(v));
                 let _ = writeln!(s, "link set gwp{v} up");
-                let _ = writeln!(s, "link set vrrp4-{v} up");
+                let _ = writeln!(s, "link set {vrrp} up");
             }
             None => {
                 let _ = writeln!(
@@ -365,7 +362,7 @@ impl EvpnLab {
             self.topo.add(&format!("h{v}"), false)?;
         }
         netns::batch("ip", &sw, &switch_batch(&name, g_n))?;
-        netns::batch("ip", &rr, &eth0(RR_IP))?;
+        netns::batch("ip", &rr, &topo::eth0_batch(RR_IP))?;
         let mut jobs = vec![(lf.clone(), vtep_batch(&name, LEAF_IP, None))];
         for g in 1..=g_n {
             let ip = plan::underlay_ip(g).to_string();

@@ -64,10 +64,7 @@ pub fn switch_batch(spec: &Spec, name: &str) -> String {
 /// The `ip -batch` script of a VTEP: gateway `Some(g)` or the client (`None`).
 pub fn vtep_batch(spec: &Spec, gateway: Option<usize>) -> String {
     let local = gateway.map_or(plan::CLIENT_UNDERLAY, plan::underlay_ip);
-    let mut s = format!(
-        "link set lo up\nlink set eth0 up\naddr add {local}/24 brd {} dev eth0\n",
-        plan::BROADCAST
-    );
+    let mut s = eth0_batch(&local.to_string());
     for v in spec.vni_range() {
         let _ = writeln!(
             s,
@@ -96,6 +93,15 @@ pub fn vtep_batch(spec: &Spec, gateway: Option<usize>) -> String {
         }
     }
     s
+}
+
+/// The start of every host's `ip -batch` script: lo and eth0 up, its underlay address on eth0
+/// (the heartbeat segment's broadcast address).
+pub fn eth0_batch(local: &str) -> String {
+    format!(
+        "link set lo up\nlink set eth0 up\naddr add {local}/24 brd {} dev eth0\n",
+        plan::BROADCAST
+    )
 }
 
 /// The `bridge -batch` script of a VTEP: flood every VNI to every other VTEP.
