@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""bench_report.py: turns scripts/bench.sh's CSV into docs/benchmarks.md and docs/bench.png.
+"""bench_report.py: turns the benchmark's CSV (scripts/bench.sh, `wmgwd2-lab bench`) into
+docs/benchmarks.md and docs/bench.png.
 
 Writes only between <!-- bench:begin --> and <!-- bench:end --> in the document and keeps the
 rest of the file as it is (other generated sections, hand-written analysis). Every figure comes
@@ -231,7 +232,8 @@ def section(rows, meta):
         L += failure_table(cfgs, mode)
     L += ["", "![failover and cost against V](bench.png)", "",
           "### How each column is measured", "",
-          "- **Lab**: `scripts/lab.sh` (one fresh lab per configuration): a switch namespace "
+          "- **Lab**: the lab crate `scripts/lab` (`wmgwd2-lab bench`; one fresh lab per "
+          "configuration): a switch namespace "
           "(bridge, one port per host), G gateway namespaces and a client namespace; per VNI a "
           "VXLAN segment flooding to every VTEP and a macvlan `vrrp4-<V>` on each gateway with "
           "distinct (kernel-chosen) MACs, so the client's ARP cache has to move.",
@@ -243,14 +245,15 @@ def section(rows, meta):
           "`vrrp_instance` per VNI on `vrrp4-<V>` (`vrrp_version 3`, `advert_int` = the interval, "
           "priority 200/150/100 rotating so VNI V prefers gateway (V-1) mod G + 1, preemption on, "
           "no `vrrp_garp_*` settings: its defaults), `virtual_ipaddress` = the gateway IP. Each "
-          "gateway has its own address on `vrrp4-<V>` (`lab.sh --gateway-ip vrrp`) as the adverts' "
+          "gateway has its own address on `vrrp4-<V>` (`GatewayIp::Vrrp`) as the adverts' "
           "source; ownership is the gateway IP being on the link. This is the configuration an "
           "operator with an existing per-VNI macvlan would write; `use_vmac` would add a second "
           "macvlan per VNI.",
           "- **start: converged**: from starting the daemons until the owner map (read from the "
-          "kernel) has one owner per VNI and then stays still for max(1 s, 5 intervals); the "
-          "same wait follows every failure.",
-          "- **control pkt/s**: `tcpdump` on the switch port towards the client over the steady "
+          "kernel) is the one the daemon's rule predicts for the live gateways (wmgwd2: its own "
+          "assignment; keepalived: the highest priority) and then stays still for max(1 s, "
+          "5 intervals); the same wait follows every failure.",
+          "- **control pkt/s**: a packet socket on the switch port towards the client over the steady "
           "window, counting UDP port 3000 (wmgwd2 heartbeats, broadcast) and VRRP (IP protocol "
           "112) inside VXLAN. Each heartbeat and each advert reaches the client's VTEP exactly "
           "once, so this is the number sent. keepalived's adverts are per VNI and go as BUM "
@@ -262,8 +265,9 @@ def section(rows, meta):
           "- **moved VNIs**: VNIs whose owner changed between the owner maps before and after.",
           "- **first / last GARP**: from the failure (the moment the script acted) to the first "
           "gratuitous ARP of any moved VNI, and to the moment the last moved VNI had its first "
-          "one, from its new owner's MAC, captured with `tcpdump` in the client namespace.",
-          "- **longest ping gap**: the client pings up to 8 sampled gateway IPs (spread over the "
+          "one, from its new owner's MAC, captured with a packet socket in the client namespace.",
+          "- **longest ping gap**: the client pings (a raw ICMP socket) up to 8 sampled gateway IPs "
+          "(spread over the "
           "gateways the failures hit) every 10 ms; the longest time between two replies of one "
           "IP within the failure's window (event until settled), so a 10 ms resolution.",
           "- **ownerless / duplicate owners**: from the kernel's point of view: `ip -ts -o "

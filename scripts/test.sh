@@ -2,15 +2,13 @@
 # The test command (README): installs what the tests need, then runs every test.
 # Pure tests run anywhere; the lab tests (tests/lab.rs, tests/netlink.rs, tests/evpn.rs) need root
 # and build their own network namespaces, and say clearly that they were skipped when run without
-# root (or, for tests/evpn.rs, without FRR). As root it installs FRR and jq for the EVPN lab.
+# root (or, for tests/evpn.rs, without FRR). As root it installs FRR for the EVPN lab.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v bridge >/dev/null || need+=(iproute2)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v jq >/dev/null || need+=(jq)
 [ -x /usr/lib/frr/zebra ] && [ -x /usr/lib/frr/bgpd ] && command -v vtysh >/dev/null || need+=(frr)
 if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -18,5 +16,5 @@ if [ "${#need[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --quiet --bins
-cargo test --quiet --all-targets
+cargo build --quiet --workspace --bins
+cargo test --quiet --workspace --all-targets

@@ -1,28 +1,27 @@
-//! Lab tests: the real binary, several gateways in network namespaces built by scripts/lab.sh,
-//! real macvlans, real protodown, real packets. They need root; without it each test says it was
-//! skipped and why.
+//! Lab tests: the real binary, several gateways in network namespaces built by the lab crate
+//! (`scripts/lab`, `wmgwd2-lab`), real macvlans, real protodown, real packets. They need root;
+//! without it each test says it was skipped and why.
 //!
 //! Assertions read the kernel's own state (`ip -j -d link show`: `proto_down`, `LOWER_UP`) and
-//! packets seen in the client namespace (gratuitous ARPs, neighbour entries), never only the
-//! daemon's logs. The oracle for "who should own VNI v" is the pure `assign` module.
+//! packets seen in the client namespace (gratuitous ARPs, ping replies, neighbour entries), never
+//! only the daemon's logs. The oracle for "who should own VNI v" is the pure `assign` module
+//! (`wmgwd2_lab::oracle`).
 //!
-//! Lab tests run one at a time (a lock), so the daemons of two tests never compete for the
-//! machine's two cores. Every wait is on a condition, with a generous bound.
+//! Lab tests run one at a time (the lab crate's lock), so the daemons of two tests never compete
+//! for the machine's two cores. Every wait is on a condition, with a generous bound. The last
+//! test runs a short failover drill (`scripts/drill.sh`'s, G = 3, V = 16).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Read;
-use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::collections::BTreeSet;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-use wmgwd2::assign;
+use wmgwd2_lab::analysis::Garp;
+use wmgwd2_lab::drill;
+use wmgwd2_lab::netns;
+use wmgwd2_lab::oracle;
+use wmgwd2_lab::plan::{self, Spec};
+use wmgwd2_lab::probe::{GarpSniffer, Pinger};
+use wmgwd2_lab::{DaemonConfig, Event, Lab, OwnerMap};
 
 const G: usize = 3;
 const V: u32 = 16;
@@ -30,240 +29,27 @@ const BIN: &str = env!("CARGO_BIN_EXE_wmgwd2");
 /// Bound for anything that should take well under a second.
 const BOUND: Duration = Duration::from_secs(20);
 
-static LOCK: Mutex<()> = Mutex::new(());
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-fn uid(g: usize) -> u64 {
-    0x1000 + g as u64
+fn spec() -> Spec {
+    Spec::new(G, V)
 }
 
-fn gateway_ip(vni: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, (100 + vni / 256) as u8, (vni % 256) as u8, 1)
+fn daemon(extra: &[&str]) -> DaemonConfig {
+    let mut cfg = DaemonConfig::wmgwd2(BIN, "100ms", extra);
+    cfg.extra.insert(0, "-v".into());
+    cfg
 }
 
-fn vni_of_gateway_ip(ip: [u8; 4]) -> Option<u32> {
-    (ip[0] == 10 && ip[1] >= 100 && ip[3] == 1)
-        .then(|| u32::from(ip[1] - 100) * 256 + u32::from(ip[2]))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(ns: &str, args: &[&str]) -> String {
-    run(Command::new("ip").arg("-n").arg(ns).args(args))
-}
-
-/// One managed interface as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Iface {
-    protodown: bool,
-    lower_up: bool,
-    mac: String,
-}
-
-/// A lab: G gateways, a client, a switch; daemons started and stopped by PID.
-struct Lab {
-    name: String,
-    daemons: Vec<Option<Child>>,
-    logs: PathBuf,
-    args: Vec<String>,
-    _lock: MutexGuard<'static, ()>,
-}
-
-impl Lab {
-    /// Builds the lab, or returns `None` (after saying so) when not root.
-    fn up(test: &str, extra: &[&str]) -> Option<Lab> {
-        if !is_root() {
-            eprintln!("SKIPPED {test}: lab tests need root to create network namespaces");
-            return None;
-        }
-        let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!(
-            "wt{:05}{}",
-            std::process::id() % 100_000,
-            (b'a' + n as u8) as char
-        );
-        let logs = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let lab = Lab {
-            name,
-            daemons: (0..G).map(|_| None).collect(),
-            logs,
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            _lock: lock,
-        };
-        // Drop removes the namespaces even if building them fails half-way.
-        run(Command::new("bash").arg(lab.script()).args([
-            "up",
-            &lab.name,
-            &G.to_string(),
-            &V.to_string(),
-        ]));
-        Some(lab)
+/// Builds the lab, or returns `None` (after saying so) when not root.
+fn lab_up(test: &str, extra: &[&str]) -> Option<Lab> {
+    if !wmgwd2_lab::root_or_skip(test) {
+        return None;
     }
-
-    fn script(&self) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/lab.sh")
-    }
-
-    fn gw(&self, g: usize) -> String {
-        format!("{}-gw{}", self.name, g)
-    }
-
-    fn client(&self) -> String {
-        format!("{}-cl", self.name)
-    }
-
-    fn start(&mut self, g: usize) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("gw{g}.log")))
-            .expect("log file");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.gw(g), BIN])
-            .args(["--uid", &format!("{:#x}", uid(g))])
-            .args(["--minvni", "1", "--maxvni", &V.to_string()])
-            .args(["--broadcast", "10.0.1.255", "--bind-interface", "eth0"])
-            .args(["--interval", "100ms", "-v"])
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.daemons[g - 1] = Some(cmd.spawn().expect("start daemon"));
-    }
-
-    fn signal(&mut self, g: usize, sig: i32) -> Child {
-        let child = self.daemons[g - 1].take().expect("daemon running");
-        // SAFETY: kill on the PID of a child we started and have not reaped.
-        unsafe { libc::kill(child.id() as i32, sig) };
-        child
-    }
-
-    fn alive(&mut self, g: usize) -> bool {
-        match self.daemons[g - 1].as_mut() {
-            Some(c) => c.try_wait().expect("try_wait").is_none(),
-            None => false,
-        }
-    }
-
-    /// The managed interfaces of gateway `g`, by VNI.
-    fn ifaces(&self, g: usize) -> BTreeMap<u32, Iface> {
-        let out = ip(&self.gw(g), &["-j", "-d", "link", "show"]);
-        let links: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
-        let mut m = BTreeMap::new();
-        for l in links.as_array().into_iter().flatten() {
-            let name = l["ifname"].as_str().unwrap_or("");
-            let Some(vni) = name.strip_prefix("vrrp4-").and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let flags: Vec<&str> = l["flags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str())
-                .collect();
-            m.insert(
-                vni,
-                Iface {
-                    protodown: l["proto_down"].as_bool().unwrap_or(false),
-                    lower_up: flags.contains(&"LOWER_UP"),
-                    mac: l["address"].as_str().unwrap_or("").to_owned(),
-                },
-            );
-        }
-        m
-    }
-
-    /// For every VNI, the gateways among `gws` (sampled in that order) with protodown off.
-    fn owners(&self, gws: &[usize]) -> BTreeMap<u32, Vec<usize>> {
-        let mut m: BTreeMap<u32, Vec<usize>> = (1..=V).map(|v| (v, Vec::new())).collect();
-        for &g in gws {
-            for (vni, i) in self.ifaces(g) {
-                if !i.protodown {
-                    m.entry(vni).or_default().push(g);
-                }
-            }
-        }
-        m
-    }
-
-    /// Waits until `f` holds, or panics after `bound` with `what`.
-    fn wait(&self, what: &str, bound: Duration, mut f: impl FnMut() -> bool) -> Duration {
-        let t0 = Instant::now();
-        loop {
-            if f() {
-                return t0.elapsed();
-            }
-            assert!(
-                t0.elapsed() < bound,
-                "timed out after {bound:?} waiting for {what}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until exactly the assignment over `gws` holds in the kernels of `gws`.
-    fn wait_converged(&self, gws: &[usize]) -> Duration {
-        let expected = expected(gws);
-        self.wait(&format!("convergence of gateways {gws:?}"), BOUND, || {
-            self.owners(gws) == expected
-        })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in self.daemons.iter_mut().flatten() {
-            // SAFETY: kill on the PID of a child we started and have not reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-            let _ = c.wait();
-        }
-        let _ = Command::new("bash")
-            .arg(self.script())
-            .args(["down", &self.name])
-            .status();
-        if thread::panicking() {
-            for g in 1..=G {
-                let log = self.logs.join(format!("gw{g}.log"));
-                if let Ok(s) = std::fs::read_to_string(&log) {
-                    let tail: Vec<&str> = s.lines().rev().take(40).collect();
-                    eprintln!("--- {} (last 40 lines)", log.display());
-                    for l in tail.iter().rev() {
-                        eprintln!("{l}");
-                    }
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.logs);
-    }
+    Some(Lab::up("wt", &spec(), daemon(extra)).expect("lab up"))
 }
 
 /// The owners the pure assignment predicts when `gws` are the live gateways.
-fn expected(gws: &[usize]) -> BTreeMap<u32, Vec<usize>> {
-    (1..=V)
-        .map(|v| {
-            let o = assign::owner(
-                wmgwd2::types::Vni(v),
-                gws.iter().map(|&g| wmgwd2::types::Uid(uid(g))),
-            )
-            .expect("a candidate");
-            (v, vec![(o.0 - 0x1000) as usize])
-        })
-        .collect()
+fn expected(gws: &[usize]) -> OwnerMap {
+    oracle::expected(&spec(), gws)
 }
 
 fn owned_by(gws: &[usize], g: usize) -> BTreeSet<u32> {
@@ -274,141 +60,89 @@ fn owned_by(gws: &[usize], g: usize) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    thread::spawn(move || {
-        let nsf = File::open(&path).expect("open netns");
-        // SAFETY: setns on a valid namespace fd affects only this thread.
-        let r = unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}");
-        f()
-    })
+fn owners(lab: &Lab, read: &[usize]) -> OwnerMap {
+    lab.owners(read).expect("owner map")
 }
 
-/// A gratuitous ARP seen by the client.
-#[derive(Debug, Clone)]
-struct Garp {
-    at: Instant,
-    vni: u32,
-    mac: String,
+fn wait(lab: &Lab, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    lab.wait(what, BOUND, || Ok(f())).expect("condition")
 }
 
-/// Captures gratuitous ARPs (sender IP = target IP) in a namespace until stopped.
-struct Sniffer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<Garp>>>,
-}
-
-impl Sniffer {
-    fn start(ns: &str) -> Sniffer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let s = stop.clone();
-        let thread = in_netns(ns, move || {
-            let proto = (libc::ETH_P_ARP as u16).to_be() as i32;
-            let sock = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(proto)))
-                .expect("packet socket");
-            sock.set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("timeout");
-            let _ = ready_tx.send(());
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 256];
-            while !s.load(Ordering::Relaxed) {
-                let Ok(n) = (&sock).read(&mut buf) else {
-                    continue;
-                };
-                let f = &buf[..n];
-                if n < 42 || f[12..14] != [0x08, 0x06] {
-                    continue;
-                }
-                let (spa, tpa) = (&f[28..32], &f[38..42]);
-                if spa != tpa {
-                    continue;
-                }
-                if let Some(vni) = vni_of_gateway_ip([spa[0], spa[1], spa[2], spa[3]]) {
-                    let mac = f[22..28]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(":");
-                    seen.push(Garp {
-                        at: Instant::now(),
-                        vni,
-                        mac,
-                    });
-                }
-            }
-            seen
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("sniffer ready");
-        Sniffer {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn finish(mut self) -> Vec<Garp> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("sniffer"))
-            .unwrap_or_default()
+fn start_all(lab: &mut Lab) {
+    for g in 1..=G {
+        lab.start(g).expect("start daemon");
     }
 }
 
-impl Drop for Sniffer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+fn ip(ns: &str, args: &[&str]) -> String {
+    netns::ip(ns, args).expect("ip")
 }
 
-/// Checks that every VNI in `moved` got a GARP from its new owner's MAC after `since`.
-fn assert_garps(lab: &Lab, garps: &[Garp], moved: &BTreeSet<u32>, gws: &[usize], since: Instant) {
+/// Waits (bounded) until every VNI in `moved` got a GARP from its new owner's MAC at or after
+/// `since`.
+fn assert_garps(
+    lab: &Lab,
+    sniff: GarpSniffer,
+    moved: &BTreeSet<u32>,
+    gws: &[usize],
+    since: Instant,
+) {
     let owners = expected(gws);
-    for &vni in moved {
-        let g = owners[&vni][0];
-        let mac = &lab.ifaces(g)[&vni].mac;
-        assert!(
-            garps
-                .iter()
-                .any(|x| x.vni == vni && &x.mac == mac && x.at >= since),
-            "no gratuitous ARP for vni {vni} from gw{g} ({mac}); seen: {:?}",
-            garps.iter().map(|x| (x.vni, &x.mac)).collect::<Vec<_>>()
-        );
+    let since = lab.since_epoch(since);
+    let want: Vec<(u32, usize, String)> = moved
+        .iter()
+        .map(|&vni| {
+            let g = owners[&vni][0];
+            (vni, g, lab.ifaces(g).expect("links")[&vni].mac.clone())
+        })
+        .collect();
+    let seen = |garps: &[Garp], vni: u32, mac: &str| {
+        garps
+            .iter()
+            .any(|x| x.vni == vni && x.mac == mac && x.at >= since)
+    };
+    let r = lab.wait("gratuitous ARPs from the new owners", BOUND, || {
+        let garps = sniff.garps();
+        Ok(want.iter().all(|(vni, _, mac)| seen(&garps, *vni, mac)))
+    });
+    if r.is_err() {
+        let garps = sniff.finish();
+        for (vni, g, mac) in &want {
+            assert!(
+                seen(&garps, *vni, mac),
+                "no gratuitous ARP for vni {vni} from gw{g} ({mac}); seen: {:?}",
+                garps.iter().map(|x| (x.vni, &x.mac)).collect::<Vec<_>>()
+            );
+        }
     }
 }
 
 #[test]
 fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
-    let Some(mut lab) = Lab::up("crash", &[]) else {
+    let Some(mut lab) = lab_up("crash", &[]) else {
         return;
     };
     let all = [1, 2, 3];
-    for g in all {
-        lab.start(g);
-    }
-    lab.wait_converged(&all);
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
 
     // The gateway IP answers from the owner: the client's neighbour entry carries its MAC.
     for vni in [1, 7, 16] {
         let owner = expected(&all)[&vni][0];
-        let mac = lab.ifaces(owner)[&vni].mac.clone();
-        let target = gateway_ip(vni).to_string();
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
+        let mac = lab.ifaces(owner).expect("links")[&vni].mac.clone();
+        let target = plan::gateway_ip(vni);
+        let pinger = Pinger::start(
             &lab.client(),
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            &target,
-        ]));
-        let neigh = ip(&lab.client(), &["neigh", "show", &target]);
+            &[target],
+            Duration::from_millis(100),
+            lab.epoch,
+        )
+        .expect("pinger");
+        wait(&lab, &format!("a ping reply from {target}"), || {
+            !pinger.replies(target).is_empty()
+        });
+        drop(pinger);
+        let neigh = ip(&lab.client(), &["neigh", "show", &target.to_string()]);
         assert!(
             neigh.contains(&mac),
             "vni {vni}: neighbour {neigh:?}, owner mac {mac}"
@@ -419,13 +153,11 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
     let before = expected(&all);
     let moved = owned_by(&all, 2);
     assert!(!moved.is_empty());
-    let sniff = Sniffer::start(&lab.client());
-    let t_kill = Instant::now();
-    let mut dead = lab.signal(2, libc::SIGKILL);
-    let _ = dead.wait();
+    let sniff = GarpSniffer::start(&lab.client(), lab.epoch).expect("sniffer");
+    let t_kill = lab.act(Event::Crash, 2).expect("kill -9").at;
     let survivors = [1, 3];
-    lab.wait("takeover after a crash", BOUND, || {
-        let now = lab.owners(&survivors);
+    wait(&lab, "takeover after a crash", || {
+        let now = owners(&lab, &survivors);
         // Only the dead gateway's VNIs may change hands meanwhile.
         for (vni, o) in &now {
             if !moved.contains(vni) {
@@ -434,18 +166,16 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
         }
         now == expected(&survivors)
     });
-    thread::sleep(Duration::from_millis(300)); // let the GARP reach the sniffer
-    let garps = sniff.finish();
-    assert_garps(&lab, &garps, &moved, &survivors, t_kill);
+    assert_garps(&lab, sniff, &moved, &survivors, t_kill);
 
     // Restart it (as systemd would): it first sets protodown on its stale interfaces, then
     // takes its VNIs back; at no sampled moment is a VNI without an owner.
-    lab.start(2);
+    lab.start(2).expect("restart");
     let mut samples = 0;
-    lab.wait("rejoin after a crash", BOUND, || {
+    wait(&lab, "rejoin after a crash", || {
         samples += 1;
         // The survivors (current owners) first, the joiner last: see docs/operations.md.
-        let now = lab.owners(&[1, 3, 2]);
+        let now = owners(&lab, &[1, 3, 2]);
         for (vni, o) in &now {
             assert!(!o.is_empty(), "vni {vni} had no owner during the rejoin");
         }
@@ -453,51 +183,50 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
     });
     assert!(samples > 3, "too few samples to say anything: {samples}");
     for g in all {
-        assert!(lab.alive(g), "gw{g} died");
+        assert!(lab.daemons.alive(g), "gw{g} died");
     }
 }
 
 #[test]
 fn sigterm_hands_over_before_the_dead_interval_and_rejoin_leaves_no_gap() {
-    // A dead interval of 30 × 100 ms = 3 s: a takeover through LEAVING is far faster.
-    let Some(mut lab) = Lab::up("sigterm", &["--dead-after", "30"]) else {
+    // A dead interval of 255 × 100 ms = 25.5 s: the peers can take over within the bound below
+    // only through LEAVING, never by expiry.
+    let dead_interval = Duration::from_millis(25_500);
+    let Some(mut lab) = lab_up("sigterm", &["--dead-after", "255"]) else {
         return;
     };
     let all = [1, 2, 3];
-    for g in all {
-        lab.start(g);
-    }
-    lab.wait_converged(&all);
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
     let moved = owned_by(&all, 1);
 
-    let sniff = Sniffer::start(&lab.client());
-    let t_stop = Instant::now();
-    let mut stopping = lab.signal(1, libc::SIGTERM);
+    let sniff = GarpSniffer::start(&lab.client(), lab.epoch).expect("sniffer");
+    let acted = lab.act(Event::Stop, 1).expect("SIGTERM");
+    let t_stop = acted.at;
+    let (exit, _) = acted.exit.expect("a stop reports the exit");
+    assert!(exit.success(), "SIGTERM exit status {exit}");
     let rest = [2, 3];
-    let took = lab.wait("takeover after SIGTERM", BOUND, || {
-        lab.owners(&rest) == expected(&rest)
-    });
-    let status = stopping.wait().expect("wait");
-    assert!(status.success(), "SIGTERM exit status {status:?}");
-    assert!(
-        took < Duration::from_millis(3000),
-        "takeover took {took:?}: it waited for the dead interval instead of LEAVING"
-    );
+    let left = dead_interval.saturating_sub(t_stop.elapsed());
+    lab.wait(
+        "takeover after SIGTERM, before the dead interval",
+        left,
+        || Ok(owners(&lab, &rest) == expected(&rest)),
+    )
+    .expect("the peers waited for the dead interval instead of LEAVING");
     // The stopped gateway ends with protodown on everywhere.
-    for (vni, i) in lab.ifaces(1) {
+    for (vni, i) in lab.ifaces(1).expect("links") {
         assert!(
             i.protodown,
             "stopped gw1 left vrrp4-{vni} without protodown"
         );
     }
-    thread::sleep(Duration::from_millis(300));
-    assert_garps(&lab, &sniff.finish(), &moved, &rest, t_stop);
+    assert_garps(&lab, sniff, &moved, &rest, t_stop);
 
     // Rejoin: no VNI ever ownerless, and only gateway 1's VNIs move back.
     let before = expected(&rest);
-    lab.start(1);
-    lab.wait("rejoin after SIGTERM", BOUND, || {
-        let now = lab.owners(&[2, 3, 1]);
+    lab.start(1).expect("start");
+    wait(&lab, "rejoin after SIGTERM", || {
+        let now = owners(&lab, &[2, 3, 1]);
         for (vni, o) in &now {
             assert!(!o.is_empty(), "vni {vni} had no owner during the rejoin");
             if !moved.contains(vni) {
@@ -510,17 +239,15 @@ fn sigterm_hands_over_before_the_dead_interval_and_rejoin_leaves_no_gap() {
 
 #[test]
 fn garbage_datagrams_change_nothing() {
-    let Some(mut lab) = Lab::up("garbage", &[]) else {
+    let Some(mut lab) = lab_up("garbage", &[]) else {
         return;
     };
     let all = [1, 2, 3];
-    for g in all {
-        lab.start(g);
-    }
-    lab.wait_converged(&all);
-    let before = lab.owners(&all);
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    let before = owners(&lab, &all);
 
-    let sent = in_netns(&lab.client(), || {
+    let sent = netns::spawn_in(&lab.client(), || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
         s.set_broadcast(true).expect("broadcast");
         let mut v1 = wmgwd2::wire::encode(&wmgwd2::wire::Heartbeat {
@@ -567,6 +294,7 @@ fn garbage_datagrams_change_nothing() {
         }
         n
     })
+    .expect("enter the client namespace")
     .join()
     .expect("sender");
     assert!(sent > 1000, "sent only {sent} datagrams");
@@ -574,19 +302,17 @@ fn garbage_datagrams_change_nothing() {
     // Over several dead intervals nothing changes and every daemon lives.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(1500) {
-        assert_eq!(lab.owners(&all), before, "garbage changed ownership");
-        thread::sleep(Duration::from_millis(50));
+        assert_eq!(owners(&lab, &all), before, "garbage changed ownership");
+        std::thread::sleep(Duration::from_millis(50));
     }
     for g in all {
-        assert!(lab.alive(g), "gw{g} died on garbage");
+        assert!(lab.daemons.alive(g), "gw{g} died on garbage");
     }
 
     // SIGUSR1: a status line whose counters saw the garbage, and the daemon carries on.
-    let pid = lab.daemons[0].as_ref().expect("gw1").id() as i32;
-    // SAFETY: kill on the PID of a child we started and have not reaped.
-    unsafe { libc::kill(pid, libc::SIGUSR1) };
-    let log = lab.logs.join("gw1.log");
-    lab.wait("a status line", BOUND, || {
+    lab.daemons.signal(1, libc::SIGUSR1);
+    let log = lab.daemons.log(1);
+    wait(&lab, "a status line", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
@@ -594,33 +320,31 @@ fn garbage_datagrams_change_nothing() {
                 l.contains(" status ") && l.contains("owned=") && !l.contains("frames_malformed=0 ")
             })
     });
-    assert!(lab.alive(1), "gw1 died on SIGUSR1");
-    assert_eq!(lab.owners(&all), before);
+    assert!(lab.daemons.alive(1), "gw1 died on SIGUSR1");
+    assert_eq!(owners(&lab, &all), before);
 }
 
 #[test]
 fn missing_interface_at_start_is_managed_once_it_appears() {
-    let Some(mut lab) = Lab::up("missing", &[]) else {
+    let Some(mut lab) = lab_up("missing", &[]) else {
         return;
     };
     let all = [1, 2, 3];
     for g in all {
         ip(&lab.gw(g), &["link", "del", "vrrp4-16"]);
     }
-    for g in all {
-        lab.start(g);
-    }
+    start_all(&mut lab);
     let exp = expected(&all);
-    lab.wait("convergence without vrrp4-16", BOUND, || {
-        let now = lab.owners(&all);
+    wait(&lab, "convergence without vrrp4-16", || {
+        let now = owners(&lab, &all);
         (1..16).all(|v| now[&v] == exp[&v])
     });
     for g in all {
-        assert!(lab.alive(g), "gw{g} died on a missing interface");
-        assert!(!lab.ifaces(g).contains_key(&16));
+        assert!(lab.daemons.alive(g), "gw{g} died on a missing interface");
+        assert!(!lab.ifaces(g).expect("links").contains_key(&16));
     }
     // The interface appears (created up, protodown off, on every gateway at once).
-    let sniff = Sniffer::start(&lab.client());
+    let sniff = GarpSniffer::start(&lab.client(), lab.epoch).expect("sniffer");
     let t0 = Instant::now();
     for g in all {
         let ns = lab.gw(g);
@@ -635,34 +359,32 @@ fn missing_interface_at_start_is_managed_once_it_appears() {
             &[
                 "addr",
                 "add",
-                &format!("{}/24", gateway_ip(16)),
+                &format!("{}/24", plan::gateway_ip(16)),
                 "dev",
                 "vrrp4-16",
             ],
         );
         ip(&ns, &["link", "set", "vrrp4-16", "up"]);
     }
-    lab.wait_converged(&all);
-    thread::sleep(Duration::from_millis(300));
-    assert_garps(&lab, &sniff.finish(), &BTreeSet::from([16]), &all, t0);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    assert_garps(&lab, sniff, &BTreeSet::from([16]), &all, t0);
 }
 
 #[test]
 fn drift_is_repaired_protodown_cleared_by_hand_and_lower_device_flap() {
-    let Some(mut lab) = Lab::up("drift", &[]) else {
+    let Some(mut lab) = lab_up("drift", &[]) else {
         return;
     };
     let all = [1, 2, 3];
-    for g in all {
-        lab.start(g);
-    }
-    lab.wait_converged(&all);
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
     let exp = expected(&all);
     let not_owned = (1..=V)
         .find(|v| exp[v] != [2])
         .expect("a vni gw2 does not own");
     let dev = format!("vrrp4-{not_owned}");
     let ns = lab.gw(2);
+    let iface = |lab: &Lab, vni: u32| lab.ifaces(2).expect("links")[&vni].clone();
 
     // 1. Someone clears protodown by hand on a non-owner (our reason bit first: the kernel
     //    refuses to clear protodown while a reason is set). The daemon sets it back.
@@ -680,73 +402,67 @@ fn drift_is_repaired_protodown_cleared_by_hand_and_lower_device_flap() {
             "off",
         ],
     );
-    lab.wait("protodown repaired", BOUND, || {
-        let i = &lab.ifaces(2)[&not_owned];
+    wait(&lab, "protodown repaired", || {
+        let i = iface(&lab, not_owned);
         i.protodown && !i.lower_up
     });
-    lab.wait_converged(&all);
+    lab.wait_converged(&all, BOUND).expect("convergence");
 
     // 2. The lower device flaps on a non-owner: the macvlan regains carrier although protodown
     //    is on; the daemon drops it again.
     let lower = format!("vxlan{not_owned}");
     ip(&ns, &["link", "set", &lower, "down"]);
     ip(&ns, &["link", "set", &lower, "up"]);
-    lab.wait("carrier dropped again after the flap", BOUND, || {
-        let i = &lab.ifaces(2)[&not_owned];
+    wait(&lab, "carrier dropped again after the flap", || {
+        let i = iface(&lab, not_owned);
         i.protodown && !i.lower_up
     });
 
     // 3. The lower device flaps on the owner: when carrier returns it announces itself again.
     let owned = (1..=V).find(|v| exp[v] == [2]).expect("a vni gw2 owns");
-    let sniff = Sniffer::start(&lab.client());
+    let sniff = GarpSniffer::start(&lab.client(), lab.epoch).expect("sniffer");
     let t0 = Instant::now();
     let lower = format!("vxlan{owned}");
     ip(&ns, &["link", "set", &lower, "down"]);
     ip(&ns, &["link", "set", &lower, "up"]);
-    lab.wait("owner active again", BOUND, || {
-        let i = &lab.ifaces(2)[&owned];
+    wait(&lab, "owner active again", || {
+        let i = iface(&lab, owned);
         !i.protodown && i.lower_up
     });
-    thread::sleep(Duration::from_millis(300));
-    assert_garps(&lab, &sniff.finish(), &BTreeSet::from([owned]), &all, t0);
-    lab.wait_converged(&all);
+    assert_garps(&lab, sniff, &BTreeSet::from([owned]), &all, t0);
+    lab.wait_converged(&all, BOUND).expect("convergence");
     for g in all {
-        assert!(lab.alive(g));
+        assert!(lab.daemons.alive(g));
     }
 }
 
 #[test]
 fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_gaps() {
-    let Some(mut lab) = Lab::up("cut", &["--uplink-hold-down", "2s"]) else {
+    let Some(mut lab) = lab_up("cut", &["--uplink-hold-down", "2s"]) else {
         return;
     };
     let all = [1, 2, 3];
-    for g in all {
-        lab.start(g);
-    }
-    lab.wait_converged(&all);
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
     let moved = owned_by(&all, 3);
 
     // Its switch port goes down: gateway 3 loses carrier on its heartbeat interface. It must not
     // claim every VNI (the peers it no longer hears are not dead); it releases its own instead,
     // and the peers take them after its dead interval.
-    let sw = format!("{}-sw", lab.name);
-    let sniff = Sniffer::start(&lab.client());
-    let t_cut = Instant::now();
-    ip(&sw, &["link", "set", "p3", "down"]);
-    lab.wait("the cut gateway to release everything", BOUND, || {
-        lab.ifaces(3).values().all(|i| i.protodown)
+    let sniff = GarpSniffer::start(&lab.client(), lab.epoch).expect("sniffer");
+    let t_cut = lab.act(Event::Cut, 3).expect("cut").at;
+    wait(&lab, "the cut gateway to release everything", || {
+        lab.ifaces(3).expect("links").values().all(|i| i.protodown)
     });
     let rest = [1, 2];
-    lab.wait_converged(&rest);
-    thread::sleep(Duration::from_millis(300));
-    assert_garps(&lab, &sniff.finish(), &moved, &rest, t_cut);
+    lab.wait_converged(&rest, BOUND).expect("convergence");
+    assert_garps(&lab, sniff, &moved, &rest, t_cut);
 
     // The link returns: the uplink hold-down (2 s here), then it takes its VNIs back, with an
     // owner for every VNI at every sampled moment.
-    ip(&sw, &["link", "set", "p3", "up"]);
-    lab.wait("rejoin after the link returns", BOUND, || {
-        let now = lab.owners(&[1, 2, 3]);
+    lab.act(Event::Restore, 3).expect("restore");
+    wait(&lab, "rejoin after the link returns", || {
+        let now = owners(&lab, &[1, 2, 3]);
         for (vni, o) in &now {
             assert!(
                 !o.is_empty(),
@@ -756,6 +472,26 @@ fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_ga
         now == expected(&all)
     });
     for g in all {
-        assert!(lab.alive(g));
+        assert!(lab.daemons.alive(g));
     }
+}
+
+/// The drill of `scripts/drill.sh`, small: every step must pass (converged to the oracle's
+/// owners, a GARP from every new owner, clean exits, the start map back after each return).
+#[test]
+fn a_short_failover_drill_passes_every_step() {
+    if !wmgwd2_lab::root_or_skip("drill") {
+        return;
+    }
+    let cfg = drill::Config {
+        spec: spec(),
+        daemon: DaemonConfig::wmgwd2(BIN, "100ms", &["--uplink-hold-down", "2s"]),
+        bound: Duration::from_secs(30),
+        keep_logs: false,
+    };
+    let mut out = Vec::new();
+    let passed = drill::run(&cfg, &mut out).expect("drill");
+    let out = String::from_utf8_lossy(&out);
+    println!("{out}");
+    assert!(passed, "the drill failed:\n{out}");
 }
