@@ -7,26 +7,28 @@
 
 use std::future::pending;
 use std::net::SocketAddrV4;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, trace, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::announce::{self, heartbeat_socket, Received};
 use crate::auth::Keys;
+use crate::beacon::{now, Beacon, BeaconShared};
 use crate::cli::Config;
 use crate::control::{Pending, Request};
-use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Notice, Stats};
+use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Stats};
 use crate::garp::{self, Announcement};
 use crate::kernel::{EventSource, Kernel, KernelError};
+pub use crate::notify::{NoNotifier, Notifier, SdNotifier};
 use crate::types::{IfIndex, Uid};
-use crate::wire::{self, Heartbeat, FLAG_SETTLING, FLAG_STARTING};
+use crate::wire::{self, Heartbeat};
 
 /// At most this many queued datagrams are read before a timer is handled (heartbeats that arrived
 /// while the loop was busy must be seen before anyone is declared dead; a flood must not keep the
@@ -42,120 +44,6 @@ pub enum DaemonError {
     Snapshot(#[source] KernelError),
     #[error("stopped with {} managed interfaces still up: {}", .still_up.len(), .still_up.join(","))]
     StopIncomplete { still_up: Vec<String> },
-}
-
-/// What the loop and the heartbeat task share.
-#[derive(Debug, Default)]
-struct BeaconShared {
-    /// The flags of the next heartbeat (0: ready, or FLAG_STARTING).
-    flags: AtomicU8,
-    /// The loop is waiting on the kernel (applying a change, or re-reading it before one):
-    /// heartbeats sent meanwhile carry FLAG_SETTLING.
-    busy: AtomicBool,
-    /// Wakes the task to send one heartbeat at once.
-    now: Notify,
-    sequence: AtomicU64,
-    sent: AtomicU64,
-    errors: AtomicU64,
-    last_error_log: Mutex<Option<Instant>>,
-    /// The beacon found it had sent nothing for longer than our hold time (the process or the
-    /// host was stalled: SIGSTOP, a VM pause, swap): the peers have expired us. Until the loop
-    /// has told the core, heartbeats say STARTING, so that nobody takes us for a candidate.
-    stalled: AtomicBool,
-    /// The longest such silence, in milliseconds.
-    stall_ms: AtomicU64,
-}
-
-/// Sends heartbeats: every interval, and at once when the loop asks. Its own task, so the peers
-/// keep hearing us while the loop waits on the kernel.
-struct Beacon {
-    socket: Arc<UdpSocket>,
-    to: SocketAddrV4,
-    template: Heartbeat,
-    /// Signs every frame when set (`--key-file`).
-    keys: Option<Arc<Keys>>,
-    interval: Duration,
-    shared: Arc<BeaconShared>,
-}
-
-impl Beacon {
-    async fn send(&self, flags: u8) {
-        let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let hb = Heartbeat {
-            sequence,
-            flags,
-            ..self.template
-        };
-        let sent = match &self.keys {
-            Some(k) => {
-                self.socket
-                    .send_to(&wire::encode_signed(&hb, k), self.to)
-                    .await
-            }
-            None => self.socket.send_to(&wire::encode(&hb), self.to).await,
-        };
-        match sent {
-            Ok(_) => {
-                self.shared.sent.fetch_add(1, Ordering::Relaxed);
-                trace!(seq = sequence, flags, "heartbeat sent");
-            }
-            Err(e) => {
-                let errors = self.shared.errors.fetch_add(1, Ordering::Relaxed) + 1;
-                let t = now();
-                let log = match self.shared.last_error_log.lock() {
-                    Ok(mut last) if last.is_none_or(|l| t >= l + LOG_EVERY) => {
-                        *last = Some(t);
-                        true
-                    }
-                    Ok(_) => false,
-                    Err(_) => true,
-                };
-                if log {
-                    warn!(error = %e, to = %self.to, errors, "heartbeat send failed");
-                }
-            }
-        }
-    }
-
-    /// Runs until aborted. Ticks stay on the interval's grid (a late tick does not push the
-    /// later ones back); a tick missed entirely is skipped, not sent in a burst.
-    async fn run(self) {
-        let mut next = now();
-        let mut last: Option<Instant> = None;
-        let hold = Duration::from_millis(u64::from(self.template.hold_ms));
-        loop {
-            let woken = tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => false,
-                _ = self.shared.now.notified() => true,
-            };
-            let t = now();
-            if let Some(gap) = last.map(|l| t.saturating_duration_since(l)) {
-                if gap > hold {
-                    let ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
-                    self.shared.stall_ms.fetch_max(ms, Ordering::Relaxed);
-                    self.shared.stalled.store(true, Ordering::Relaxed);
-                }
-            }
-            let mut flags = self.shared.flags.load(Ordering::Relaxed);
-            if self.shared.busy.load(Ordering::Relaxed) {
-                flags |= FLAG_SETTLING;
-            }
-            if self.shared.stalled.load(Ordering::Relaxed) {
-                flags |= FLAG_STARTING;
-            }
-            self.send(flags).await;
-            last = Some(t);
-            let t = now();
-            next = if woken {
-                t + self.interval
-            } else {
-                next + self.interval
-            };
-            if next <= t {
-                next = t + self.interval;
-            }
-        }
-    }
 }
 
 /// The shell: the core, the kernel, and what the loop needs between two inputs.
@@ -179,50 +67,8 @@ pub struct Daemon<K: Kernel> {
     control: Option<mpsc::Receiver<Pending>>,
 }
 
-/// Where [`Notice`]s go.
-pub trait Notifier {
-    fn notify(&mut self, notice: &Notice);
-}
-
-/// Tells nobody.
-pub struct NoNotifier;
-
-impl Notifier for NoNotifier {
-    fn notify(&mut self, _: &Notice) {}
-}
-
-/// systemd's sd_notify protocol, to `$NOTIFY_SOCKET` (nothing happens without one). A failure is
-/// logged once: the daemon works on without its service manager's attention.
-#[derive(Default)]
-pub struct SdNotifier {
-    failed: bool,
-}
-
-impl Notifier for SdNotifier {
-    fn notify(&mut self, notice: &Notice) {
-        use sd_notify::NotifyState;
-        let state = match notice {
-            Notice::Ready => NotifyState::Ready,
-            Notice::Status(s) => NotifyState::Status(s),
-            Notice::Stopping => NotifyState::Stopping,
-            Notice::Watchdog => NotifyState::Watchdog,
-        };
-        if let Err(e) = sd_notify::notify(&[state]) {
-            if !self.failed {
-                self.failed = true;
-                warn!(error = %e, "telling systemd failed (sd_notify)");
-            }
-        }
-    }
-}
-
 /// How the shell makes a heartbeat socket again: by default as `main` made the first one.
 pub type SocketFactory = Box<dyn Fn() -> Result<UdpSocket, String>>;
-
-/// The moment `now` on the clock the daemon uses (tokio's, so tests can pause it).
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
 
 async fn recv_opt(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
     match rx {

@@ -22,6 +22,7 @@
 pub mod announce;
 pub mod assign;
 pub mod auth;
+mod beacon;
 pub mod cli;
 pub mod control;
 pub mod core;
@@ -30,6 +31,7 @@ pub mod garp;
 pub mod kernel;
 pub mod links;
 pub mod liveness;
+pub mod notify;
 pub mod readiness;
 pub mod reconcile;
 pub mod status;

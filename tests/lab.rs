@@ -495,3 +495,53 @@ fn a_short_failover_drill_passes_every_step() {
     println!("{out}");
     assert!(passed, "the drill failed:\n{out}");
 }
+
+/// The benchmark of `scripts/bench.sh`, one small configuration (wmgwd2, 10 VNIs, 100 ms, a
+/// 3-second steady window): it runs every event and writes its CSV, so the measuring code cannot
+/// rot. The figures themselves are asserted on nowhere (a shared machine is noisy); only that
+/// each row is whole, that every event converged to the oracle's owners and that the VNIs moved.
+#[test]
+fn a_short_benchmark_writes_every_row() {
+    if !wmgwd2_lab::root_or_skip("benchmark") {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("wmgwd2-bench-{}", std::process::id()));
+    let cfg = wmgwd2_lab::bench::Config {
+        vnis: vec![10],
+        intervals: vec!["100ms".into()],
+        daemons: vec![wmgwd2_lab::daemon::DaemonKind::Wmgwd2],
+        gateways: 3,
+        steady: Duration::from_secs(3),
+        out: out.clone(),
+        wmgwd2: BIN.into(),
+        keepalived: "/usr/sbin/keepalived".into(),
+        bound: Duration::from_secs(30),
+        built: "test".into(),
+        command: "tests/lab.rs".into(),
+    };
+    let mut log = Vec::new();
+    let run = wmgwd2_lab::bench::run(&cfg, &mut log);
+    let log = String::from_utf8_lossy(&log);
+    println!("{log}");
+    run.expect("the benchmark ran");
+    let csv = std::fs::read_to_string(out.join("bench.csv")).expect("bench.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 6, "a row per event at least:\n{csv}");
+    for r in &rows {
+        assert!(r.len() >= header.len(), "a whole row: {r:?}");
+        assert_eq!(r[col("daemon")], "wmgwd2");
+        assert_eq!(r[col("vnis")], "10");
+        assert_eq!(r[col("interval_ms")], "100");
+        assert_eq!(r[col("converged")], "1", "{r:?}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r[col("moved")].parse::<u32>().unwrap_or(0) > 0),
+        "no event moved a VNI:\n{csv}"
+    );
+    assert!(std::fs::metadata(out.join("bench.csv.meta")).is_ok());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -22,6 +22,7 @@ mod admit;
 mod apply;
 mod io;
 mod leave;
+mod logs;
 mod membership;
 mod report;
 mod uplink;
@@ -34,6 +35,7 @@ pub use leave::STOP_ATTEMPTS;
 
 use tracing::{debug, info, trace, warn};
 
+use self::logs::Throttles;
 use crate::auth::Keys;
 use crate::cli::Config;
 use crate::garp;
@@ -44,9 +46,6 @@ use crate::readiness::{Readiness, Transition};
 use crate::reconcile::Backoff;
 use crate::types::{IfIndex, Uid, Vni};
 use crate::wire::{Frame, FLAG_STARTING};
-
-/// At most one line per this period for each kind of repeated warning.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Where the core is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,75 +69,6 @@ enum Phase {
         attempts: u32,
     },
     Done,
-}
-
-/// A log line at most once per period.
-#[derive(Debug, Default, Clone)]
-struct Throttle(Option<Instant>);
-
-impl Throttle {
-    fn ready(&mut self, now: Instant) -> bool {
-        match self.0 {
-            Some(t) if now < t + LOG_EVERY => false,
-            _ => {
-                self.0 = Some(now);
-                true
-            }
-        }
-    }
-}
-
-#[derive(Debug, Default, Clone)]
-struct Throttles {
-    malformed: Throttle,
-    conflict: Throttle,
-    garp: Throttle,
-    apply: Throttle,
-    refused: Throttle,
-    refuted: Throttle,
-    rejected: Throttle,
-    lines: LineBudget,
-}
-
-/// Info lines about membership and ownership: at most [`LINES_PER_WINDOW`] per [`LOG_EVERY`];
-/// beyond that they are counted, and summed up in one line when the next window opens. Normal
-/// operation never comes near it; a flood of invented UIDs would otherwise write a line per
-/// datagram (and per moved VNI range).
-#[derive(Debug, Default, Clone)]
-struct LineBudget {
-    window: Option<Instant>,
-    used: u32,
-    suppressed: u64,
-}
-
-const LINES_PER_WINDOW: u32 = 100;
-
-impl LineBudget {
-    fn allow(&mut self, now: Instant, stats: &mut Stats) -> bool {
-        match self.window {
-            Some(t) if now < t + LOG_EVERY => {}
-            _ => {
-                if self.suppressed > 0 {
-                    warn!(
-                        suppressed = self.suppressed,
-                        "membership and ownership log lines suppressed in the last 10 s"
-                    );
-                }
-                *self = LineBudget {
-                    window: Some(now),
-                    ..LineBudget::default()
-                };
-            }
-        }
-        if self.used < LINES_PER_WINDOW {
-            self.used += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            stats.log_lines_suppressed += 1;
-            false
-        }
-    }
 }
 
 /// The state machine.

@@ -1,0 +1,139 @@
+//! The heartbeat task: sends our heartbeats on a fixed grid, and at once when the loop asks,
+//! with the flags the core chose; its own task, so that the peers keep hearing us while the
+//! loop waits on the kernel. It also notices when it was itself kept from running for longer
+//! than our hold time (a stalled process or host) and says STARTING from then on, until the
+//! loop has told the core.
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tracing::{trace, warn};
+
+use crate::auth::Keys;
+use crate::wire::{self, Heartbeat, FLAG_SETTLING, FLAG_STARTING};
+
+/// At most one line per this period for a failing send.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The moment `now` on the clock the daemon uses (tokio's, so tests can pause it).
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// What the loop and the heartbeat task share.
+#[derive(Debug, Default)]
+pub(crate) struct BeaconShared {
+    /// The flags of the next heartbeat (0: ready, or FLAG_STARTING).
+    pub(crate) flags: AtomicU8,
+    /// The loop is waiting on the kernel (applying a change, or re-reading it before one):
+    /// heartbeats sent meanwhile carry FLAG_SETTLING.
+    pub(crate) busy: AtomicBool,
+    /// Wakes the task to send one heartbeat at once.
+    pub(crate) now: Notify,
+    pub(crate) sequence: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) last_error_log: Mutex<Option<Instant>>,
+    /// The beacon found it had sent nothing for longer than our hold time (the process or the
+    /// host was stalled: SIGSTOP, a VM pause, swap): the peers have expired us. Until the loop
+    /// has told the core, heartbeats say STARTING, so that nobody takes us for a candidate.
+    pub(crate) stalled: AtomicBool,
+    /// The longest such silence, in milliseconds.
+    pub(crate) stall_ms: AtomicU64,
+}
+
+/// Sends heartbeats: every interval, and at once when the loop asks. Its own task, so the peers
+/// keep hearing us while the loop waits on the kernel.
+pub(crate) struct Beacon {
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) to: SocketAddrV4,
+    pub(crate) template: Heartbeat,
+    /// Signs every frame when set (`--key-file`).
+    pub(crate) keys: Option<Arc<Keys>>,
+    pub(crate) interval: Duration,
+    pub(crate) shared: Arc<BeaconShared>,
+}
+
+impl Beacon {
+    pub(crate) async fn send(&self, flags: u8) {
+        let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+        let hb = Heartbeat {
+            sequence,
+            flags,
+            ..self.template
+        };
+        let sent = match &self.keys {
+            Some(k) => {
+                self.socket
+                    .send_to(&wire::encode_signed(&hb, k), self.to)
+                    .await
+            }
+            None => self.socket.send_to(&wire::encode(&hb), self.to).await,
+        };
+        match sent {
+            Ok(_) => {
+                self.shared.sent.fetch_add(1, Ordering::Relaxed);
+                trace!(seq = sequence, flags, "heartbeat sent");
+            }
+            Err(e) => {
+                let errors = self.shared.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                let t = now();
+                let log = match self.shared.last_error_log.lock() {
+                    Ok(mut last) if last.is_none_or(|l| t >= l + LOG_EVERY) => {
+                        *last = Some(t);
+                        true
+                    }
+                    Ok(_) => false,
+                    Err(_) => true,
+                };
+                if log {
+                    warn!(error = %e, to = %self.to, errors, "heartbeat send failed");
+                }
+            }
+        }
+    }
+
+    /// Runs until aborted. Ticks stay on the interval's grid (a late tick does not push the
+    /// later ones back); a tick missed entirely is skipped, not sent in a burst.
+    pub(crate) async fn run(self) {
+        let mut next = now();
+        let mut last: Option<Instant> = None;
+        let hold = Duration::from_millis(u64::from(self.template.hold_ms));
+        loop {
+            let woken = tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => false,
+                _ = self.shared.now.notified() => true,
+            };
+            let t = now();
+            if let Some(gap) = last.map(|l| t.saturating_duration_since(l)) {
+                if gap > hold {
+                    let ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
+                    self.shared.stall_ms.fetch_max(ms, Ordering::Relaxed);
+                    self.shared.stalled.store(true, Ordering::Relaxed);
+                }
+            }
+            let mut flags = self.shared.flags.load(Ordering::Relaxed);
+            if self.shared.busy.load(Ordering::Relaxed) {
+                flags |= FLAG_SETTLING;
+            }
+            if self.shared.stalled.load(Ordering::Relaxed) {
+                flags |= FLAG_STARTING;
+            }
+            self.send(flags).await;
+            last = Some(t);
+            let t = now();
+            next = if woken {
+                t + self.interval
+            } else {
+                next + self.interval
+            };
+            if next <= t {
+                next = t + self.interval;
+            }
+        }
+    }
+}
