@@ -171,7 +171,9 @@ impl<K: Kernel> Daemon<K> {
     /// One line with the membership, the ownership and the counters.
     pub fn log_status(&self) {
         let s = self.core.status();
-        let st = self.core.stats();
+        let mut st = self.core.stats().clone();
+        st.heartbeats_sent = self.shared.sent.load(Ordering::Relaxed);
+        st.send_errors = self.shared.errors.load(Ordering::Relaxed);
         info!(
             uid = %self.me,
             ready = s.ready,
@@ -182,17 +184,7 @@ impl<K: Kernel> Daemon<K> {
             active = s.active,
             missing = s.missing,
             blocked = s.blocked,
-            frames_received = st.frames_received,
-            frames_malformed = st.frames_malformed.values().sum::<u64>(),
-            frames_stale = st.frames_stale,
-            uid_conflicts = st.uid_conflicts,
-            heartbeats_sent = self.shared.sent.load(Ordering::Relaxed),
-            send_errors = self.shared.errors.load(Ordering::Relaxed),
-            actions_applied = st.actions_applied,
-            actions_failed = st.actions_failed,
-            garps_sent = st.garps_sent,
-            garp_errors = st.garp_errors,
-            resyncs = st.resyncs,
+            counters = %st.summary(),
             "status"
         );
     }

@@ -337,19 +337,6 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
         daemon = daemon.with_watchdog(period / 2);
     }
     let stats = daemon.run(socket, events, shutdown).await?;
-    info!(
-        frames_received = stats.frames_received,
-        frames_malformed = stats.frames_malformed.values().sum::<u64>(),
-        frames_stale = stats.frames_stale,
-        uid_conflicts = stats.uid_conflicts,
-        heartbeats_sent = stats.heartbeats_sent,
-        send_errors = stats.send_errors,
-        actions_applied = stats.actions_applied,
-        actions_failed = stats.actions_failed,
-        garps_sent = stats.garps_sent,
-        garp_errors = stats.garp_errors,
-        resyncs = stats.resyncs,
-        "counters at exit"
-    );
+    info!(counters = %stats.summary(), "counters at exit");
     Ok(())
 }

@@ -13,6 +13,16 @@ use crate::reconcile::{self, FdbFlush, Protodown, RETRY_AFTER_FAILURE};
 use crate::types::{IfIndex, Vni};
 
 impl Core {
+    /// The plan against the kernel's links as last reported: what `owned` asks of them.
+    pub(super) fn plan_changes(&self) -> reconcile::Plan {
+        reconcile::plan(
+            &self.owned,
+            self.cfg.vnis(),
+            self.links.managed(),
+            self.cfg.protodown_reason,
+        )
+    }
+
     /// Plans against the kernel's reported state and asks for the difference; with nothing to
     /// change, brings the GARP schedule up to date.
     pub(super) fn reconcile(&mut self, now: Instant) {
@@ -23,12 +33,7 @@ impl Core {
             self.replan = true;
             return;
         }
-        let plan = reconcile::plan(
-            &self.owned,
-            self.cfg.vnis(),
-            self.links.managed(),
-            self.cfg.protodown_reason,
-        );
+        let plan = self.plan_changes();
         self.report_missing(&plan.missing);
         self.report_blocked(&plan.blocked);
         let mut changes = plan.changes;

@@ -8,7 +8,6 @@ use std::time::Instant;
 use tracing::{error, info};
 
 use super::{Core, Effect, Exit, Notice, Phase};
-use crate::reconcile;
 use crate::types::Vni;
 use crate::wire::FLAG_LEAVING;
 
@@ -118,12 +117,7 @@ impl Core {
 
     /// At a stop: every managed interface down, whatever the backoff says (the last word).
     fn release_all(&mut self) {
-        let plan = reconcile::plan(
-            &self.owned,
-            self.cfg.vnis(),
-            self.links.managed(),
-            self.cfg.protodown_reason,
-        );
+        let plan = self.plan_changes();
         if plan.changes.is_empty() {
             // Verify with a fresh read all the same: the table may be behind the kernel.
             self.effects.push_back(Effect::Resync);
@@ -143,12 +137,7 @@ impl Core {
         else {
             return;
         };
-        let plan = reconcile::plan(
-            &self.owned,
-            self.cfg.vnis(),
-            self.links.managed(),
-            self.cfg.protodown_reason,
-        );
+        let plan = self.plan_changes();
         if !plan.changes.is_empty() && attempts < STOP_ATTEMPTS {
             self.phase = Phase::Stopping {
                 since,

@@ -14,6 +14,16 @@ fn ms(d: std::time::Duration) -> u64 {
 }
 
 impl Stats {
+    /// Every counter that is not zero, as `name=value` separated by spaces (for log lines).
+    pub fn summary(&self) -> String {
+        self.counters()
+            .into_iter()
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Every counter by name; the counters kept by reason as `name.reason`.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         let mut c = BTreeMap::new();
