@@ -546,3 +546,169 @@ fn a_short_benchmark_writes_every_row() {
     assert!(std::fs::metadata(out.join("bench.csv.meta")).is_ok());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Sends `frames` from the client namespace (a fourth host on the heartbeat segment) to the
+/// segment's broadcast address, `times` times over, with IP TTL `ttl`.
+fn send_from_client(lab: &Lab, frames: Vec<Vec<u8>>, ttl: u32, times: usize) -> usize {
+    netns::spawn_in(&lab.client(), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_broadcast(true).expect("broadcast");
+        s.set_ttl(ttl).expect("ttl");
+        let mut n = 0;
+        for _ in 0..times {
+            for f in &frames {
+                if s.send_to(f, "10.0.1.255:3000").is_ok() {
+                    n += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    })
+    .expect("enter the client namespace")
+    .join()
+    .expect("sender")
+}
+
+fn v1(uid: u64, incarnation: u64, sequence: u64, flags: u8, hold_ms: u32) -> Vec<u8> {
+    wmgwd2::wire::encode(&wmgwd2::wire::Heartbeat {
+        uid: wmgwd2::types::Uid(uid),
+        incarnation,
+        sequence,
+        flags,
+        interval_ms: 100,
+        hold_ms,
+    })
+    .to_vec()
+}
+
+/// Ownership stays `before` for `for_` (sampled every 50 ms).
+fn owners_unchanged(lab: &Lab, all: &[usize], before: &OwnerMap, for_: Duration, what: &str) {
+    let t0 = Instant::now();
+    while t0.elapsed() < for_ {
+        assert_eq!(&owners(lab, all), before, "{what} changed ownership");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A keyed fleet (issue 8): from a fourth host on the segment, with TTL 255 (so that only the
+/// key stands in the way), a forged LEAVING in a member's name, an invented UID asking for
+/// 49.7 days, UIDs chosen to win VNIs, legacy frames, frames signed under an unknown key id and
+/// frames with a wrong MAC: none changes an owner, and the daemons count them.
+#[test]
+fn a_keyed_fleet_ignores_what_a_host_without_the_key_sends() {
+    if !wmgwd2_lab::root_or_skip("keyed fleet") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wmgwd2-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, format!("1 {}\n", "5a".repeat(32))).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let Some(mut lab) = lab_up("keyed fleet", &["--key-file", key.to_str().unwrap()]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND)
+        .expect("a keyed fleet converges");
+    let before = owners(&lab, &all);
+
+    let mut frames = vec![
+        v1(0x1002, 1, u64::MAX / 2, wmgwd2::wire::FLAG_LEAVING, 300),
+        v1(0x1003, u64::MAX, 1, 0, u32::MAX),
+        v1(0x9999, 1, 1, 0, u32::MAX),
+        0x1002u64.to_be_bytes().to_vec(),
+        0x7777u64.to_be_bytes().to_vec(),
+    ];
+    // UIDs that would win VNIs if believed: 40 of them.
+    for u in 0..40u64 {
+        frames.push(v1(0xa000 + u, 1, 1, 0, 60_000));
+    }
+    // Signed under a key id nobody has, and under key 1 with a wrong MAC.
+    let mut unknown = v1(0x9998, 1, 1, 0, 60_000);
+    unknown[6] = 1;
+    unknown[7] = 9;
+    unknown.extend_from_slice(&[0xab; 32]);
+    let mut bad = unknown.clone();
+    bad[7] = 1;
+    frames.push(unknown);
+    frames.push(bad);
+    let sent = send_from_client(&lab, frames, 255, 10);
+    assert!(sent >= 400, "sent {sent}");
+    owners_unchanged(
+        &lab,
+        &all,
+        &before,
+        Duration::from_millis(1500),
+        "a host without the key",
+    );
+    lab.daemons.signal(2, libc::SIGUSR1);
+    let log = lab.daemons.log(2);
+    wait(&lab, "the rejected frames counted", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" status ") && l.contains("frames_rejected.unsigned="))
+    });
+    for g in all {
+        assert!(lab.daemons.alive(g));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GTSM (issue 8): a frame that was routed, or sent with any TTL but 255, counts for nothing,
+/// even unkeyed: an invented UID asking for the longest hold time changes no owner.
+#[test]
+fn frames_with_a_ttl_below_255_are_ignored() {
+    let Some(mut lab) = lab_up("ttl", &[]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    let before = owners(&lab, &all);
+    let frames: Vec<Vec<u8>> = (0..20u64)
+        .map(|u| v1(0xb000 + u, 1, 1, 0, u32::MAX))
+        .chain([v1(0x1002, 1, u64::MAX / 2, wmgwd2::wire::FLAG_LEAVING, 300)])
+        .collect();
+    send_from_client(&lab, frames, 64, 10);
+    owners_unchanged(
+        &lab,
+        &all,
+        &before,
+        Duration::from_millis(1000),
+        "frames with TTL 64",
+    );
+}
+
+/// A stall longer than the hold time (issue 9): gw1 stopped (SIGSTOP) for five hold times, then
+/// continued. Its peers take its VNIs once; on waking it neither keeps them beside the peers nor
+/// takes them back at once: it owns nothing until its hold-down (here 3 s) is over, then its
+/// share comes back.
+#[test]
+fn a_gateway_stalled_beyond_its_hold_time_rejoins_through_the_hold_down() {
+    let Some(mut lab) = lab_up("stall", &["--hold-down", "30"]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, Duration::from_secs(40))
+        .expect("convergence");
+    lab.daemons.signal(1, libc::SIGSTOP);
+    // The others take gw1's VNIs (gw1's own kernel still shows them active: it cannot act).
+    wait(&lab, "gw2 and gw3 own gw1's share", || {
+        owners(&lab, &[2, 3]) == expected(&[2, 3])
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    lab.daemons.signal(1, libc::SIGCONT);
+    // Had gw1 kept its VNIs, the peers would hand them back on its first heartbeat and this
+    // state (gw1 owning nothing while awake) would never be seen; with a 3 s hold-down it lasts
+    // long enough to be sampled.
+    wait(&lab, "gw1 releases everything on waking", || {
+        owners(&lab, &all) == expected(&[2, 3])
+    });
+    lab.wait_converged(&all, Duration::from_secs(40))
+        .expect("gw1's share back after its hold-down");
+}
