@@ -50,9 +50,17 @@ pub enum Sub {
     },
     /// Hand every VNI over, make before break as a stop does, and stay a member that owns
     /// nothing (heartbeating, not a candidate) until `undrain`.
-    Drain,
+    Drain {
+        /// The answer as JSON (`{"state": …}`).
+        #[arg(long)]
+        json: bool,
+    },
     /// Be a candidate again: after a hold-down, take back this gateway's share, with no gap.
-    Undrain,
+    Undrain {
+        /// The answer as JSON (`{"state": …}`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What the command line asks for.

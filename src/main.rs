@@ -160,6 +160,12 @@ fn usage_error(e: clap::Error) -> ! {
 /// Turns the daemon's JSON answer into text (`None`: it is not the document expected).
 type Render = fn(&str) -> Option<String>;
 
+/// `{"state": "drained"}` as `state: drained`.
+fn state_line(answer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    Some(format!("state: {}\n", v.get("state")?.as_str()?))
+}
+
 /// `wmgwd2 status [--json]`: asks the running daemon and prints its answer. Exit 1 when no
 /// daemon answers.
 fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
@@ -177,8 +183,8 @@ fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
         Sub::Status { json } => ("status".into(), json, |a| {
             serde_json::from_str::<Report>(a).ok().map(|r| r.render())
         }),
-        Sub::Drain => ("drain".into(), true, |_| None),
-        Sub::Undrain => ("undrain".into(), true, |_| None),
+        Sub::Drain { json } => ("drain".into(), json, state_line),
+        Sub::Undrain { json } => ("undrain".into(), json, state_line),
         Sub::Plan {
             without,
             with,

@@ -712,3 +712,109 @@ fn a_gateway_stalled_beyond_its_hold_time_rejoins_through_the_hold_down() {
     lab.wait_converged(&all, Duration::from_secs(40))
         .expect("gw1's share back after its hold-down");
 }
+
+/// `wmgwd2 <command> --json --control-socket <sock>`, the real CLI, parsed.
+fn cli_json(sock: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(["--json", "--control-socket", sock])
+        .output()
+        .expect("run wmgwd2");
+    assert!(
+        out.status.success(),
+        "wmgwd2 {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// Operating it (issue 10), in a 3-gateway lab with the real CLI: every gateway's `status`
+/// agrees with its kernel and with the oracle; `plan --without` predicts exactly the moves a
+/// SIGTERM of that gateway then makes, and the transitions name it; `drain` and `undrain` move
+/// a gateway's share away and back with no VNI ever without an owner in the kernels (sampled).
+#[test]
+fn status_plan_and_drain_against_the_kernel() {
+    let dir = std::env::temp_dir().join(format!("wmgwd2-ops-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_arg = format!("{}/gw{{g}}.sock", dir.display());
+    let sock = |g: usize| format!("{}/gw{g}.sock", dir.display());
+    let Some(mut lab) = lab_up("operations", &["--control-socket", &sock_arg]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    let want = expected(&all);
+    for g in all {
+        let s = cli_json(&sock(g), &["status"]);
+        assert_eq!(s["gateway"]["state"], "ready", "gw{g}");
+        let kernel = lab.ifaces(g).expect("links");
+        for v in s["vnis"].as_array().unwrap() {
+            let vni = v["vni"].as_u64().unwrap() as u32;
+            let owner = format!("{:#x}", plan::uid(want[&vni][0]));
+            assert_eq!(v["owner"], owner.as_str(), "gw{g} vni {vni}");
+            assert_eq!(v["active"], kernel[&vni].owned(), "gw{g} vni {vni}");
+            assert_eq!(v["active"], want[&vni] == [g], "gw{g} vni {vni}");
+        }
+        assert_eq!(s["members"].as_array().unwrap().len(), 2, "gw{g}");
+    }
+
+    // The plan for gw2's stop, asked of gw1, then the stop itself.
+    let p = cli_json(&sock(1), &["plan", "--without", "0x1002"]);
+    let planned: BTreeSet<u32> = owned_by(&all, 2);
+    assert_eq!(p["moved"].as_u64().unwrap() as usize, planned.len());
+    for m in p["moves"].as_array().unwrap() {
+        assert_eq!(m["from"], "0x1002");
+    }
+    let before = owners(&lab, &all);
+    lab.act(Event::Stop, 2).expect("SIGTERM");
+    lab.wait_converged(&[1, 3], BOUND).expect("after the stop");
+    let after = owners(&lab, &[1, 3]);
+    let moved: BTreeSet<u32> = before
+        .iter()
+        .filter(|(v, o)| after.get(v) != Some(o))
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(moved, planned, "the plan named other VNIs than moved");
+    let s = cli_json(&sock(1), &["status"]);
+    let reasons: Vec<String> = s["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r == "peer 0x1002 left"),
+        "{reasons:?}"
+    );
+    lab.start(2).expect("restart gw2");
+    lab.wait_converged(&all, BOUND).expect("gw2 back");
+
+    // Drain gw3 and back, sampling the kernels all along.
+    let no_gap = |lab: &Lab, until: &OwnerMap, what: &str| {
+        let t0 = Instant::now();
+        loop {
+            let now = owners(lab, &all);
+            for (v, o) in &now {
+                assert!(!o.is_empty(), "{what}: vni {v} without an owner");
+            }
+            if &now == until {
+                return;
+            }
+            assert!(t0.elapsed() < BOUND, "{what}: never settled: {now:?}");
+        }
+    };
+    let d = cli_json(&sock(3), &["drain"]);
+    assert!(d["state"] == "draining" || d["state"] == "drained", "{d}");
+    no_gap(&lab, &expected(&[1, 2]), "drain");
+    assert_eq!(
+        cli_json(&sock(3), &["status"])["gateway"]["state"],
+        "drained"
+    );
+    for g in all {
+        assert!(lab.daemons.alive(g));
+    }
+    cli_json(&sock(3), &["undrain"]);
+    no_gap(&lab, &expected(&all), "undrain");
+    let _ = std::fs::remove_dir_all(&dir);
+}

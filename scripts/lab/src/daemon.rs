@@ -22,7 +22,8 @@ pub enum DaemonKind {
     Keepalived,
 }
 
-/// How the daemons run: which, the binary, `--interval`, and extra flags for every gateway.
+/// How the daemons run: which, the binary, `--interval`, and extra flags for every gateway
+/// (`{g}` in one stands for the gateway's number).
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub kind: DaemonKind,
@@ -108,7 +109,8 @@ pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<
             "eth0".to_owned(),
         ]
         .into_iter()
-        .chain(cfg.extra.iter().cloned()),
+        // `{g}` in an extra flag stands for the gateway's number (a socket path of its own).
+        .chain(cfg.extra.iter().map(|x| x.replace("{g}", &g.to_string()))),
     );
     a
 }
