@@ -45,6 +45,8 @@ pub enum SocketError {
 
 /// The TTL heartbeats are sent with, and the only one accepted on version-1 frames.
 pub const TTL: u8 = 255;
+/// The heartbeat socket's receive buffer (the kernel caps it at `net.core.rmem_max`).
+const RCVBUF: usize = 4 << 20;
 
 /// A non-blocking UDP socket bound to 0.0.0.0:`port` with SO_REUSEADDR and SO_BROADCAST, and
 /// SO_BINDTODEVICE when `device` is given; sending with TTL 255, receiving with each datagram's
@@ -61,6 +63,11 @@ pub fn heartbeat_socket(port: u16, device: Option<&str>) -> Result<UdpSocket, So
         .map_err(|e| opt("IP_RECVTTL")(io::Error::from(e)))?;
     nixsock::setsockopt(&s, sockopt::Ipv4PacketInfo, &true)
         .map_err(|e| opt("IP_PKTINFO")(io::Error::from(e)))?;
+    // How many datagrams the kernel dropped on this socket (a full receive buffer): the core
+    // then knows its view of the members is not to be trusted.
+    nixsock::setsockopt(&s, sockopt::RxqOvfl, &1)
+        .map_err(|e| opt("SO_RXQ_OVFL")(io::Error::from(e)))?;
+    let _ = s.set_recv_buffer_size(RCVBUF);
     if let Some(dev) = device {
         s.bind_device(Some(dev.as_bytes()))
             .map_err(|source| SocketError::BindDevice {
@@ -81,6 +88,8 @@ pub struct Received {
     pub from: SocketAddr,
     pub ttl: Option<u8>,
     pub ifindex: Option<IfIndex>,
+    /// The socket's count of datagrams dropped so far (SO_RXQ_OVFL), when the kernel said.
+    pub dropped: Option<u32>,
 }
 
 /// Waits for the next datagram.
@@ -96,7 +105,7 @@ pub fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
 
 fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!(libc::in_pktinfo, libc::c_int);
+    let mut space = nix::cmsg_space!(libc::in_pktinfo, libc::c_int, u32);
     let msg = nixsock::recvmsg::<SockaddrIn>(
         sock.as_raw_fd(),
         &mut iov,
@@ -110,6 +119,7 @@ fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without a source"))?;
     let mut ttl = None;
     let mut ifindex = None;
+    let mut dropped = None;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
             match c {
@@ -117,6 +127,7 @@ fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
                 ControlMessageOwned::Ipv4PacketInfo(info) => {
                     ifindex = u32::try_from(info.ipi_ifindex).ok().map(IfIndex)
                 }
+                ControlMessageOwned::RxqOvfl(n) => dropped = Some(n),
                 _ => {}
             }
         }
@@ -126,5 +137,6 @@ fn recv_now(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
         from,
         ttl,
         ifindex,
+        dropped,
     })
 }

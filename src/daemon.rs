@@ -304,6 +304,7 @@ impl<K: Kernel> Daemon<K> {
             from: got.from,
             ttl: got.ttl,
             ifindex: got.ifindex,
+            dropped: got.dropped,
         };
         self.core.handle(input, now());
     }

@@ -71,6 +71,8 @@ pub struct Peer {
     pub deadline: Instant,
     pub addr: SocketAddr,
     pub interval: Duration,
+    /// The hold time its last frame asked for (clamped).
+    pub hold: Duration,
     /// When its last frame that counted arrived.
     pub last_heard: Instant,
     /// Frames of this incarnation that counted, and the sequence numbers skipped between them
@@ -236,6 +238,7 @@ impl Liveness {
                         deadline,
                         addr,
                         interval: Duration::from_secs(1),
+                        hold: LEGACY_HOLD,
                         last_heard: now,
                         frames: 1,
                         lost: 0,
@@ -281,6 +284,7 @@ impl Liveness {
             state,
             deadline: now + hold,
             addr,
+            hold,
             last_heard: now,
             frames: 1,
             lost: 0,
@@ -379,6 +383,18 @@ impl Liveness {
                 starting: true,
             },
             _ => Observation::Refreshed { uid },
+        }
+    }
+
+    /// Every live member counts as heard at `now` (its deadline at least `now` plus its own hold
+    /// time): what the receiver does when it lost datagrams it cannot attribute. Tombstones are
+    /// left as they are.
+    pub fn heard_all(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            if p.state != PeerState::Left {
+                let hold = p.hold;
+                p.deadline = p.deadline.max(now + hold);
+            }
         }
     }
 

@@ -818,3 +818,121 @@ fn status_plan_and_drain_against_the_kernel() {
     no_gap(&lab, &expected(&all), "undrain");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A flood (issue 8): a million datagrams at full rate from a fourth host on the segment (random
+/// UIDs as version-1 frames with TTL 255, legacy frames, garbage) at a keyed fleet. No owner
+/// changes, every daemon lives and keeps its memory bounded, and a SIGTERM in the middle of the
+/// flood still ends in a clean exit with every interface of that gateway down.
+#[test]
+fn a_flood_changes_no_owner_and_a_stop_during_it_completes() {
+    if !wmgwd2_lab::root_or_skip("flood") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wmgwd2-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, format!("7 {}\n", "c3".repeat(32))).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let Some(mut lab) = lab_up("flood", &["--key-file", key.to_str().unwrap()]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    let before = owners(&lab, &all);
+    let rss0: Vec<u64> = all
+        .iter()
+        .map(|&g| rss_kib(lab.daemons.pid(g).expect("pid")))
+        .collect();
+
+    let sender = netns::spawn_in(&lab.client(), || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        s.set_broadcast(true).expect("broadcast");
+        s.set_ttl(255).expect("ttl");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut sent = 0u32;
+        for i in 0..1_000_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = match i % 3 {
+                0 => v1(
+                    x | 1,
+                    x >> 3,
+                    x >> 5,
+                    (x >> 11) as u8 & 0x7,
+                    (x >> 17) as u32 | 100,
+                ),
+                1 => (x | 1).to_be_bytes().to_vec(),
+                _ => x.to_le_bytes().repeat(1 + (x % 9) as usize),
+            };
+            if s.send_to(&f, "10.0.1.255:3000").is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    })
+    .expect("enter the client namespace");
+
+    // Ownership holds while the flood lasts; halfway, gw2 is stopped.
+    let t0 = Instant::now();
+    let mut stopped = None;
+    let mut want = before.clone();
+    while !sender.is_finished() {
+        assert_eq!(owners(&lab, &all), want, "the flood changed ownership");
+        if stopped.is_none() && t0.elapsed() > Duration::from_secs(1) {
+            let acted = lab.act(Event::Stop, 2).expect("SIGTERM during the flood");
+            stopped = Some(acted.exit.expect("an exit").0);
+            let down = lab.ifaces(2).expect("links");
+            assert!(
+                down.values().all(|i| !i.owned()),
+                "gw2 exited with interfaces up: {down:?}"
+            );
+            // Make before break: by the time gw2 is gone, gw1 and gw3 own its share.
+            want = expected(&[1, 3]);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = sender.join().expect("sender");
+    assert!(sent > 100_000, "the flood sent only {sent} datagrams");
+    if let Some(exit) = stopped {
+        assert!(exit.success(), "gw2's stop during the flood: {exit}");
+    }
+    // How much of the flood the kernel dropped (informational: it depends on the machine).
+    for g in [1, 3] {
+        lab.daemons.signal(g, libc::SIGUSR1);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for g in [1, 3] {
+        let tail = lab.daemons.log_tail(g, 50);
+        if let Some(l) = tail.iter().find(|l| l.contains(" status ")) {
+            let drops = l
+                .split_whitespace()
+                .find(|w| w.starts_with("socket_drops="));
+            println!(
+                "gw{g} after the flood: {}",
+                drops.unwrap_or("socket_drops=0")
+            );
+        }
+    }
+    for g in [1, 3] {
+        assert!(lab.daemons.alive(g), "gw{g} died in the flood");
+        let rss = rss_kib(lab.daemons.pid(g).expect("pid"));
+        assert!(
+            rss < rss0[g - 1] * 2 + 4096,
+            "gw{g}'s memory grew from {} KiB to {rss} KiB",
+            rss0[g - 1]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

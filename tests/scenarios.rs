@@ -25,6 +25,7 @@
 //!   uplink delete|create      the heartbeat interface goes, or comes back under a new index
 //!   rebind fails|works        whether binding the heartbeat socket succeeds from now on
 //!   stalled <ms>              the heartbeat task found it had been silent that long
+//!   dropped <n>               the socket dropped n more datagrams (told with the next one)
 //!   delete <vni> | create <vni> [ifindex=N] | address <vni> <ip>
 //!   lost                      the kernel's event socket overran
 //!   fail <vni> <errno>        the kernel refuses this VNI's protodown changes from now on
@@ -278,6 +279,8 @@ struct Run {
     next_via: Option<String>,
     /// Whether notices to the service manager are effects to expect (`notices on`).
     notices: bool,
+    /// The heartbeat socket's running drop count, reported with every datagram.
+    drops: u32,
     /// Every key the script named (`key <id> <byte>`), for signing peers' frames.
     ring: BTreeMap<u8, String>,
 }
@@ -317,6 +320,7 @@ impl Run {
             next_ttl: None,
             next_via: None,
             notices: false,
+            drops: 0,
             ring: BTreeMap::new(),
         }
     }
@@ -468,6 +472,7 @@ impl Run {
             from,
             ttl,
             ifindex,
+            dropped: Some(self.drops),
         };
         self.core.handle(input, self.now);
     }
@@ -586,6 +591,7 @@ impl Run {
                 self.model.put(link(i, "eth0", None, None));
             }
             ["rebind", outcome] => self.model.rebind_fails = *outcome == "fails",
+            ["dropped", n] => self.drops += n.parse::<u32>().unwrap(),
             ["stalled", ms] => {
                 let silent = Duration::from_millis(ms.parse().unwrap());
                 self.core.handle(Input::LocalStall { silent }, self.now);
@@ -764,6 +770,7 @@ fn run_script(path: &Path) {
                     "frames_rejected" => s.frames_rejected.values().sum(),
                     "leaves_refuted" => s.leaves_refuted,
                     "local_stalls" => s.local_stalls,
+                    "socket_drops" => s.socket_drops,
                     "uid_conflicts" => s.uid_conflicts,
                     "actions_applied" => s.actions_applied,
                     "actions_failed" => s.actions_failed,

@@ -83,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
             from,
             ttl: Some(255),
             ifindex: None,
+            dropped: None,
         };
         core.handle(input, now);
         drain(&mut core, now);

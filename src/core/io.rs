@@ -23,6 +23,8 @@ pub enum Input<'a> {
         from: SocketAddr,
         ttl: Option<u8>,
         ifindex: Option<IfIndex>,
+        /// The socket's running count of dropped datagrams (a full receive buffer).
+        dropped: Option<u32>,
     },
     /// Kernel events, every one queued so far.
     Kernel(Vec<KernelEvent>),
@@ -147,6 +149,8 @@ pub struct Stats {
     /// Membership and ownership log lines left out by the rate limit.
     pub log_lines_suppressed: u64,
     pub uid_conflicts: u64,
+    /// Datagrams the kernel dropped on the heartbeat socket (its receive buffer was full).
+    pub socket_drops: u64,
     /// Stalls of this gateway longer than its hold time (see `Input::LocalStall`).
     pub local_stalls: u64,
     pub heartbeats_sent: u64,

@@ -35,6 +35,7 @@ pub(super) struct Throttles {
     pub(super) refused: Throttle,
     pub(super) refuted: Throttle,
     pub(super) rejected: Throttle,
+    pub(super) drops: Throttle,
     pub(super) lines: LineBudget,
 }
 

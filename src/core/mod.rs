@@ -98,6 +98,8 @@ pub struct Core {
     transitions: std::collections::VecDeque<OwnershipChange>,
     /// The keys heartbeats are verified with (`None`: no `--key-file`).
     keys: Option<Keys>,
+    /// The heartbeat socket's drop count as last reported.
+    drops_seen: u32,
     /// READY=1 sent; the watchdog period and when the next keep-alive is due.
     notified_ready: bool,
     watchdog: Option<Duration>,
@@ -134,6 +136,7 @@ impl Core {
             rebind_after: None,
             transitions: Default::default(),
             keys: None,
+            drops_seen: 0,
             notified_ready: false,
             watchdog: None,
             watchdog_at: None,
@@ -165,7 +168,11 @@ impl Core {
                 from,
                 ttl,
                 ifindex,
-            } => self.datagram(bytes, from, ttl, ifindex, now),
+                dropped,
+            } => {
+                self.socket_drops(dropped, now);
+                self.datagram(bytes, from, ttl, ifindex, now)
+            }
             Input::Kernel(events) => self.kernel_events(events, now),
             Input::Snapshot(snap) => self.snapshot(snap, now),
             Input::Applied { changes, results } => self.applied(changes, results, now),
@@ -344,6 +351,30 @@ impl Core {
                 self.leave_if_confirmed(now);
             }
             _ => {}
+        }
+    }
+
+    /// The kernel dropped datagrams on the heartbeat socket (a flood filled its buffer): any of
+    /// them may have been a member's heartbeat, so every member counts as heard now. Under a
+    /// flood nobody is expired on our side (no duplicates because we stopped hearing); a member
+    /// that really dies meanwhile is expired once the drops stop (docs/security.md).
+    fn socket_drops(&mut self, dropped: Option<u32>, now: Instant) {
+        let Some(n) = dropped else {
+            return;
+        };
+        let new = n.wrapping_sub(self.drops_seen);
+        self.drops_seen = n;
+        if new == 0 || new > u32::MAX / 2 {
+            return;
+        }
+        self.stats.socket_drops += u64::from(new);
+        self.live.heard_all(now);
+        if self.logs.drops.ready(now) {
+            warn!(
+                dropped = new,
+                total = self.stats.socket_drops,
+                "heartbeat socket overflowing (a flood?): members count as heard while it lasts"
+            );
         }
     }
 

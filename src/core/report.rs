@@ -33,6 +33,7 @@ impl Stats {
             ("leaves_refuted", self.leaves_refuted),
             ("log_lines_suppressed", self.log_lines_suppressed),
             ("uid_conflicts", self.uid_conflicts),
+            ("socket_drops", self.socket_drops),
             ("local_stalls", self.local_stalls),
             ("heartbeats_sent", self.heartbeats_sent),
             ("send_errors", self.send_errors),
