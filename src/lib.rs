@@ -23,6 +23,7 @@ pub mod announce;
 pub mod assign;
 pub mod auth;
 mod beacon;
+pub mod check;
 pub mod cli;
 pub mod control;
 pub mod core;

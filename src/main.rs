@@ -16,9 +16,11 @@ use tracing_subscriber::EnvFilter;
 
 use wmgwd2::announce::{heartbeat_socket, SocketError};
 use wmgwd2::auth::Keys;
+use wmgwd2::check;
 use wmgwd2::cli::{Config, Invocation, LogFormat, Sub};
 use wmgwd2::control;
 use wmgwd2::daemon::{Daemon, DaemonError, SdNotifier};
+use wmgwd2::kernel::Kernel;
 use wmgwd2::kernel::KernelError;
 use wmgwd2::status::{PlanReport, Report};
 use wmgwd2::sys::NetlinkKernel;
@@ -226,8 +228,84 @@ fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
     }
 }
 
+/// `wmgwd2 check [daemon flags]`: gathers the facts (a netlink dump, sysctls, interface
+/// addresses, a trial bind of the port; nothing is changed) and prints what `check::judge`
+/// makes of them. Exit 1 when anything would make the daemon fail.
+fn preflight(cfg: &Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wmgwd2: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let facts = rt.block_on(async {
+        let (kernel, _events) = NetlinkKernel::open(cfg.protodown_reason)?;
+        Ok::<_, KernelError>((kernel.snapshot().await?, kernel.link_kinds().await?))
+    });
+    let (snapshot, kinds) = match facts {
+        Ok(f) => f,
+        Err(e) => {
+            println!("ERROR reading the kernel's links (root or CAP_NET_ADMIN needed): {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut host = check::Host {
+        port_free: std::net::UdpSocket::bind(("0.0.0.0", cfg.port)).is_ok(),
+        kinds,
+        ..check::Host::default()
+    };
+    let mut names = vec!["all".to_owned()];
+    names.extend(cfg.bind_interface.clone());
+    for name in names {
+        for key in ["arp_ignore", "arp_announce", "rp_filter"] {
+            let path = format!("/proc/sys/net/ipv4/conf/{name}/{key}");
+            let value = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            if let Some(v) = value {
+                host.sysctls.insert((name.clone(), key.to_owned()), v);
+            }
+        }
+    }
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let v4 = |s: Option<nix::sys::socket::SockaddrStorage>| {
+                s.and_then(|s| s.as_sockaddr_in().map(|x| x.ip()))
+            };
+            if let (Some(addr), Some(netmask)) = (v4(a.address), v4(a.netmask)) {
+                host.addrs.push(check::IfAddr {
+                    ifname: a.interface_name.clone(),
+                    addr,
+                    netmask,
+                });
+            }
+        }
+    }
+    host.snapshot = snapshot;
+    let findings = check::judge(cfg, &host);
+    for f in &findings {
+        println!("{f}");
+    }
+    if findings.iter().any(|f| f.level == check::Level::Error) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
-    let cfg = match Invocation::parse_from(std::env::args_os()) {
+    // `wmgwd2 check` takes the daemon's flags: the word is taken off before they are parsed.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let checking = args.get(1).is_some_and(|a| a == "check");
+    if checking {
+        args.remove(1);
+    }
+    let cfg = match Invocation::parse_from(args) {
+        Ok(Invocation::Daemon(c)) if checking => return preflight(&c),
         Ok(Invocation::Daemon(c)) => *c,
         Ok(Invocation::Client { socket, command }) => return client(&socket, command),
         Err(e) => usage_error(e),

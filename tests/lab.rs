@@ -936,3 +936,67 @@ fn a_flood_changes_no_owner_and_a_stop_during_it_completes() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `wmgwd2 check` in gateway 1's namespace with the flags its daemon would get.
+fn check_gw1(lab: &Lab) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.gw(1), BIN, "check", "--uid", "0x1001"])
+        .args([
+            "--minvni",
+            "1",
+            "--maxvni",
+            &V.to_string(),
+            "--interval",
+            "100ms",
+        ])
+        .args(["--broadcast", "10.0.1.255", "--bind-interface", "eth0"])
+        .output()
+        .expect("run wmgwd2 check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The preflight (issue 10): on a correct lab gateway `wmgwd2 check` exits 0; with a missing
+/// managed interface, `arp_ignore` 0 and no address on the heartbeat segment it names each and
+/// exits non-zero. It changes nothing.
+#[test]
+fn check_passes_a_correct_gateway_and_names_what_is_wrong() {
+    let Some(lab) = lab_up("check", &[]) else {
+        return;
+    };
+    let (ok, out) = check_gw1(&lab);
+    assert!(ok, "check failed on a correct gateway:\n{out}");
+    assert!(!out.contains("ERROR"), "{out}");
+    let before = lab.ifaces(1).expect("links");
+
+    ip(&lab.gw(1), &["link", "del", "vrrp4-5"]);
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.gw(1),
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_ignore=0",
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
+    ip(&lab.gw(1), &["addr", "flush", "dev", "eth0"]);
+    let (ok, out) = check_gw1(&lab);
+    assert!(!ok, "check passed a broken gateway:\n{out}");
+    for expected in [
+        "1 managed interfaces missing (VNIs 5)",
+        "arp_ignore is 0",
+        "no interface (eth0) holds an address whose broadcast is --broadcast 10.0.1.255",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in:\n{out}");
+    }
+    // Nothing was changed: the protodown state of the others is as it was.
+    let after = lab.ifaces(1).expect("links");
+    for (v, i) in &after {
+        assert_eq!(i.protodown, before[v].protodown, "vni {v}");
+    }
+}

@@ -52,6 +52,29 @@ impl NetlinkKernel {
     }
 }
 
+impl NetlinkKernel {
+    /// The kind of every link (`macvlan`, `veth`, `vxlan`, …) by name, from IFLA_LINKINFO: one
+    /// more dump, for `wmgwd2 check`.
+    pub async fn link_kinds(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, KernelError> {
+        self.transport
+            .dump(
+                msg::dump_links(),
+                KernelOp::LinkDump,
+                std::collections::BTreeMap::new,
+                |kinds, m| {
+                    if let RouteNetlinkMessage::NewLink(l) = m {
+                        if let Some((name, kind)) = msg::link_kind(&l) {
+                            kinds.insert(name, kind);
+                        }
+                    }
+                },
+            )
+            .await
+    }
+}
+
 impl Kernel for NetlinkKernel {
     async fn snapshot(&self) -> Result<Snapshot, KernelError> {
         let links = self

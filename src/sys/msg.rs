@@ -59,6 +59,26 @@ pub fn link_state(msg: &LinkMessage) -> LinkState {
     l
 }
 
+/// A link message's name and kind (IFLA_LINKINFO's IFLA_INFO_KIND), when it has both.
+pub(super) fn link_kind(msg: &LinkMessage) -> Option<(String, String)> {
+    let mut name = None;
+    let mut kind = None;
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let netlink_packet_route::link::LinkInfo::Kind(k) = i {
+                        kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((name?, kind?))
+}
+
 /// The IPv4 address of an address message, if it is one.
 pub(super) fn ipv4(msg: &AddressMessage) -> Option<Ipv4Addr> {
     if msg.header.family != AddressFamily::Inet {

@@ -1,0 +1,261 @@
+//! `wmgwd2 check`: what would make the daemon fail or misbehave on this host, found without
+//! changing anything. The facts are gathered by `main` (netlink dump, sysctls, interface
+//! addresses, a trial bind of the port); this module judges them. Pure.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use crate::cli::Config;
+use crate::links::Snapshot;
+use crate::types::{vni_ranges, Vni};
+
+/// How bad a finding is: an error makes `check` exit non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub text: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tag = match self.level {
+            Level::Ok => "ok   ",
+            Level::Warn => "warn ",
+            Level::Error => "ERROR",
+        };
+        write!(f, "{tag} {}", self.text)
+    }
+}
+
+/// An IPv4 address on an interface, with its netmask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddr {
+    pub ifname: String,
+    pub addr: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+}
+
+/// What `main` found on the host.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    /// The kernel's links and their IPv4 addresses (a netlink dump).
+    pub snapshot: Snapshot,
+    /// The link kind of each interface by name (IFLA_LINKINFO: `macvlan`, …).
+    pub kinds: BTreeMap<String, String>,
+    /// `net.ipv4.conf.<name>.<key>` values read, by (name, key); name `all` included.
+    pub sysctls: BTreeMap<(String, String), i64>,
+    /// Every IPv4 address with its netmask.
+    pub addrs: Vec<IfAddr>,
+    /// Whether a UDP socket could bind the heartbeat port without SO_REUSEADDR (false: something
+    /// holds it already, maybe a running daemon).
+    pub port_free: bool,
+}
+
+fn finding(level: Level, text: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        text: text.into(),
+    }
+}
+
+/// The findings for `cfg` on `host`, in a fixed order.
+pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let links = &host.snapshot.links;
+    let by_name: BTreeMap<&str, _> = links.iter().map(|l| (l.ifname.as_str(), l)).collect();
+    let by_index: BTreeMap<_, _> = links.iter().map(|l| (l.ifindex, l)).collect();
+
+    // The managed interfaces.
+    let mut missing: Vec<Vni> = vec![];
+    let mut not_macvlan: Vec<Vni> = vec![];
+    let mut no_lower: Vec<Vni> = vec![];
+    let mut no_addr: Vec<Vni> = vec![];
+    let mut foreign: Vec<Vni> = vec![];
+    let ours = 1u32 << cfg.protodown_reason;
+    for vni in cfg.vnis().iter() {
+        let name = cfg.pattern.name(vni);
+        let Some(l) = by_name.get(name.as_str()) else {
+            missing.push(vni);
+            continue;
+        };
+        if host.kinds.get(&name).map(String::as_str) != Some("macvlan") {
+            not_macvlan.push(vni);
+        }
+        if l.lower.is_none_or(|i| !by_index.contains_key(&i)) {
+            no_lower.push(vni);
+        }
+        if host
+            .snapshot
+            .addrs
+            .get(&l.ifindex)
+            .is_none_or(Vec::is_empty)
+        {
+            no_addr.push(vni);
+        }
+        if l.reason & !ours != 0 {
+            foreign.push(vni);
+        }
+    }
+    let n = cfg.vnis().len();
+    if missing.len() == n {
+        out.push(finding(
+            Level::Error,
+            format!(
+                "no managed interface exists ({} for VNIs {}): check --interface-pattern and --minvni/--maxvni",
+                cfg.pattern.name(cfg.vnis().first()),
+                cfg.vnis()
+            ),
+        ));
+    } else if !missing.is_empty() {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "{} managed interfaces missing (VNIs {}): they are managed once they appear",
+                missing.len(),
+                vni_ranges(missing.iter().copied())
+            ),
+        ));
+    } else {
+        out.push(finding(
+            Level::Ok,
+            format!("all {n} managed interfaces exist"),
+        ));
+    }
+    let present = n - missing.len();
+    for (list, what, level) in [
+        (
+            &not_macvlan,
+            "are not macvlans (protodown on them may not take them off the segment)",
+            Level::Error,
+        ),
+        (
+            &no_lower,
+            "have no lower device in this namespace",
+            Level::Warn,
+        ),
+        (
+            &no_addr,
+            "hold no IPv4 address (nothing to announce when owned)",
+            Level::Warn,
+        ),
+        (
+            &foreign,
+            "are held down by another program's protodown reason bit (owned, they stay down)",
+            Level::Warn,
+        ),
+    ] {
+        if !list.is_empty() {
+            out.push(finding(
+                level,
+                format!(
+                    "{} of {present} managed interfaces {what}: VNIs {}",
+                    list.len(),
+                    vni_ranges(list.iter().copied())
+                ),
+            ));
+        }
+    }
+
+    // ARP: a backup's lower device must not answer for the gateway address.
+    let sysctl = |name: &str, key: &str| {
+        host.sysctls
+            .get(&(name.to_owned(), key.to_owned()))
+            .copied()
+    };
+    let ignore = sysctl("all", "arp_ignore").unwrap_or(0);
+    let announce = sysctl("all", "arp_announce").unwrap_or(0);
+    if ignore >= 1 {
+        out.push(finding(Level::Ok, format!("arp_ignore is {ignore}")));
+    } else {
+        out.push(finding(
+            Level::Error,
+            format!("net.ipv4.conf.all.arp_ignore is {ignore}: a protodown'd macvlan's lower device answers ARP for the gateway address; set it to 1"),
+        ));
+    }
+    if announce >= 2 {
+        out.push(finding(Level::Ok, format!("arp_announce is {announce}")));
+    } else {
+        out.push(finding(
+            Level::Error,
+            format!("net.ipv4.conf.all.arp_announce is {announce}: ARP requests may carry the gateway address from a backup; set it to 2"),
+        ));
+    }
+
+    // The heartbeat segment.
+    match &cfg.bind_interface {
+        Some(dev) => match by_name.get(dev.as_str()) {
+            None => out.push(finding(
+                Level::Error,
+                format!("--bind-interface {dev} does not exist"),
+            )),
+            Some(l) if !(l.admin_up && l.carrier) => out.push(finding(
+                Level::Warn,
+                format!("--bind-interface {dev} is down or has no carrier: the daemon owns nothing until it is up"),
+            )),
+            Some(_) => out.push(finding(Level::Ok, format!("--bind-interface {dev} is up"))),
+        },
+        None => out.push(finding(
+            Level::Warn,
+            "no --bind-interface: heartbeats are accepted on any interface but the gateway interfaces",
+        )),
+    }
+    let on_segment: Vec<&IfAddr> = host
+        .addrs
+        .iter()
+        .filter(|a| broadcast_of(a) == cfg.broadcast || a.addr == cfg.broadcast)
+        .filter(|a| cfg.bind_interface.as_deref().is_none_or(|d| d == a.ifname))
+        .collect();
+    match on_segment.first() {
+        Some(a) => out.push(finding(
+            Level::Ok,
+            format!(
+                "{} ({}) is on the segment of --broadcast {}",
+                a.addr, a.ifname, cfg.broadcast
+            ),
+        )),
+        None => out.push(finding(
+            Level::Error,
+            format!(
+                "no interface{} holds an address whose broadcast is --broadcast {}: heartbeats would reach no peer",
+                cfg.bind_interface
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                cfg.broadcast
+            ),
+        )),
+    }
+    if let Some(dev) = &cfg.bind_interface {
+        let rp = sysctl(dev, "rp_filter")
+            .unwrap_or(0)
+            .max(sysctl("all", "rp_filter").unwrap_or(0));
+        if rp == 1 {
+            out.push(finding(
+                Level::Warn,
+                format!("rp_filter is strict (1) on {dev}: heartbeats from a peer whose address is routed elsewhere are dropped"),
+            ));
+        }
+    }
+    if host.port_free {
+        out.push(finding(Level::Ok, format!("UDP port {} is free", cfg.port)));
+    } else {
+        out.push(finding(
+            Level::Warn,
+            format!("UDP port {} is already bound (a running wmgwd2? another program would share it and read heartbeats)", cfg.port),
+        ));
+    }
+    out
+}
+
+/// The broadcast address of an interface address.
+fn broadcast_of(a: &IfAddr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(a.addr) | !u32::from(a.netmask))
+}
