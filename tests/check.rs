@@ -1,0 +1,131 @@
+//! `check::judge` on facts written here: what `wmgwd2 check` says of a host. No root.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use wmgwd2::check::{judge, Finding, Host, IfAddr, Level};
+use wmgwd2::cli::Config;
+use wmgwd2::links::{LinkState, Snapshot};
+use wmgwd2::types::IfIndex;
+
+fn link(ifindex: u32, name: &str, lower: Option<u32>) -> LinkState {
+    LinkState {
+        ifindex: IfIndex(ifindex),
+        ifname: name.into(),
+        protodown: true,
+        reason: 1 << 3,
+        admin_up: true,
+        carrier: true,
+        running: true,
+        mac: [2, 0, 0, 0, 0, ifindex as u8],
+        lower: lower.map(IfIndex),
+        master: None,
+    }
+}
+
+fn cfg() -> Config {
+    Config::parse_from([
+        "wmgwd2",
+        "--minvni",
+        "1",
+        "--maxvni",
+        "4",
+        "--bind-interface",
+        "eth0",
+    ])
+    .unwrap()
+}
+
+/// A gateway as docs/operations.md describes it.
+fn good() -> Host {
+    let mut links = vec![link(2, "eth0", None), link(3, "gwl", None)];
+    let mut addrs = BTreeMap::new();
+    let mut kinds = BTreeMap::new();
+    for v in 1..=4u32 {
+        links.push(link(100 + v, &format!("vrrp4-{v}"), Some(3)));
+        addrs.insert(IfIndex(100 + v), vec![Ipv4Addr::new(10, 100, v as u8, 1)]);
+        kinds.insert(format!("vrrp4-{v}"), "macvlan".to_owned());
+    }
+    let mut sysctls = BTreeMap::new();
+    sysctls.insert(("all".to_owned(), "arp_ignore".to_owned()), 1);
+    sysctls.insert(("all".to_owned(), "arp_announce".to_owned()), 2);
+    Host {
+        snapshot: Snapshot { links, addrs },
+        kinds,
+        sysctls,
+        addrs: vec![IfAddr {
+            ifname: "eth0".into(),
+            addr: Ipv4Addr::new(10, 0, 1, 7),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+        }],
+        port_free: true,
+    }
+}
+
+fn errors(f: &[Finding]) -> Vec<&str> {
+    f.iter()
+        .filter(|f| f.level == Level::Error)
+        .map(|f| f.text.as_str())
+        .collect()
+}
+
+#[test]
+fn a_good_gateway_has_no_error_and_no_warning() {
+    let f = judge(&cfg(), &good());
+    assert!(f.iter().all(|f| f.level == Level::Ok), "{f:#?}");
+}
+
+#[test]
+fn each_fault_is_named() {
+    let mut h = good();
+    h.snapshot.links.retain(|l| l.ifname != "vrrp4-2");
+    h.kinds.insert("vrrp4-3".into(), "veth".into());
+    h.snapshot.addrs.remove(&IfIndex(104));
+    h.snapshot
+        .links
+        .iter_mut()
+        .find(|l| l.ifname == "vrrp4-1")
+        .unwrap()
+        .reason |= 1 << 7;
+    h.sysctls.insert(("all".into(), "arp_ignore".into()), 0);
+    h.sysctls.insert(("all".into(), "arp_announce".into()), 0);
+    h.sysctls.insert(("eth0".into(), "rp_filter".into()), 1);
+    h.addrs[0].addr = Ipv4Addr::new(192, 0, 2, 7);
+    h.port_free = false;
+    let f = judge(&cfg(), &h);
+    let text: Vec<String> = f.iter().map(|f| f.to_string()).collect();
+    let all = text.join("\n");
+    for want in [
+        "warn  1 managed interfaces missing (VNIs 2)",
+        "ERROR 1 of 3 managed interfaces are not macvlans",
+        "warn  1 of 3 managed interfaces hold no IPv4 address",
+        "warn  1 of 3 managed interfaces are held down by another program's protodown reason bit",
+        "ERROR net.ipv4.conf.all.arp_ignore is 0",
+        "ERROR net.ipv4.conf.all.arp_announce is 0",
+        "ERROR no interface (eth0) holds an address whose broadcast is --broadcast 10.0.1.255",
+        "warn  rp_filter is strict (1) on eth0",
+        "warn  UDP port 3000 is already bound",
+    ] {
+        assert!(all.contains(want), "no {want:?} in\n{all}");
+    }
+    assert_eq!(errors(&f).len(), 4, "{all}");
+}
+
+#[test]
+fn no_managed_interface_at_all_is_an_error_and_a_missing_uplink_too() {
+    let mut h = good();
+    h.snapshot.links.retain(|l| !l.ifname.starts_with("vrrp4-"));
+    h.snapshot.links.retain(|l| l.ifname != "eth0");
+    let f = judge(&cfg(), &h);
+    let e = errors(&f);
+    assert!(
+        e.iter()
+            .any(|t| t.starts_with("no managed interface exists")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|t| t.contains("--bind-interface eth0 does not exist")),
+        "{e:?}"
+    );
+}
