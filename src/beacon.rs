@@ -44,6 +44,8 @@ pub(crate) struct BeaconShared {
     pub(crate) stalled: AtomicBool,
     /// The longest such silence, in milliseconds.
     pub(crate) stall_ms: AtomicU64,
+    /// How late the last periodic heartbeat went out against its slot, in microseconds.
+    pub(crate) lag_us: AtomicU64,
 }
 
 /// Sends heartbeats: every interval, and at once when the loop asks. Its own task, so the peers
@@ -109,6 +111,11 @@ impl Beacon {
                 _ = self.shared.now.notified() => true,
             };
             let t = now();
+            if !woken {
+                let lag = u64::try_from(t.saturating_duration_since(next).as_micros())
+                    .unwrap_or(u64::MAX);
+                self.shared.lag_us.store(lag, Ordering::Relaxed);
+            }
             if let Some(gap) = last.map(|l| t.saturating_duration_since(l)) {
                 if gap > hold {
                     let ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);

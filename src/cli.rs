@@ -212,6 +212,11 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_CONTROL_SOCKET", default_value = crate::control::DEFAULT_SOCKET, global = true)]
     pub control_socket: std::path::PathBuf,
 
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9842. Off by
+    /// default.
+    #[arg(long, env = "WMGWD2_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Run a command against the running daemon instead of being one.
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -251,6 +256,7 @@ pub struct Config {
     pub key_file: Option<std::path::PathBuf>,
     pub auth_mode: AuthMode,
     pub control_socket: std::path::PathBuf,
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub verbose: u8,
 }
@@ -381,6 +387,7 @@ impl TryFrom<Args> for Config {
             key_file: a.key_file,
             auth_mode: a.auth_mode.unwrap_or(AuthMode::Require),
             control_socket: a.control_socket,
+            metrics_listen: a.metrics_listen,
             log_format: a.log_format,
             verbose: a.verbose,
         })

@@ -26,6 +26,7 @@ use crate::control::{Pending, Request};
 use crate::core::{Command, Core, Effect, Exit, GarpReport, Input, Stats};
 use crate::garp::{self, Announcement};
 use crate::kernel::{EventSource, Kernel, KernelError};
+use crate::metrics::{Scrape, ShellFacts};
 pub use crate::notify::{NoNotifier, Notifier, SdNotifier};
 use crate::types::{IfIndex, Uid};
 use crate::wire::{self, Heartbeat};
@@ -65,6 +66,9 @@ pub struct Daemon<K: Kernel> {
     keys: Option<Arc<Keys>>,
     /// Requests from the control socket (`wmgwd2 status`).
     control: Option<mpsc::Receiver<Pending>>,
+    /// Scrapes of `/metrics`, and what the shell measures for them.
+    metrics: Option<mpsc::Receiver<Scrape>>,
+    facts: ShellFacts,
 }
 
 /// How the shell makes a heartbeat socket again: by default as `main` made the first one.
@@ -84,7 +88,7 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     json + "\n"
 }
 
-async fn recv_control(rx: &mut Option<mpsc::Receiver<Pending>>) -> Option<Pending> {
+async fn recv_opt_chan<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => pending().await,
@@ -118,7 +122,15 @@ impl<K: Kernel> Daemon<K> {
             notifier: Box::new(NoNotifier),
             keys: None,
             control: None,
+            metrics: None,
+            facts: ShellFacts::default(),
         }
+    }
+
+    /// Answer the scrapes that arrive on `rx` (see [`crate::metrics::listen`]).
+    pub fn with_metrics(mut self, rx: mpsc::Receiver<Scrape>) -> Self {
+        self.metrics = Some(rx);
+        self
     }
 
     /// Answer the requests that arrive on `rx` (see [`crate::control::listen`]).
@@ -216,6 +228,7 @@ impl<K: Kernel> Daemon<K> {
         let mut buf = vec![0u8; wire::MAX_DATAGRAM];
         let mut status = self.status_requests.take();
         let mut control = self.control.take();
+        let mut metrics = self.metrics.take();
         loop {
             let deadline = self.core.next_deadline();
             // Its own handle: an effect may replace the socket (a rebind).
@@ -250,7 +263,12 @@ impl<K: Kernel> Daemon<K> {
                     self.core.handle(Input::Timer, now());
                 }
                 Some(()) = recv_opt(&mut status) => self.log_status(),
-                Some((request, reply)) = recv_control(&mut control) => match request {
+                Some(reply) = recv_opt_chan(&mut metrics) => {
+                    self.facts.heartbeat_lag =
+                        Duration::from_micros(self.shared.lag_us.load(Ordering::Relaxed));
+                    let _ = reply.send(crate::metrics::render(&self.report(), &self.facts));
+                }
+                Some((request, reply)) = recv_opt_chan(&mut control) => match request {
                     Request::Status => {
                         let _ = reply.send(to_json(&self.report()));
                     }
@@ -319,7 +337,9 @@ impl<K: Kernel> Daemon<K> {
                 Effect::SetProtodown(changes) => {
                     let req: Vec<(IfIndex, bool)> =
                         changes.iter().map(|c| (c.ifindex, c.on)).collect();
+                    let started = now();
                     let results = self.kernel.set_protodown(&req).await;
+                    self.facts.last_reconcile = now().saturating_duration_since(started);
                     self.core.handle(Input::Applied { changes, results }, now());
                 }
                 Effect::FlushFdb(flushes) => {
@@ -339,6 +359,12 @@ impl<K: Kernel> Daemon<K> {
                 }
                 Effect::Resync => {
                     let snap = self.kernel.snapshot().await;
+                    if snap.is_ok() {
+                        self.facts.last_resync_unix = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(0.0);
+                    }
                     self.core.handle(Input::Snapshot(snap), now());
                 }
                 Effect::HeartbeatNow => heartbeat_now = true,

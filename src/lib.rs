@@ -32,6 +32,7 @@ pub mod garp;
 pub mod kernel;
 pub mod links;
 pub mod liveness;
+pub mod metrics;
 pub mod notify;
 pub mod readiness;
 pub mod reconcile;

@@ -394,6 +394,7 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
         "wmgwd2 starting"
     );
     let socket_path = cfg.control_socket.clone();
+    let metrics_addr = cfg.metrics_listen;
     let mut daemon = Daemon::new(cfg, uid, inc, kernel)
         .with_status_requests(status_rx)
         .with_notifier(Box::new(SdNotifier::default()));
@@ -410,6 +411,15 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
         }
         Err(e) => {
             warn!(error = %e, "no control socket: `wmgwd2 status` will not reach this daemon")
+        }
+    }
+    if let Some(addr) = metrics_addr {
+        match wmgwd2::metrics::listen(addr).await {
+            Ok((rx, addr)) => {
+                info!(%addr, "metrics on http://{addr}/metrics");
+                daemon = daemon.with_metrics(rx);
+            }
+            Err(e) => warn!(%addr, error = %e, "no metrics: cannot listen there"),
         }
     }
     // WatchdogSec= in the unit: a keep-alive at half the period, from the event loop.

@@ -149,6 +149,8 @@ pub struct Stats {
     /// Membership and ownership log lines left out by the rate limit.
     pub log_lines_suppressed: u64,
     pub uid_conflicts: u64,
+    /// Changes of what this gateway owns, by kind of reason (`peer_joined`, `peer_dead`, …).
+    pub ownership_changes: BTreeMap<&'static str, u64>,
     /// Datagrams the kernel dropped on the heartbeat socket (its receive buffer was full).
     pub socket_drops: u64,
     /// Stalls of this gateway longer than its hold time (see `Input::LocalStall`).

@@ -12,6 +12,28 @@ use crate::assign;
 use crate::liveness::Observation;
 use crate::types::{vni_ranges, Uid, Vni};
 
+/// A reason's kind, for the counter (the reason itself names peers).
+fn reason_kind(why: &str) -> &'static str {
+    for (word, kind) in [
+        ("joined", "peer_joined"),
+        ("ready", "peer_ready"),
+        ("restarted", "peer_restarted"),
+        ("left", "peer_left"),
+        ("dead", "peer_dead"),
+        ("after a LEAVING", "leave_refuted"),
+        ("hold-down", "hold_down_over"),
+        ("uplink", "uplink_down"),
+        ("stalled", "local_stall"),
+        ("drain", "drain"),
+        ("stop", "stop"),
+    ] {
+        if why.contains(word) {
+            return kind;
+        }
+    }
+    "other"
+}
+
 impl Core {
     /// Logs and counts what one frame did to the liveness table.
     pub(super) fn note(&mut self, obs: Observation, from: SocketAddr, now: Instant) {
@@ -133,6 +155,11 @@ impl Core {
         }
         let changed = owned != self.owned;
         if changed {
+            *self
+                .stats
+                .ownership_changes
+                .entry(reason_kind(why))
+                .or_default() += 1;
             let released: Vec<Vni> = self.owned.difference(&owned).copied().collect();
             self.transitions.push_back(OwnershipChange {
                 at: now,

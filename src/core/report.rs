@@ -49,6 +49,7 @@ impl Stats {
             ("frames_malformed", &self.frames_malformed),
             ("frames_rejected", &self.frames_rejected),
             ("frames_refused", &self.frames_refused),
+            ("ownership_changes", &self.ownership_changes),
         ] {
             c.insert(name.to_owned(), map.values().sum());
             for (reason, v) in map {
