@@ -159,6 +159,17 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// The current-thread runtime a subcommand runs on (exit 1, said, if there is none).
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("wmgwd2: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
 /// Turns the daemon's JSON answer into text (`None`: it is not the document expected).
 type Render = fn(&str) -> Option<String>;
 
@@ -171,15 +182,9 @@ fn state_line(answer: &str) -> Option<String> {
 /// `wmgwd2 status [--json]`: asks the running daemon and prints its answer. Exit 1 when no
 /// daemon answers.
 fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wmgwd2: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let (request, json, render): (String, bool, Render) = match command {
         Sub::Status { json } => ("status".into(), json, |a| {
@@ -232,15 +237,9 @@ fn client(socket: &std::path::Path, command: Sub) -> ExitCode {
 /// addresses, a trial bind of the port; nothing is changed) and prints what `check::judge`
 /// makes of them. Exit 1 when anything would make the daemon fail.
 fn preflight(cfg: &Config) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wmgwd2: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let facts = rt.block_on(async {
         let (kernel, _events) = NetlinkKernel::open(cfg.protodown_reason)?;
