@@ -75,10 +75,34 @@ pub async fn listen(path: &Path) -> Result<mpsc::Receiver<Pending>, ControlError
     }
     let listener = UnixListener::bind(path).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    let listener = std::sync::Arc::new(listener);
     let (tx, rx) = mpsc::channel(16);
+    serve_each(
+        move || {
+            let l = listener.clone();
+            async move { l.accept().await.map(|(s, _)| s) }
+        },
+        tx,
+        serve,
+    );
+    Ok(rx)
+}
+
+/// Accepts connections from `accept` for ever (pausing 100 ms after a failed accept) and serves
+/// each in a task of its own, given at most [`TIMEOUT`]: a slow or stuck client holds nothing
+/// but its own task. Shared by the control socket and the metrics responder.
+pub(crate) fn serve_each<S, T, A, AF, F, SF>(mut accept: A, tx: mpsc::Sender<T>, serve: F)
+where
+    S: Send + 'static,
+    T: Send + 'static,
+    A: FnMut() -> AF + Send + 'static,
+    AF: std::future::Future<Output = io::Result<S>> + Send,
+    F: Fn(S, mpsc::Sender<T>) -> SF + Send + Copy + 'static,
+    SF: std::future::Future<Output = io::Result<()>> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok(stream) = accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
@@ -88,7 +112,6 @@ pub async fn listen(path: &Path) -> Result<mpsc::Receiver<Pending>, ControlError
             });
         }
     });
-    Ok(rx)
 }
 
 async fn serve(stream: UnixStream, tx: mpsc::Sender<Pending>) -> io::Result<()> {

@@ -223,19 +223,16 @@ pub fn render(report: &Report, facts: &ShellFacts) -> String {
 pub async fn listen(addr: SocketAddr) -> io::Result<(mpsc::Receiver<Scrape>, SocketAddr)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let listener = std::sync::Arc::new(listener);
     let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), serve(stream, tx)).await;
-            });
-        }
-    });
+    crate::control::serve_each(
+        move || {
+            let l = listener.clone();
+            async move { l.accept().await.map(|(s, _)| s) }
+        },
+        tx,
+        serve,
+    );
     Ok((rx, bound))
 }
 
