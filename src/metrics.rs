@@ -189,6 +189,18 @@ pub fn render(report: &Report, facts: &ShellFacts) -> String {
     );
     counter(
         &mut r,
+        "uid_conflicts",
+        "Heartbeats of another gateway that uses this gateway's UID",
+        get("uid_conflicts"),
+    );
+    counter(
+        &mut r,
+        "leaves_refuted",
+        "LEAVINGs of a peer refuted by its later heartbeats (forged or replayed)",
+        get("leaves_refuted"),
+    );
+    counter(
+        &mut r,
         "local_stalls",
         "Stalls of this gateway longer than its hold time",
         get("local_stalls"),
