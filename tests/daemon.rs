@@ -6,12 +6,15 @@
 //! Every wait is on a condition with a bound in virtual time; the oracle for ownership is
 //! `assign::owned`.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
+use common::link;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, LocalSet};
@@ -68,26 +71,6 @@ fn ips(vni: u32) -> Vec<Ipv4Addr> {
         v.push(Ipv4Addr::new(10, 100, 1, 2));
     }
     v
-}
-
-fn link(
-    ifindex: IfIndex,
-    ifname: &str,
-    lower: Option<IfIndex>,
-    master: Option<IfIndex>,
-) -> LinkState {
-    LinkState {
-        ifindex,
-        ifname: ifname.to_owned(),
-        protodown: false,
-        reason: 0,
-        admin_up: true,
-        carrier: true,
-        running: true,
-        mac: [0x02, 0xee, 0, 0, 0, ifindex.0 as u8],
-        lower,
-        master,
-    }
 }
 
 fn managed(vni: u32) -> LinkState {

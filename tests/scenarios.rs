@@ -52,12 +52,15 @@
 //! `<vnis>` is a list of ranges (`1-3,6`). Effects that no `expect` checked before the end of the
 //! script fail it.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::link;
 use wmgwd2::auth::Keys;
 use wmgwd2::cli::Config;
 use wmgwd2::core::{Command, Core, Effect, GarpReport, Input, Notice};
@@ -97,27 +100,13 @@ struct Model {
     rebind_fails: bool,
 }
 
-fn link(
-    ifindex: IfIndex,
-    ifname: &str,
-    lower: Option<IfIndex>,
-    master: Option<IfIndex>,
-) -> LinkState {
-    LinkState {
-        ifindex,
-        ifname: ifname.to_owned(),
-        protodown: false,
-        reason: 0,
-        admin_up: true,
-        carrier: true,
-        running: true,
-        mac: [0x02, 0xee, 0, 0, (ifindex.0 >> 8) as u8, ifindex.0 as u8],
-        lower,
-        master,
-    }
-}
-
 impl Model {
+    /// The uplink's current index (it changes when the uplink is re-created).
+    fn uplink(&self) -> IfIndex {
+        let l = self.links.values().find(|l| l.ifname == "eth0");
+        l.expect("eth0").ifindex
+    }
+
     fn new(vnis: u32) -> Model {
         let mut m = Model {
             links: BTreeMap::new(),
@@ -575,13 +564,7 @@ impl Run {
                 self.model.edit(i, |l| l.ifname = to.to_string());
             }
             ["uplink", "delete"] => {
-                let i = self
-                    .model
-                    .links
-                    .values()
-                    .find(|l| l.ifname == "eth0")
-                    .expect("eth0");
-                let i = i.ifindex;
+                let i = self.model.uplink();
                 self.model.links.remove(&i);
                 self.model.events.push(KernelEvent::LinkGone { ifindex: i });
             }
@@ -598,13 +581,7 @@ impl Run {
             }
             ["uplink", state] => {
                 let on = *state == "up";
-                let i = self
-                    .model
-                    .links
-                    .values()
-                    .find(|l| l.ifname == "eth0")
-                    .expect("eth0");
-                let i = i.ifindex;
+                let i = self.model.uplink();
                 self.model.edit(i, |l| {
                     l.carrier = on;
                     l.running = on;

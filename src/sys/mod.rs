@@ -22,7 +22,7 @@ pub use events::NetlinkEvents;
 pub use msg::link_state;
 
 use crate::kernel::{Kernel, KernelError, KernelOp, Snapshot};
-use crate::links::Addresses;
+use crate::links::{Addresses, LinkState};
 use crate::reconcile::FdbFlush;
 use crate::types::IfIndex;
 use packet::PacketSocket;
@@ -75,21 +75,26 @@ impl NetlinkKernel {
     }
 }
 
+/// Every link, read in one consistent dump.
+async fn dump_links<S: transport::Datagrams>(
+    t: &Transport<S>,
+) -> Result<Vec<LinkState>, KernelError> {
+    t.dump(
+        msg::dump_links(),
+        KernelOp::LinkDump,
+        Vec::new,
+        |links, m| {
+            if let RouteNetlinkMessage::NewLink(l) = m {
+                links.push(link_state(&l));
+            }
+        },
+    )
+    .await
+}
+
 impl Kernel for NetlinkKernel {
     async fn snapshot(&self) -> Result<Snapshot, KernelError> {
-        let links = self
-            .transport
-            .dump(
-                msg::dump_links(),
-                KernelOp::LinkDump,
-                Vec::new,
-                |links, m| {
-                    if let RouteNetlinkMessage::NewLink(l) = m {
-                        links.push(link_state(&l));
-                    }
-                },
-            )
-            .await?;
+        let links = dump_links(&self.transport).await?;
         let addrs = self
             .transport
             .dump(

@@ -6,8 +6,7 @@ use std::collections::VecDeque;
 use super::super::fixtures as fx;
 use super::super::msg;
 use super::*;
-use crate::links::LinkState;
-use crate::sys::link_state;
+use crate::sys::dump_links;
 
 /// A netlink socket whose kernel is `reply`: every datagram sent is recorded and answered
 /// with the datagrams `reply` returns; receiving with nothing queued fails (no waiting).
@@ -76,20 +75,6 @@ fn ack(captured: &[u8], seq: u32) -> Vec<u8> {
     // The request's own header follows the error code.
     m[28..32].copy_from_slice(&seq.to_ne_bytes());
     m
-}
-
-async fn dump_links<S: Datagrams>(t: &Transport<S>) -> Result<Vec<LinkState>, KernelError> {
-    t.dump(
-        msg::dump_links(),
-        KernelOp::LinkDump,
-        Vec::new,
-        |links, m| {
-            if let RouteNetlinkMessage::NewLink(l) = m {
-                links.push(link_state(&l));
-            }
-        },
-    )
-    .await
 }
 
 #[tokio::test]
