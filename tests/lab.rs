@@ -591,6 +591,18 @@ fn owners_unchanged(lab: &Lab, all: &[usize], before: &OwnerMap, for_: Duration,
     }
 }
 
+/// A key file (mode 0600, as the daemon demands) holding `line`, in a directory of its own;
+/// returns the directory (for the test to remove) and the file.
+fn key_file(tag: &str, line: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("wmgwd2-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, line).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, key)
+}
+
 /// A keyed fleet (issue 8): from a fourth host on the segment, with TTL 255 (so that only the
 /// key stands in the way), a forged LEAVING in a member's name, an invented UID asking for
 /// 49.7 days, UIDs chosen to win VNIs, legacy frames, frames signed under an unknown key id and
@@ -600,12 +612,7 @@ fn a_keyed_fleet_ignores_what_a_host_without_the_key_sends() {
     if !wmgwd2_lab::root_or_skip("keyed fleet") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("wmgwd2-key-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key");
-    std::fs::write(&key, format!("1 {}\n", "5a".repeat(32))).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (dir, key) = key_file("key", &format!("1 {}\n", "5a".repeat(32)));
     let Some(mut lab) = lab_up("keyed fleet", &["--key-file", key.to_str().unwrap()]) else {
         return;
     };
@@ -837,12 +844,7 @@ fn a_flood_changes_no_owner_and_a_stop_during_it_completes() {
     if !wmgwd2_lab::root_or_skip("flood") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("wmgwd2-flood-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("key");
-    std::fs::write(&key, format!("7 {}\n", "c3".repeat(32))).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (dir, key) = key_file("flood", &format!("7 {}\n", "c3".repeat(32)));
     let Some(mut lab) = lab_up("flood", &["--key-file", key.to_str().unwrap()]) else {
         return;
     };
