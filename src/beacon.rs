@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tracing::{trace, warn};
 
 use crate::auth::Keys;
+use crate::core::Advert;
 use crate::wire::{self, Heartbeat, FLAG_SETTLING, FLAG_STARTING};
 
 /// At most one line per this period for a failing send.
@@ -46,6 +47,9 @@ pub(crate) struct BeaconShared {
     pub(crate) stall_ms: AtomicU64,
     /// How late the last periodic heartbeat went out against its slot, in microseconds.
     pub(crate) lag_us: AtomicU64,
+    /// What the heartbeats carry besides the header (echoes, view, blocked VNIs) and the hold
+    /// time they ask for, as the loop last published it.
+    pub(crate) advert: Mutex<Option<Arc<Advert>>>,
 }
 
 /// Sends heartbeats: every interval, and at once when the loop asks. Its own task, so the peers
@@ -63,19 +67,29 @@ pub(crate) struct Beacon {
 impl Beacon {
     pub(crate) async fn send(&self, flags: u8) {
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let hb = Heartbeat {
+        let advert = self
+            .shared
+            .advert
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().map(Arc::clone));
+        let mut hb = Heartbeat {
             sequence,
             flags,
             ..self.template
         };
-        let sent = match &self.keys {
-            Some(k) => {
-                self.socket
-                    .send_to(&wire::encode_signed(&hb, k), self.to)
-                    .await
+        let ext = match &advert {
+            Some(a) => {
+                hb.hold_ms = a.hold_ms.max(self.template.hold_ms);
+                a.extensions(now())
             }
-            None => self.socket.send_to(&wire::encode(&hb), self.to).await,
+            None => wire::Extensions {
+                echo: Some(wire::Echoes::default()),
+                ..Default::default()
+            },
         };
+        let frame = wire::encode_full(&hb, &ext, self.keys.as_deref());
+        let sent = self.socket.send_to(&frame, self.to).await;
         match sent {
             Ok(_) => {
                 self.shared.sent.fetch_add(1, Ordering::Relaxed);

@@ -323,6 +323,7 @@ impl<K: Kernel> Daemon<K> {
             ttl: got.ttl,
             ifindex: got.ifindex,
             dropped: got.dropped,
+            own_sequence: self.shared.sequence.load(Ordering::Relaxed),
         };
         self.core.handle(input, now());
     }
@@ -398,10 +399,20 @@ impl<K: Kernel> Daemon<K> {
         self.shared
             .flags
             .store(self.core.heartbeat_flags(), Ordering::Relaxed);
+        self.publish_advert();
         if heartbeat_now {
             self.shared.now.notify_one();
         }
         None
+    }
+
+    /// Hands the heartbeat task what the next heartbeats carry, if it changed.
+    fn publish_advert(&mut self) {
+        if let Some(advert) = self.core.take_advert() {
+            if let Ok(mut slot) = self.shared.advert.lock() {
+                *slot = Some(Arc::new(advert));
+            }
+        }
     }
 
     /// Sends the announcements until the socket is full; reports what was sent, what failed and

@@ -148,6 +148,14 @@ impl Schedule {
         }
     }
 
+    /// Announce an active VNI again (a new burst from `now`): a peer that owned it before came
+    /// back, and clients may have learnt its MAC meanwhile.
+    pub fn again(&mut self, vni: Vni, now: Instant) {
+        if self.active.contains_key(&vni) {
+            self.put(vni, now, self.policy.count);
+        }
+    }
+
     /// Every active VNI (what a status shows).
     pub fn active(&self) -> &BTreeMap<Vni, IfIndex> {
         &self.active

@@ -79,6 +79,111 @@ pub struct Peer {
     /// (heartbeats lost on the way, or never sent: a stalled sender skips ticks).
     pub frames: u64,
     pub lost: u64,
+    /// The latest moment this peer is known to have been alive: its last frame heard by us, or
+    /// by a member that said so in its ECHO (what keeps a peer whose frames we lose alive).
+    pub evidence: Instant,
+    /// The share of its frames we lost lately (sequence gaps).
+    pub loss: LossMeter,
+    /// Not heard by us within its hold time, kept alive by what other members heard.
+    pub indirect: bool,
+    /// What its last frame's extensions said about us and about the membership.
+    pub about_us: AboutUs,
+}
+
+/// What a peer's last frame said about us and about the membership (its extensions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AboutUs {
+    /// It speaks ECHO (it says what it hears).
+    pub echoes: bool,
+    /// Its frames in a row (up to 255) whose ECHO did not list us: it does not count us alive.
+    pub missing_us: u8,
+    /// Its ECHO listed us: heard by it directly (not only through others), the share of our
+    /// frames it lost, and the sequence number of ours it knows.
+    pub direct: bool,
+    pub our_loss_permille: u16,
+    pub our_sequence: Option<(u64, u64)>,
+    /// Its candidate set's digest and size (VIEW), and since when it differs from ours.
+    pub view: Option<wire::View>,
+    pub view_differs_since: Option<Instant>,
+    /// The VNIs it cannot serve (BLOCKED).
+    pub blocked: Vec<crate::types::Vni>,
+}
+
+/// The share of a peer's frames lost lately, from its sequence numbers: counts halved whenever
+/// they reach [`LossMeter::WINDOW`], so the share follows the last few hundred frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossMeter {
+    received: u32,
+    lost: u32,
+}
+
+impl LossMeter {
+    pub const WINDOW: u32 = 256;
+
+    /// One frame received after `gap` lost ones.
+    pub fn record(&mut self, gap: u64) {
+        self.received += 1;
+        self.lost = self.lost.saturating_add(
+            u32::try_from(gap.min(u64::from(Self::WINDOW))).unwrap_or(Self::WINDOW),
+        );
+        while self.received + self.lost >= Self::WINDOW {
+            self.received /= 2;
+            self.lost /= 2;
+        }
+    }
+
+    /// Lost frames per thousand sent, lately.
+    pub fn permille(&self) -> u16 {
+        let all = self.received + self.lost;
+        if all == 0 {
+            return 0;
+        }
+        u16::try_from(u64::from(self.lost) * 1000 / u64::from(all)).unwrap_or(1000)
+    }
+}
+
+/// One ECHO entry before its age is known (that depends on when the heartbeat goes out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoSource {
+    pub uid: Uid,
+    pub incarnation: u64,
+    pub sequence: u64,
+    /// When it was last known alive (see [`Peer::evidence`]).
+    pub evidence: Instant,
+    /// Until when we heard it ourselves within its hold time.
+    pub direct_until: Instant,
+    pub loss_permille: u16,
+    /// Heard (a signed frame that verified) but not a member yet: it had not proven itself
+    /// fresh. Listed with age `u32::MAX`, so that its sender can prove freshness to us with its
+    /// next frame, while nobody takes it as evidence that it is alive.
+    pub pending: bool,
+}
+
+impl EchoSource {
+    /// The entry of a heartbeat sent at `at`.
+    pub fn at(&self, at: Instant) -> wire::Echo {
+        let age = at.saturating_duration_since(self.evidence).as_millis();
+        wire::Echo {
+            uid: self.uid,
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            age_ms: if self.pending {
+                u32::MAX
+            } else {
+                u32::try_from(age).unwrap_or(u32::MAX - 1)
+            },
+            loss_permille: self.loss_permille,
+            direct: !self.pending && at < self.direct_until,
+        }
+    }
+}
+
+/// What a frame's extensions did to the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Peers now alive only through what others heard (we have not heard them within their hold
+    /// time): one-way loss from them to us.
+    pub now_indirect: Vec<Uid>,
 }
 
 /// What one frame did to the table.
@@ -92,6 +197,9 @@ pub enum Observation {
     Restarted { uid: Uid, starting: bool },
     /// A peer announced that it is stopping.
     Left { uid: Uid },
+    /// A ready peer says it is no longer a candidate (it stepped back: drained, stalled, not
+    /// heard by a member, a duplicate of its UID), same process.
+    Withdrew { uid: Uid },
     /// A known peer, nothing changed but its deadline.
     Refreshed { uid: Uid },
     /// An older or repeated frame of a known incarnation, or one from before a restart.
@@ -119,6 +227,7 @@ impl Observation {
             Observation::Ready { uid } => format!("peer {uid} ready"),
             Observation::Restarted { uid, .. } => format!("peer {uid} restarted"),
             Observation::Left { uid } => format!("peer {uid} left"),
+            Observation::Withdrew { uid } => format!("peer {uid} stepped back"),
             Observation::LeaveRefuted { uid, .. } => format!("peer {uid} alive after a LEAVING"),
             _ => "heartbeat".into(),
         }
@@ -130,7 +239,9 @@ impl Observation {
             Observation::Joined { starting, .. } | Observation::LeaveRefuted { starting, .. } => {
                 !starting
             }
-            Observation::Ready { .. } | Observation::Left { .. } => true,
+            Observation::Ready { .. } | Observation::Left { .. } | Observation::Withdrew { .. } => {
+                true
+            }
             // A restart of a ready peer (or a ready peer seen starting again) may change things.
             Observation::Restarted { .. } => true,
             _ => false,
@@ -147,6 +258,10 @@ pub struct Liveness {
     /// New UIDs that may still be admitted now, and when the last token was added.
     join_tokens: usize,
     refilled: Option<Instant>,
+    /// The last incarnation and sequence number seen of peers that were dropped (expired, or
+    /// their tombstone ended), at most `max_peers`: a replay of a frame seen before cannot
+    /// bring them back.
+    gone: BTreeMap<Uid, (u64, u64)>,
 }
 
 impl Liveness {
@@ -165,6 +280,7 @@ impl Liveness {
             max_peers,
             join_tokens: max_peers,
             refilled: None,
+            gone: BTreeMap::new(),
         }
     }
 
@@ -216,6 +332,7 @@ impl Liveness {
         match self.peers.get_mut(&uid) {
             Some(p) if p.incarnation.is_none() => {
                 p.deadline = deadline;
+                p.evidence = now;
                 p.addr = addr;
                 p.last_heard = now;
                 p.frames += 1;
@@ -242,6 +359,10 @@ impl Liveness {
                         last_heard: now,
                         frames: 1,
                         lost: 0,
+                        evidence: now,
+                        loss: LossMeter::default(),
+                        indirect: false,
+                        about_us: AboutUs::default(),
                     },
                 );
                 Observation::Joined {
@@ -289,13 +410,26 @@ impl Liveness {
             frames: 1,
             lost: 0,
             interval: Duration::from_millis(u64::from(hb.interval_ms.min(wire::MAX_INTERVAL_MS))),
+            evidence: now,
+            loss: LossMeter::default(),
+            indirect: false,
+            about_us: AboutUs::default(),
         };
         if !self.peers.contains_key(&uid) {
+            // A frame the table already saw, of a peer it has since dropped: a replay.
+            if self
+                .gone
+                .get(&uid)
+                .is_some_and(|&(inc, seq)| inc == hb.incarnation && hb.sequence <= seq)
+            {
+                return Observation::Stale { uid };
+            }
             if let Err(refused) = self.admit(uid, now) {
                 return refused;
             }
         }
         let Some(p) = self.peers.get_mut(&uid) else {
+            self.gone.remove(&uid);
             if state == PeerState::Left {
                 // A goodbye from a peer we never knew: remember it so its older frames stay out.
                 self.peers.insert(uid, fresh);
@@ -366,10 +500,18 @@ impl Liveness {
         let was = p.state;
         let alive = p.alive_sequence;
         let frames = p.frames + 1;
-        let lost = p.lost + hb.sequence.saturating_sub(p.sequence).saturating_sub(1);
+        let gap = hb.sequence.saturating_sub(p.sequence).saturating_sub(1);
+        let lost = p.lost + gap;
+        let mut loss = p.loss;
+        loss.record(gap);
+        let about_us = std::mem::take(&mut p.about_us);
+        let evidence = p.evidence.max(now);
         *p = Peer {
             frames,
             lost,
+            loss,
+            about_us,
+            evidence,
             ..fresh
         };
         match (was, state) {
@@ -378,10 +520,7 @@ impl Liveness {
                 Observation::Left { uid }
             }
             (PeerState::Starting, PeerState::Ready) => Observation::Ready { uid },
-            (PeerState::Ready, PeerState::Starting) => Observation::Restarted {
-                uid,
-                starting: true,
-            },
+            (PeerState::Ready, PeerState::Starting) => Observation::Withdrew { uid },
             _ => Observation::Refreshed { uid },
         }
     }
@@ -400,18 +539,165 @@ impl Liveness {
 
     /// Removes every peer whose deadline is at or before `now`; returns the candidates among them.
     pub fn expire(&mut self, now: Instant) -> Vec<Uid> {
-        let mut gone = Vec::new();
+        let mut dead = Vec::new();
+        let mut buried = Vec::new();
         self.peers.retain(|&uid, p| {
             if p.deadline <= now {
                 if p.state == PeerState::Ready {
-                    gone.push(uid);
+                    dead.push(uid);
+                }
+                if let Some(inc) = p.incarnation {
+                    buried.push((uid, (inc, p.sequence)));
                 }
                 false
             } else {
                 true
             }
         });
-        gone
+        for (uid, last) in buried {
+            if self.gone.len() >= self.max_peers && !self.gone.contains_key(&uid) {
+                self.gone.pop_first();
+            }
+            self.gone.insert(uid, last);
+        }
+        dead
+    }
+
+    /// Takes the extensions of a frame of `from` that [`Liveness::observe`] just counted: what
+    /// `from` heard of the other members keeps them alive here too (a peer is dead only when
+    /// nobody heard it within its hold time); what it says of us and of its view is kept on its
+    /// entry.
+    pub fn observe_extensions(
+        &mut self,
+        from: Uid,
+        ext: &wire::Extensions,
+        now: Instant,
+    ) -> Relayed {
+        let mut out = Relayed::default();
+        let me = self.me;
+        let my_incarnation = self.my_incarnation;
+        let Some(sender) = self.peers.get_mut(&from) else {
+            return out;
+        };
+        if sender.state == PeerState::Left {
+            return out;
+        }
+        let about = &mut sender.about_us;
+        about.blocked = ext.blocked.clone();
+        if about.view.map(|v| v.digest) != ext.view.map(|v| v.digest) {
+            about.view_differs_since = None;
+        }
+        about.view = ext.view;
+        let Some(echo) = &ext.echo else {
+            about.echoes = false;
+            about.missing_us = 0;
+            return out;
+        };
+        about.echoes = true;
+        match echo
+            .entries
+            .iter()
+            .find(|e| e.uid == me && e.incarnation == my_incarnation)
+        {
+            // Heard, not a member there yet (it waits for our proof of freshness).
+            Some(e) if e.age_ms == u32::MAX => {
+                about.missing_us = 0;
+                about.direct = false;
+                about.our_sequence = None;
+            }
+            Some(e) => {
+                about.missing_us = 0;
+                about.direct = e.direct;
+                about.our_loss_permille = e.loss_permille;
+                about.our_sequence = Some((e.incarnation, e.sequence));
+            }
+            None if !echo.truncated => {
+                about.missing_us = about.missing_us.saturating_add(1);
+                about.direct = false;
+                about.our_sequence = None;
+            }
+            None => {}
+        }
+        for e in &echo.entries {
+            if e.uid == me || e.uid == from {
+                continue;
+            }
+            let Some(p) = self.peers.get_mut(&e.uid) else {
+                continue;
+            };
+            if p.state == PeerState::Left || p.incarnation != Some(e.incarnation) {
+                continue;
+            }
+            let age = Duration::from_millis(u64::from(e.age_ms));
+            if age >= p.hold {
+                continue;
+            }
+            let Some(heard) = now.checked_sub(age) else {
+                continue;
+            };
+            if heard > p.evidence {
+                p.evidence = heard;
+                p.deadline = p.deadline.max(heard + p.hold);
+            }
+            let direct_until = p.last_heard + p.hold;
+            if now >= direct_until && !p.indirect {
+                p.indirect = true;
+                out.now_indirect.push(e.uid);
+            }
+        }
+        out
+    }
+
+    /// Would this frame of `uid` with `incarnation` start a new entry (an unknown UID, a new
+    /// incarnation, or one we keep only a tombstone of)? Such a frame, signed, must prove it is
+    /// fresh (see `Core`).
+    pub fn is_new(&self, uid: Uid, incarnation: u64) -> bool {
+        self.peers
+            .get(&uid)
+            .is_none_or(|p| p.incarnation != Some(incarnation) || p.state == PeerState::Left)
+    }
+
+    /// Ends `uid`'s indirect mark once heard directly again; true if it was marked.
+    pub fn heard_directly(&mut self, uid: Uid) -> bool {
+        match self.peers.get_mut(&uid) {
+            Some(p) if p.indirect => {
+                p.indirect = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What we say we heard (the ECHO we send): every live version-1 peer, at most `max` of
+    /// them (the most recently heard), and whether some were left out.
+    pub fn echo_sources(&self, max: usize) -> (Vec<EchoSource>, bool) {
+        let mut all: Vec<EchoSource> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state != PeerState::Left)
+            .filter_map(|(&uid, p)| {
+                Some(EchoSource {
+                    uid,
+                    incarnation: p.incarnation?,
+                    sequence: p.sequence,
+                    evidence: p.evidence,
+                    direct_until: p.last_heard + p.hold,
+                    loss_permille: p.loss.permille(),
+                    pending: false,
+                })
+            })
+            .collect();
+        let truncated = all.len() > max;
+        if truncated {
+            all.sort_by_key(|e| std::cmp::Reverse(e.evidence));
+            all.truncate(max);
+        }
+        (all, truncated)
+    }
+
+    /// Mutable access to a peer's view bookkeeping (the core's split-view check).
+    pub fn about_mut(&mut self, uid: Uid) -> Option<&mut AboutUs> {
+        self.peers.get_mut(&uid).map(|p| &mut p.about_us)
     }
 
     /// The earliest deadline in the table: when `expire` has something to do next.

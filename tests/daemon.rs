@@ -707,7 +707,8 @@ async fn malformed_datagrams_change_nothing() {
         assert_eq!(count("bad_magic"), 20);
         assert_eq!(count("unsupported_version"), 10);
         assert_eq!(count("unsupported_auth"), 10);
-        assert_eq!(count("bad_length"), 10);
+        // One byte after the header: an extension too short for its own type and length.
+        assert_eq!(count("bad_extension"), 10);
         assert_eq!(count("zero_uid"), 20);
         assert_eq!(count("bad_timing"), 10);
         assert_eq!(stats.frames_malformed.values().sum::<u64>(), 100);
@@ -725,18 +726,30 @@ async fn own_frames_are_ignored_and_uid_conflicts_counted() {
         // Our own heartbeat looped back (a broadcast comes back to its sender).
         let echo = *h.seen.last().unwrap();
         h.send(&wire::encode(&echo));
-        // Another process with our UID, and a legacy gateway with our UID.
+        // An earlier process with our UID, and a legacy gateway with our UID: counted, logged,
+        // we keep serving (peers follow the later incarnation: ours).
         h.send(&wire::encode(&Heartbeat {
-            incarnation: MY_INC + 1,
+            incarnation: MY_INC - 1,
             sequence: 1,
             ..echo
         }));
         h.send(&ME.0.to_be_bytes());
         h.pass(ms(300)).await;
         assert_eq!(h.up(), all);
+        // A later process with our UID: peers follow it, so we step back (own nothing) while
+        // it is heard, and serve again once it has been silent for its hold time.
+        h.send(&wire::encode(&Heartbeat {
+            incarnation: MY_INC + 1,
+            sequence: 1,
+            ..echo
+        }));
+        h.pass(ms(100)).await;
+        assert_eq!(h.up(), BTreeSet::new());
+        h.pass(ms(600)).await;
+        assert_eq!(h.up(), all);
         let stats = h.stop().await;
-        assert_eq!(stats.uid_conflicts, 2);
-        assert_eq!(stats.frames_received, 3);
+        assert_eq!(stats.uid_conflicts, 3);
+        assert_eq!(stats.frames_received, 4);
     })
     .await;
 }

@@ -268,10 +268,7 @@ fn starting_peers_are_not_candidates_until_ready() {
     // And back: a ready peer that goes into a hold-down again (its uplink flapped).
     assert_eq!(
         l.observe(&hb(PEER, 1, 4, FLAG_STARTING, 300), addr(), t0 + ms(300)),
-        Observation::Restarted {
-            uid: PEER,
-            starting: true
-        }
+        Observation::Withdrew { uid: PEER }
     );
     assert_eq!(ready_peers(&l), Vec::<Uid>::new());
 }
@@ -694,4 +691,150 @@ proptest::proptest! {
             }
         }
     }
+}
+
+fn echoes(entries: &[(Uid, u64, u64, u32)]) -> wire::Extensions {
+    wire::Extensions {
+        echo: Some(wire::Echoes {
+            entries: entries
+                .iter()
+                .map(|&(uid, incarnation, sequence, age_ms)| wire::Echo {
+                    uid,
+                    incarnation,
+                    sequence,
+                    age_ms,
+                    loss_permille: 0,
+                    direct: true,
+                })
+                .collect(),
+            truncated: false,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn what_another_member_heard_keeps_a_peer_alive_within_its_hold() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 1, 1), addr(), t0);
+    l.observe(&ready(OTHER, 1, 1), addr(), t0);
+    // OTHER heard PEER 50 ms before its frame at 250: PEER was alive at 200.
+    l.observe(&ready(OTHER, 1, 2), addr(), t0 + ms(250));
+    let r = l.observe_extensions(OTHER, &echoes(&[(PEER, 1, 3, 50)]), t0 + ms(250));
+    assert!(r.now_indirect.is_empty());
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(500));
+    assert_eq!(l.peers()[&PEER].evidence, t0 + ms(200));
+    // Still not heard by us after its hold time: kept alive by OTHER, marked indirect once.
+    l.observe(&ready(OTHER, 1, 3), addr(), t0 + ms(350));
+    let r = l.observe_extensions(OTHER, &echoes(&[(PEER, 1, 4, 0)]), t0 + ms(350));
+    assert_eq!(r.now_indirect, vec![PEER]);
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(650));
+    let r = l.observe_extensions(OTHER, &echoes(&[(PEER, 1, 4, 0)]), t0 + ms(360));
+    assert!(r.now_indirect.is_empty());
+    // Evidence of another incarnation, of a tombstone, too old (age ≥ hold), or of an unknown
+    // UID changes nothing; nobody is created by hearsay.
+    let before = l.peers()[&PEER].deadline;
+    l.observe_extensions(
+        OTHER,
+        &echoes(&[(PEER, 2, 9, 0), (PEER, 1, 9, 300), (Uid(0x7777), 1, 1, 0)]),
+        t0 + ms(400),
+    );
+    assert_eq!(l.peers()[&PEER].deadline, before);
+    assert!(!l.peers().contains_key(&Uid(0x7777)));
+    // Nobody hears it any more: it expires at the last evidence plus its hold time.
+    l.observe(&ready(OTHER, 1, 4), addr(), t0 + ms(600));
+    assert_eq!(l.expire(t0 + ms(659)), vec![]);
+    assert_eq!(l.expire(t0 + ms(660)), vec![PEER]);
+}
+
+#[test]
+fn what_a_peer_says_of_us_is_kept() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 1, 1), addr(), t0);
+    l.observe_extensions(PEER, &echoes(&[(ME, MY_INC, 40, 0)]), t0);
+    let a = &l.peers()[&PEER].about_us;
+    assert!(a.echoes && a.direct);
+    assert_eq!(a.missing_us, 0);
+    assert_eq!(a.our_sequence, Some((MY_INC, 40)));
+    // Leaves us out (or lists an earlier process of ours): counted, frame by frame.
+    l.observe_extensions(PEER, &echoes(&[(ME, MY_INC - 1, 40, 0)]), t0);
+    l.observe_extensions(PEER, &echoes(&[]), t0);
+    assert_eq!(l.peers()[&PEER].about_us.missing_us, 2);
+    // A frame without ECHO: a sender that does not say what it hears, nothing is inferred.
+    l.observe_extensions(PEER, &wire::Extensions::default(), t0);
+    assert!(!l.peers()[&PEER].about_us.echoes);
+    assert_eq!(l.peers()[&PEER].about_us.missing_us, 0);
+}
+
+#[test]
+fn a_replayed_frame_does_not_revive_a_peer_that_expired() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 1, 1), addr(), t0);
+    l.observe(&ready(PEER, 1, 2), addr(), t0 + ms(100));
+    assert_eq!(l.expire(t0 + ms(400)), vec![PEER]);
+    // Frames it sent before are stale; a later one of the same process (it came back) counts.
+    for seq in [1, 2] {
+        assert_eq!(
+            l.observe(&ready(PEER, 1, seq), addr(), t0 + ms(500)),
+            Observation::Stale { uid: PEER }
+        );
+    }
+    assert_eq!(
+        l.observe(&ready(PEER, 1, 3), addr(), t0 + ms(500)),
+        Observation::Joined {
+            uid: PEER,
+            starting: false
+        }
+    );
+}
+
+#[test]
+fn the_echo_we_send_lists_live_members_with_their_evidence() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 1, 1), addr(), t0);
+    l.observe(&ready(OTHER, 4, 7), addr(), t0 + ms(50));
+    l.observe(&Frame::Legacy { uid: Uid(0x9) }, addr(), t0);
+    let (src, truncated) = l.echo_sources(wire::MAX_ECHOES);
+    assert!(!truncated);
+    let at = t0 + ms(340);
+    let got: Vec<wire::Echo> = src.iter().map(|e| e.at(at)).collect();
+    assert_eq!(got.len(), 2, "the legacy peer is not listed");
+    assert_eq!(
+        (got[0].uid, got[0].age_ms, got[0].direct),
+        (PEER, 340, false)
+    );
+    assert_eq!(
+        (
+            got[1].uid,
+            got[1].incarnation,
+            got[1].sequence,
+            got[1].age_ms,
+            got[1].direct
+        ),
+        (OTHER, 4, 7, 290, true)
+    );
+    let (src, truncated) = l.echo_sources(1);
+    assert!(truncated);
+    assert_eq!(src[0].uid, OTHER, "the most recently heard first");
+}
+
+#[test]
+fn loss_is_measured_from_sequence_gaps_over_a_window() {
+    use wmgwd2::liveness::LossMeter;
+    let mut m = LossMeter::default();
+    assert_eq!(m.permille(), 0);
+    for _ in 0..100 {
+        m.record(0);
+        m.record(0);
+        m.record(0);
+        m.record(1);
+    }
+    assert!((190..=210).contains(&m.permille()), "{}", m.permille());
+    // It follows recent frames: a long clean run brings it down.
+    for _ in 0..2000 {
+        m.record(0);
+    }
+    assert!(m.permille() < 10, "{}", m.permille());
+    m.record(u64::MAX);
+    assert!(m.permille() <= 1000);
 }

@@ -375,3 +375,25 @@ fn link_table_follows_the_uplink_by_name() {
     assert!(!t.uplink_up());
     assert!(table(None).uplink_up(), "no uplink tracked: always up");
 }
+
+#[test]
+fn the_hold_time_grows_with_measured_loss_up_to_twice_the_configured_one() {
+    use wmgwd2::core::adaptive_multiple;
+    assert_eq!(adaptive_multiple(3, 0), 3);
+    // Sporadic loss (a frame in 256) leaves it alone; 5 % asks for 5 intervals; 10 % and
+    // more for the most, 6.
+    assert_eq!(adaptive_multiple(3, 4), 3);
+    assert_eq!(adaptive_multiple(3, 50), 5);
+    assert_eq!(adaptive_multiple(3, 100), 6);
+    assert_eq!(adaptive_multiple(3, 200), 6);
+    assert_eq!(adaptive_multiple(3, 1000), 6);
+    assert_eq!(adaptive_multiple(5, 200), 9);
+    for p in 0..=1000 {
+        let k = adaptive_multiple(3, p);
+        assert!((3..=6).contains(&k));
+        assert!(
+            k >= adaptive_multiple(3, p.saturating_sub(1)),
+            "monotonic at {p}"
+        );
+    }
+}

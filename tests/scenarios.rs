@@ -263,6 +263,12 @@ struct Run {
     now: Instant,
     log: Vec<String>,
     seqs: BTreeMap<u64, u64>,
+    /// The sequence number of "our" latest heartbeat, as the shell would report it.
+    own_seq: u64,
+    /// What our heartbeats carry, as last taken from the core.
+    advert: wmgwd2::core::Advert,
+    /// The datagrams' source address.
+    from: SocketAddr,
     /// The next datagram's TTL and ingress interface, when not the segment's.
     next_ttl: Option<u8>,
     next_via: Option<String>,
@@ -306,6 +312,9 @@ impl Run {
             now: t0,
             log: vec![],
             seqs: BTreeMap::new(),
+            own_seq: 100,
+            advert: Default::default(),
+            from: "10.0.1.2:3000".parse().unwrap(),
             next_ttl: None,
             next_via: None,
             notices: false,
@@ -447,7 +456,7 @@ impl Run {
     /// A datagram from the segment: TTL 255, in through the uplink (eth0), unless the script
     /// said otherwise for this one.
     fn datagram(&mut self, bytes: &[u8]) {
-        let from: SocketAddr = "10.0.1.2:3000".parse().unwrap();
+        let from = self.from;
         let ttl = Some(self.next_ttl.take().unwrap_or(255));
         let via = self.next_via.take().unwrap_or_else(|| "eth0".into());
         let ifindex = self
@@ -462,6 +471,7 @@ impl Run {
             ttl,
             ifindex,
             dropped: Some(self.drops),
+            own_sequence: self.own_seq,
         };
         self.core.handle(input, self.now);
     }
@@ -477,6 +487,7 @@ impl Run {
             ["hb", uid, opts @ ..] => {
                 let uid = parse_u64(uid);
                 let mut sign: Option<String> = None;
+                let mut ext = wire::Extensions::default();
                 let mut hb = Heartbeat {
                     uid: Uid(uid),
                     incarnation: 1,
@@ -493,6 +504,26 @@ impl Run {
                         Some(("ttl", v)) => self.next_ttl = Some(v.parse().unwrap()),
                         Some(("via", v)) => self.next_via = Some(v.to_string()),
                         Some(("sign", v)) => sign = Some(v.to_string()),
+                        // `echo=<uid>[:<inc>[:<seq>[:<age ms>[:<loss ‰>[:i]]]]]` (`me`: our uid,
+                        // incarnation and latest sequence; `i`: heard only indirectly); `echo=`
+                        // alone: an empty ECHO (hears nobody).
+                        Some(("echo", v)) => {
+                            let list = ext.echo.get_or_insert_with(Default::default);
+                            if !v.is_empty() {
+                                list.entries.push(parse_echo(v, self.own_seq));
+                            }
+                        }
+                        Some(("view", v)) => {
+                            let members: Vec<Uid> =
+                                v.split(',').map(|u| Uid(parse_u64(u))).collect();
+                            ext.view = Some(wire::View {
+                                digest: wire::view_digest(members.iter().copied()),
+                                candidates: members.len() as u16,
+                            });
+                        }
+                        Some(("blocked", v)) => {
+                            ext.blocked = v.split(',').map(|x| Vni(x.parse().unwrap())).collect()
+                        }
                         None if *o == "leaving" => hb.flags |= FLAG_LEAVING,
                         None if *o == "starting" => hb.flags |= FLAG_STARTING,
                         None if *o == "settling" => hb.flags |= FLAG_SETTLING,
@@ -501,21 +532,24 @@ impl Run {
                 }
                 self.seqs.insert(uid, hb.sequence);
                 match sign {
-                    None => self.datagram(&wire::encode(&hb)),
+                    None => self.datagram(&wire::encode_full(&hb, &ext, None)),
                     Some(spec) => {
                         // `sign=<id>`: with that key of the script's ring; `sign=<id>!`: a MAC
                         // that does not match.
                         let bad = spec.ends_with('!');
                         let id: u8 = spec.trim_end_matches('!').parse().unwrap();
                         let keys = Keys::parse(&format!("{id} {}", self.ring[&id])).unwrap();
-                        let mut b = wire::encode_signed(&hb, &keys);
+                        let mut b = wire::encode_full(&hb, &ext, Some(&keys));
                         if bad {
-                            b[wire::SIGNED_LEN - 1] ^= 1;
+                            let last = b.len() - 1;
+                            b[last] ^= 1;
                         }
                         self.datagram(&b);
                     }
                 }
             }
+            ["own-seq", n] => self.own_seq = parse_u64(n),
+            ["from", addr] => self.from = addr.parse().unwrap(),
             ["legacy", uid] => self.datagram(&parse_u64(uid).to_be_bytes()),
             ["bytes", hex] => {
                 let b: Vec<u8> = (0..hex.len() / 2)
@@ -736,6 +770,31 @@ fn run_script(path: &Path) {
                 let want = show_vnis(parse_vnis(words[1]));
                 assert_eq!(got, want, "{name}:{line}: active in the kernel");
             }
+            // `echoes 0x1002,0x1003p`: the members our next heartbeats list in their ECHO, in
+            // order (`p`: heard, not a member yet); `echoes none`.
+            "echoes" => {
+                let advert = r.core.take_advert();
+                if let Some(a) = advert {
+                    r.advert = a;
+                }
+                let got: Vec<String> = r
+                    .advert
+                    .echoes
+                    .iter()
+                    .map(|e| format!("{}{}", e.uid, if e.pending { "p" } else { "" }))
+                    .collect();
+                let want: Vec<String> = match words[1] {
+                    "none" => vec![],
+                    w => w
+                        .split(',')
+                        .map(|u| {
+                            let (n, p) = u.strip_suffix('p').map_or((u, ""), |n| (n, "p"));
+                            format!("{}{p}", Uid(parse_u64(n)))
+                        })
+                        .collect(),
+                };
+                assert_eq!(got, want, "{name}:{line}: echoes");
+            }
             "stat" => {
                 let (k, v) = words[1].split_once('=').unwrap();
                 let s = r.core.stats();
@@ -749,6 +808,9 @@ fn run_script(path: &Path) {
                     "local_stalls" => s.local_stalls,
                     "socket_drops" => s.socket_drops,
                     "uid_conflicts" => s.uid_conflicts,
+                    "one_way_in" => s.one_way_in,
+                    "one_way_out" => s.one_way_out,
+                    "split_views" => s.split_views,
                     "actions_applied" => s.actions_applied,
                     "actions_failed" => s.actions_failed,
                     "garps_sent" => s.garps_sent,
@@ -913,5 +975,25 @@ proptest::proptest! {
         proptest::prop_assert!(r.core.done(), "the stop did not end");
         proptest::prop_assert!(r.model.active().is_empty(), "up after the stop: {:?}", r.model.active());
         r.log.clear();
+    }
+}
+
+/// One ECHO entry of a script: `<uid>[:<inc>[:<seq>[:<age ms>[:<loss ‰>[:i]]]]]`, `me` for our
+/// uid with our incarnation and `own_seq`.
+fn parse_echo(v: &str, own_seq: u64) -> wire::Echo {
+    let f: Vec<&str> = v.split(':').collect();
+    let me = f[0] == "me";
+    let uid = if me { ME } else { Uid(parse_u64(f[0])) };
+    wire::Echo {
+        uid,
+        incarnation: f
+            .get(1)
+            .map_or(if me { MY_INC } else { 1 }, |x| parse_u64(x)),
+        sequence: f
+            .get(2)
+            .map_or(if me { own_seq } else { 1 }, |x| parse_u64(x)),
+        age_ms: f.get(3).map_or(0, |x| x.parse().unwrap()),
+        loss_permille: f.get(4).map_or(0, |x| x.parse().unwrap()),
+        direct: f.get(5) != Some(&"i"),
     }
 }

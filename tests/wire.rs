@@ -3,10 +3,12 @@
 
 use proptest::prelude::*;
 use wmgwd2::auth::{AuthError, KeyError, Keys};
-use wmgwd2::types::Uid;
+use wmgwd2::types::{Uid, Vni};
 use wmgwd2::wire::{
-    decode, decode_signed, encode, encode_signed, DecodeError, Frame, Heartbeat, Signature,
-    FLAG_LEAVING, FLAG_STARTING, FRAME_LEN, LEGACY_LEN, MAX_DATAGRAM, SIGNED_LEN,
+    decode, decode_full, decode_signed, encode, encode_full, encode_signed, view_digest,
+    DecodeError, Echo, Echoes, Extensions, Frame, Heartbeat, Signature, View, ECHO_ENTRY_LEN,
+    EXT_BLOCKED, EXT_ECHO, EXT_VIEW, FLAG_LEAVING, FLAG_STARTING, FRAME_LEN, LEGACY_LEN,
+    MAX_DATAGRAM, MAX_ECHOES, SIGNED_LEN,
 };
 
 const HB: Heartbeat = STARTING_HB;
@@ -58,7 +60,7 @@ fn constants_are_the_documented_ones() {
     assert_eq!(LEGACY_LEN, 8);
     assert_eq!(FLAG_LEAVING, 0x01);
     assert_eq!(FLAG_STARTING, 0x02);
-    assert_eq!(MAX_DATAGRAM, 512);
+    assert_eq!(MAX_DATAGRAM, 1472);
 }
 
 #[test]
@@ -184,7 +186,13 @@ fn signed_frame_layout_and_verification() {
     assert_eq!(&b[8..40], &encode(&HB)[8..40]);
     let (frame, sig) = decode_signed(&b).unwrap();
     assert_eq!(frame, Frame::Heartbeat(HB));
-    assert_eq!(sig, Some(Signature { key_id: 7 }));
+    assert_eq!(
+        sig,
+        Some(Signature {
+            key_id: 7,
+            signed_len: FRAME_LEN
+        })
+    );
     assert_eq!(keys.verify(7, &b[..40], &b[40..]), Ok(()));
     // The MAC is HMAC-SHA256(key 7, bytes 0..40), computed here from the definition.
     assert_eq!(&b[40..], &hmac_sha256(&[0x11; 32], &b[..40]));
@@ -261,19 +269,148 @@ fn key_file_parsing() {
 
 #[test]
 fn error_bad_length() {
-    for len in [41, 64, MAX_DATAGRAM] {
+    // A signed frame shorter than header and MAC.
+    for len in [41, 64, 71] {
         let mut b = STARTING_BYTES.to_vec();
+        b[6] = 1;
+        b[7] = 1;
         b.resize(len, 0);
         let e = decode(&b).unwrap_err();
         assert_eq!(
             e,
             DecodeError::BadLength {
                 len,
-                expected: FRAME_LEN
+                expected: SIGNED_LEN
             }
         );
         assert_eq!(e.kind(), "bad_length");
     }
+    // Bytes after an unsigned header that are no extensions: too short for type and length, a
+    // value longer than the datagram, the same type twice.
+    for (tail, kind) in [
+        (vec![0u8], 0u8),
+        (vec![5, 0, 9, 1], 5),
+        (vec![7, 0, 0, 7, 0, 0], 7),
+    ] {
+        let mut b = STARTING_BYTES.to_vec();
+        b.extend_from_slice(&tail);
+        let e = decode(&b).unwrap_err();
+        assert_eq!(e, DecodeError::BadExtension { kind }, "{tail:?}");
+        assert_eq!(e.kind(), "bad_extension");
+    }
+}
+
+fn ext() -> Extensions {
+    Extensions {
+        echo: Some(Echoes {
+            entries: vec![
+                Echo {
+                    uid: Uid(0x1002),
+                    incarnation: 5,
+                    sequence: 77,
+                    age_ms: 120,
+                    loss_permille: 200,
+                    direct: true,
+                },
+                Echo {
+                    uid: Uid(0x1003),
+                    incarnation: 6,
+                    sequence: 1,
+                    age_ms: 0,
+                    loss_permille: 0,
+                    direct: false,
+                },
+            ],
+            truncated: false,
+        }),
+        view: Some(View {
+            digest: view_digest([Uid(3), Uid(1), Uid(2)]),
+            candidates: 3,
+        }),
+        blocked: vec![Vni(7), Vni(4000)],
+    }
+}
+
+#[test]
+fn extensions_round_trip_signed_and_unsigned() {
+    let e = ext();
+    let b = encode_full(&HB, &e, None);
+    // 40 + ECHO (3 + 1 + 2 × 32) + VIEW (3 + 10) + BLOCKED (3 + 8).
+    assert_eq!(b.len(), 40 + 68 + 13 + 11);
+    assert_eq!(&b[40..44], &[EXT_ECHO, 0, 65, 0]);
+    let d = decode_full(&b).unwrap();
+    assert_eq!(d.frame, Frame::Heartbeat(HB));
+    assert_eq!(d.ext, e);
+    assert_eq!(d.sig, None);
+
+    let keys = Keys::parse(&format!("3 {}", "ab".repeat(32))).unwrap();
+    let b = encode_full(&HB, &e, Some(&keys));
+    assert_eq!(b.len(), 40 + 68 + 13 + 11 + 32);
+    let d = decode_full(&b).unwrap();
+    assert_eq!(d.ext, e);
+    let sig = d.sig.unwrap();
+    assert_eq!(sig.signed_len, b.len() - 32);
+    assert!(keys
+        .verify(3, &b[..sig.signed_len], &b[sig.signed_len..])
+        .is_ok());
+    // The MAC covers the extensions: change one bit of an echo's age and it no longer verifies.
+    let mut t = b.clone();
+    t[40 + 4 + 24 + 3] ^= 1;
+    let d = decode_full(&t).unwrap();
+    assert_ne!(d.ext, e);
+    assert!(keys
+        .verify(3, &t[..sig.signed_len], &t[sig.signed_len..])
+        .is_err());
+}
+
+#[test]
+fn unknown_extensions_are_skipped_and_limits_hold() {
+    let mut b = encode(&HB).to_vec();
+    b.extend_from_slice(&[200, 0, 3, 1, 2, 3]);
+    assert_eq!(decode_full(&b).unwrap().ext, Extensions::default());
+    // An ECHO whose length is not 1 + n × 32, a VIEW of the wrong size, too many entries.
+    for tail in [
+        vec![EXT_ECHO, 0, 2, 0, 0],
+        vec![EXT_VIEW, 0, 2, 0, 0],
+        vec![EXT_BLOCKED, 0, 3, 0, 0, 0],
+    ] {
+        let mut b = encode(&HB).to_vec();
+        b.extend_from_slice(&tail);
+        assert!(
+            matches!(decode(&b), Err(DecodeError::BadExtension { .. })),
+            "{tail:?}"
+        );
+    }
+    let mut many = encode(&HB).to_vec();
+    let n = MAX_ECHOES + 1;
+    many.extend_from_slice(&[EXT_ECHO]);
+    many.extend_from_slice(&((1 + n * ECHO_ENTRY_LEN) as u16).to_be_bytes());
+    many.push(0);
+    many.extend(std::iter::repeat_n(1u8, n * ECHO_ENTRY_LEN));
+    assert!(matches!(
+        decode(&many),
+        Err(DecodeError::BadExtension { kind: EXT_ECHO })
+    ));
+    // The encoder writes at most MAX_ECHOES and says the list was cut.
+    let mut e = ext();
+    let one = e.echo.as_ref().unwrap().entries[0];
+    e.echo.as_mut().unwrap().entries = vec![one; MAX_ECHOES + 5];
+    let b = encode_full(&HB, &e, None);
+    assert!(b.len() <= MAX_DATAGRAM);
+    let got = decode_full(&b).unwrap().ext.echo.unwrap();
+    assert_eq!(got.entries.len(), MAX_ECHOES);
+    assert!(got.truncated);
+}
+
+#[test]
+fn the_view_digest_depends_on_the_set_only() {
+    assert_eq!(
+        view_digest([Uid(1), Uid(2), Uid(3)]),
+        view_digest([Uid(3), Uid(2), Uid(1), Uid(2)])
+    );
+    assert_ne!(view_digest([Uid(1), Uid(2)]), view_digest([Uid(1), Uid(3)]));
+    // Pinned: every member must compute the same digest.
+    assert_eq!(view_digest([]), 0x1e92_4b9d_7377_00d7);
 }
 
 #[test]

@@ -84,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
             ttl: Some(255),
             ifindex: None,
             dropped: None,
+            own_sequence: u64::from(chunk[0]),
         };
         core.handle(input, now);
         drain(&mut core, now);

@@ -11,7 +11,15 @@ use tracing::{trace, warn};
 use super::Core;
 use crate::auth::AuthMode;
 use crate::types::IfIndex;
-use crate::wire::{self, Frame, Signature};
+use crate::wire::{self, Extensions, Frame, Signature};
+
+/// A datagram that passed every check.
+pub(super) struct Admitted {
+    pub(super) frame: Frame,
+    pub(super) ext: Extensions,
+    /// Signed, and verified with our keys.
+    pub(super) signed: bool,
+}
 
 impl Core {
     /// Decodes a datagram and lets it count only if it passes every check: well-formed, from
@@ -24,9 +32,9 @@ impl Core {
         ttl: Option<u8>,
         ifindex: Option<IfIndex>,
         now: Instant,
-    ) -> Option<Frame> {
-        let (frame, sig) = match wire::decode_signed(bytes) {
-            Ok(f) => f,
+    ) -> Option<Admitted> {
+        let wire::Decoded { frame, sig, ext } = match wire::decode_full(bytes) {
+            Ok(d) => d,
             Err(e) => {
                 let n = self.stats.frames_malformed.entry(e.kind()).or_default();
                 *n += 1;
@@ -49,7 +57,11 @@ impl Core {
             }
             return None;
         }
-        Some(frame)
+        Some(Admitted {
+            frame,
+            ext,
+            signed: sig.is_some() && self.keys.is_some(),
+        })
     }
 
     /// Why a decoded frame must be dropped before it counts, if it must: a version-1 frame that
@@ -84,11 +96,7 @@ impl Core {
         let keys = self.keys.as_ref()?;
         match (sig, frame) {
             (Some(s), _) => keys
-                .verify(
-                    s.key_id,
-                    &bytes[..wire::FRAME_LEN],
-                    &bytes[wire::FRAME_LEN..],
-                )
+                .verify(s.key_id, &bytes[..s.signed_len], &bytes[s.signed_len..])
                 .err()
                 .map(|e| e.kind()),
             (None, Frame::Legacy { .. }) => Some("legacy"),

@@ -33,6 +33,15 @@ impl Core {
             self.replan = true;
             return;
         }
+        if self.phase == Phase::Running {
+            let unservable = self.unservable();
+            if unservable != self.last_unservable {
+                self.last_unservable = unservable;
+                self.advert_dirty = true;
+                self.effects.push_back(Effect::HeartbeatNow);
+                self.reassign(now, "vnis held down by another reason bit changed");
+            }
+        }
         let plan = self.plan_changes();
         self.report_missing(&plan.missing);
         self.report_blocked(&plan.blocked);

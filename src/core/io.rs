@@ -25,6 +25,9 @@ pub enum Input<'a> {
         ifindex: Option<IfIndex>,
         /// The socket's running count of dropped datagrams (a full receive buffer).
         dropped: Option<u32>,
+        /// The sequence number of our latest heartbeat (the heartbeat task's counter): what a
+        /// signed frame's ECHO of us is checked against (freshness).
+        own_sequence: u64,
     },
     /// Kernel events, every one queued so far.
     Kernel(Vec<KernelEvent>),
@@ -149,6 +152,12 @@ pub struct Stats {
     /// Membership and ownership log lines left out by the rate limit.
     pub log_lines_suppressed: u64,
     pub uid_conflicts: u64,
+    /// One-way loss seen: peers kept alive only through other members (`in`), peers that hear
+    /// us only through others or not at all (`out`).
+    pub one_way_in: u64,
+    pub one_way_out: u64,
+    /// Peers whose candidate set differed from ours for longer than a few intervals.
+    pub split_views: u64,
     /// Changes of what this gateway owns, by kind of reason (`peer_joined`, `peer_dead`, …).
     pub ownership_changes: BTreeMap<&'static str, u64>,
     /// Datagrams the kernel dropped on the heartbeat socket (its receive buffer was full).

@@ -8,7 +8,6 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::{Core, Effect, Notice, OwnershipChange, Phase, TRANSITIONS_KEPT};
-use crate::assign;
 use crate::liveness::Observation;
 use crate::types::{vni_ranges, Uid, Vni};
 
@@ -21,6 +20,10 @@ fn reason_kind(why: &str) -> &'static str {
         ("left", "peer_left"),
         ("dead", "peer_dead"),
         ("after a LEAVING", "leave_refuted"),
+        ("stepped back", "peer_stepped_back"),
+        ("view of us", "one_way_loss"),
+        ("duplicate uid", "duplicate_uid"),
+        ("another reason bit", "blocked"),
         ("hold-down", "hold_down_over"),
         ("uplink", "uplink_down"),
         ("stalled", "local_stall"),
@@ -57,6 +60,11 @@ impl Core {
             Observation::Left { uid } => {
                 if line(self) {
                     info!(peer = %uid, "peer left")
+                }
+            }
+            Observation::Withdrew { uid } => {
+                if line(self) {
+                    info!(peer = %uid, "peer stepped back (no longer a candidate)")
                 }
             }
             Observation::LeaveRefuted { uid, starting } => {
@@ -129,18 +137,20 @@ impl Core {
     /// for what we release, VNIs as ranges.
     pub(super) fn reassign(&mut self, now: Instant, why: &str) {
         let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
-        let owned = if self.readiness.ready() {
-            assign::owned(self.me, &peers, self.cfg.vnis())
+        let owned = if self.candidate() {
+            self.owned_among(&peers)
         } else {
             BTreeSet::new()
         };
+        self.advert_dirty = true;
+        let mine = self.unservable();
         let taken: Vec<Vni> = owned.difference(&self.owned).copied().collect();
         if !taken.is_empty() && self.logs.lines.allow(now, &mut self.stats) {
             info!(vnis = %vni_ranges(taken.iter().copied()), count = taken.len(), "taking vnis");
         }
         let mut released: BTreeMap<Option<Uid>, Vec<Vni>> = BTreeMap::new();
         for &vni in self.owned.difference(&owned) {
-            let to = assign::owner(vni, peers.iter().copied());
+            let to = self.owner_of(vni, &peers, &mine);
             released.entry(to).or_default().push(vni);
         }
         for (to, vnis) in released {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 mod admit;
 mod apply;
+mod evidence;
 mod io;
 mod leave;
 mod logs;
@@ -31,6 +32,7 @@ pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, OwnershipChange, 
 
 /// How many ownership changes a status shows.
 pub const TRANSITIONS_KEPT: usize = 64;
+pub use evidence::{adaptive_multiple, Advert};
 pub use leave::STOP_ATTEMPTS;
 
 use tracing::{debug, info, trace, warn};
@@ -41,7 +43,7 @@ use crate::cli::Config;
 use crate::garp;
 use crate::kernel::KernelError;
 use crate::links::{Change, KernelEvent, LinkTable, Snapshot};
-use crate::liveness::Liveness;
+use crate::liveness::{Liveness, Observation};
 use crate::readiness::{Readiness, Transition};
 use crate::reconcile::Backoff;
 use crate::types::{IfIndex, Uid, Vni};
@@ -75,6 +77,29 @@ enum Phase {
 pub struct Core {
     cfg: Config,
     me: Uid,
+    incarnation: u64,
+    /// Our own heartbeats' source address, as they loop back.
+    my_addr: Option<SocketAddr>,
+    /// Candidate peers that do not count us alive (their ECHO leaves us out): we step back.
+    unseen_by: BTreeSet<Uid>,
+    /// Peers that hear us only through other members.
+    heard_indirectly_by: BTreeSet<Uid>,
+    /// Peers whose view has differed from ours for a while.
+    split_with: BTreeSet<Uid>,
+    /// What candidate peers cannot serve (their BLOCKED).
+    peer_blocked: BTreeMap<Uid, Vec<Vni>>,
+    /// A later process with our UID was heard: we own nothing until then.
+    yield_until: Option<Instant>,
+    /// Signed frames that verified but did not prove freshness (yet), by sender: echoed with
+    /// our next heartbeats, so that their senders can prove it (two gateways that start at once
+    /// must each hear the other first). At most `max_peers`, each for the longest hold time.
+    pending: BTreeMap<Uid, (u64, u64, Instant)>,
+    /// Our hold time now (raised under loss).
+    hold: Duration,
+    /// The VNIs we last said we cannot serve.
+    last_unservable: Vec<Vni>,
+    /// The advert for the heartbeat task changed.
+    advert_dirty: bool,
     live: Liveness,
     links: LinkTable,
     readiness: Readiness,
@@ -117,6 +142,17 @@ impl Core {
             refresh: cfg.garp_refresh,
         };
         Core {
+            incarnation,
+            my_addr: None,
+            unseen_by: BTreeSet::new(),
+            heard_indirectly_by: BTreeSet::new(),
+            split_with: BTreeSet::new(),
+            peer_blocked: BTreeMap::new(),
+            yield_until: None,
+            pending: BTreeMap::new(),
+            hold: cfg.hold(),
+            last_unservable: Vec::new(),
+            advert_dirty: true,
             live: Liveness::with_max_peers(me, incarnation, cfg.max_peers),
             links: LinkTable::new(cfg.pattern.clone(), cfg.vnis(), cfg.bind_interface.clone()),
             readiness: Readiness::new(cfg.hold_down(), cfg.uplink_hold_down()),
@@ -169,9 +205,10 @@ impl Core {
                 ttl,
                 ifindex,
                 dropped,
+                own_sequence,
             } => {
                 self.socket_drops(dropped, now);
-                self.datagram(bytes, from, ttl, ifindex, now)
+                self.datagram(bytes, from, ttl, ifindex, own_sequence, now)
             }
             Input::Kernel(events) => self.kernel_events(events, now),
             Input::Snapshot(snap) => self.snapshot(snap, now),
@@ -216,12 +253,14 @@ impl Core {
                 self.next_resync,
                 self.rebind_after,
                 self.watchdog_at,
+                self.yield_until,
             ],
             // Only who is alive and how long we wait for them.
             Phase::Leaving { deadline, .. } => [
                 self.live.next_deadline(),
                 Some(*deadline),
                 self.watchdog_at,
+                None,
                 None,
                 None,
                 None,
@@ -234,7 +273,7 @@ impl Core {
 
     /// The flags of the periodic heartbeats now.
     pub fn heartbeat_flags(&self) -> u8 {
-        if self.readiness.ready() {
+        if self.candidate() {
             0
         } else {
             FLAG_STARTING
@@ -324,15 +363,47 @@ impl Core {
         from: SocketAddr,
         ttl: Option<u8>,
         ifindex: Option<IfIndex>,
+        own_sequence: u64,
         now: Instant,
     ) {
         self.stats.frames_received += 1;
-        let Some(frame) = self.admit(bytes, from, ttl, ifindex, now) else {
+        let Some(admit::Admitted { frame, ext, signed }) =
+            self.admit(bytes, from, ttl, ifindex, now)
+        else {
             return;
         };
+        if signed && !self.fresh(&frame, &ext, own_sequence) {
+            self.heard_pending(&frame, now);
+            *self.stats.frames_rejected.entry("not_fresh").or_default() += 1;
+            if self.logs.rejected.ready(now) {
+                warn!(%from, reason = "not_fresh", "heartbeat rejected: it echoes none of our recent heartbeats (a replay, or a sender that has not heard us yet)");
+            }
+            return;
+        }
         let obs = self.live.observe(&frame, from, now);
         trace!(from = %from, ?obs, "heartbeat");
         self.note(obs, from, now);
+        if let Frame::Heartbeat(hb) = &frame {
+            match obs {
+                Observation::Echo => self.my_addr = Some(from),
+                Observation::Conflict {
+                    incarnation: Some(inc),
+                    ..
+                } => self.duplicate_uid(inc, from, hb.hold(), now),
+                Observation::Stale { .. }
+                | Observation::Refused { .. }
+                | Observation::Left { .. } => {}
+                _ => self.evidence_in(hb, &ext, now),
+            }
+            // A (re)started peer in its hold-down: we keep what it will own for now.
+            if matches!(
+                obs,
+                Observation::Restarted { starting: true, .. }
+                    | Observation::Joined { starting: true, .. }
+            ) {
+                self.reannounce_for(hb.uid, now);
+            }
+        }
         match &mut self.phase {
             Phase::Running if obs.changes_candidates() => {
                 self.effects.push_back(Effect::HeartbeatNow);
@@ -444,8 +515,23 @@ impl Core {
                 self.effects.push_back(Effect::HeartbeatNow);
             }
         }
+        if self.yield_until.is_some_and(|t| t <= now) {
+            self.yield_until = None;
+            info!(
+                "no frame with our uid from a later process for its hold time: a candidate again"
+            );
+            reassign = Some("duplicate uid gone".into());
+            self.effects.push_back(Effect::HeartbeatNow);
+        }
         let gone = self.live.expire(now);
+        if !gone.is_empty() {
+            self.advert_dirty = true;
+        }
         for uid in &gone {
+            self.unseen_by.remove(uid);
+            self.heard_indirectly_by.remove(uid);
+            self.split_with.remove(uid);
+            self.peer_blocked.remove(uid);
             if self.logs.lines.allow(now, &mut self.stats) {
                 info!(peer = %uid, "peer dead");
             }

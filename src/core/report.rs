@@ -1,10 +1,9 @@
 //! The core's state as a [`Report`] (`wmgwd2 status`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Core, Phase, Stats};
-use crate::assign;
 use crate::liveness::PeerState;
 use crate::status::{Change, Gateway, Member, Report, VniState, SCHEMA};
 use crate::types::{vni_ranges, Uid};
@@ -64,10 +63,7 @@ impl Core {
     /// The candidates now (ready members, this gateway once ready), and what `wmgwd2 plan`
     /// answers when `without` leave and `with` join.
     pub fn plan(&self, without: &[Uid], with: &[Uid]) -> crate::status::PlanReport {
-        let mut now: BTreeSet<Uid> = self.live.ready_peers().collect();
-        if self.readiness.ready() {
-            now.insert(self.me);
-        }
+        let now = self.view_members();
         let mut then = now.clone();
         for u in without {
             then.remove(u);
@@ -83,6 +79,8 @@ impl Core {
             Phase::Leaving { .. } => "leaving",
             Phase::Stopping { .. } | Phase::Done => "stopping",
             _ if self.readiness.drained() => "drained",
+            _ if self.readiness.ready() && self.yield_until.is_some() => "duplicate-uid",
+            _ if self.readiness.ready() && !self.unseen_by.is_empty() => "unseen",
             _ if self.readiness.ready() => "ready",
             _ if !self.uplink_usable() && self.links.uplink_name().is_some() => "uplink-down",
             _ if self.readiness.uplink_holding() => "uplink-hold-down",
@@ -109,16 +107,14 @@ impl Core {
                 lost: p.lost,
             })
             .collect();
-        let mut candidates: BTreeSet<Uid> = self.live.ready_peers().collect();
-        if self.readiness.ready() {
-            candidates.insert(self.me);
-        }
+        let candidates = self.view_members();
+        let mine = self.unservable();
         let vnis = self
             .cfg
             .vnis()
             .iter()
             .map(|vni| {
-                let owner = assign::owner(vni, candidates.iter().copied());
+                let owner = self.owner_of(vni, &candidates, &mine);
                 let link = self.links.get(vni);
                 let active = link.is_some_and(|l| l.active());
                 let ours = owner == Some(self.me);
