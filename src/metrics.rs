@@ -199,6 +199,29 @@ pub fn render(report: &Report, facts: &ShellFacts) -> String {
         "LEAVINGs of a peer refuted by its later heartbeats (forged or replayed)",
         get("leaves_refuted"),
     );
+    let one_way: Family<Labels, Counter> = Family::default();
+    for (dir, key) in [("in", "one_way_in"), ("out", "one_way_out")] {
+        one_way
+            .get_or_create(&vec![("direction".into(), dir.into())])
+            .inc_by(get(key));
+    }
+    r.register(
+        "one_way_loss",
+        "One-way loss seen: a peer heard only through others (in), a peer that hears us only through others or not at all (out)",
+        one_way,
+    );
+    counter(
+        &mut r,
+        "split_views",
+        "Peers whose candidate set differed from ours for several intervals",
+        get("split_views"),
+    );
+    gauge_f(
+        &mut r,
+        "hold_seconds",
+        "The hold time our heartbeats ask for (raised under measured loss)",
+        report.gateway.hold_ms as f64 / 1000.0,
+    );
     counter(
         &mut r,
         "local_stalls",

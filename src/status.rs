@@ -26,10 +26,12 @@ pub struct Gateway {
     /// Hex, as in `--uid`.
     pub uid: String,
     pub incarnation: u64,
-    /// `starting`, `ready`, `uplink-down`, `uplink-hold-down`, `draining`, `drained`,
-    /// `leaving`, `stopping`.
+    /// `starting`, `ready`, `unseen` (a candidate peer does not hear us: stepped back),
+    /// `duplicate-uid` (a later process has our UID: stepped back), `uplink-down`,
+    /// `uplink-hold-down`, `draining`, `drained`, `leaving`, `stopping`.
     pub state: String,
     pub interval_ms: u64,
+    /// The hold time our heartbeats ask for now (raised under loss our peers measure).
     pub hold_ms: u64,
     /// `--bind-interface`, and whether it is usable.
     pub uplink: Option<String>,
@@ -55,6 +57,25 @@ pub struct Member {
     /// Frames of this incarnation heard, and sequence numbers skipped between them.
     pub frames: u64,
     pub lost: u64,
+    /// The hold time its last frame asked for.
+    #[serde(default)]
+    pub hold_ms: u64,
+    /// The share of its frames this gateway lost lately, in ‰.
+    #[serde(default)]
+    pub loss_permille: u16,
+    /// Kept alive only by what other members heard (one-way loss from it to us).
+    #[serde(default)]
+    pub heard_indirectly: bool,
+    /// What its heartbeats say of us: `yes`, `indirectly` (only through other members), `no`
+    /// (it counts us dead: we step back); absent when it does not say.
+    #[serde(default)]
+    pub hears_us: Option<String>,
+    /// Its candidate set has differed from ours for a while (a split view).
+    #[serde(default)]
+    pub view_differs: bool,
+    /// The VNIs it cannot serve (BLOCKED), as ranges; empty when none.
+    #[serde(default)]
+    pub blocked: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,13 +121,32 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<20} {:<22} {:<9} {:>10} {:>10} {:>9} {:>9} {:>7}",
-            "member", "address", "state", "heard ago", "expires in", "interval", "frames", "lost"
+            "{:<20} {:<22} {:<9} {:>10} {:>10} {:>9} {:>9} {:>7} {:>6}  {:<10}",
+            "member",
+            "address",
+            "state",
+            "heard ago",
+            "expires in",
+            "interval",
+            "frames",
+            "lost",
+            "loss",
+            "hears us"
         );
         for m in &self.members {
+            let mut notes = Vec::new();
+            if m.heard_indirectly {
+                notes.push("heard only through others".to_owned());
+            }
+            if m.view_differs {
+                notes.push("view differs".to_owned());
+            }
+            if !m.blocked.is_empty() {
+                notes.push(format!("blocked {}", m.blocked));
+            }
             let _ = writeln!(
                 out,
-                "{:<20} {:<22} {:<9} {:>8}ms {:>8}ms {:>7}ms {:>9} {:>7}",
+                "{:<20} {:<22} {:<9} {:>8}ms {:>8}ms {:>7}ms {:>9} {:>7} {:>5.1}%  {:<10} {}",
                 m.uid,
                 m.address,
                 m.state,
@@ -114,7 +154,10 @@ impl Report {
                 m.expires_in_ms,
                 m.interval_ms,
                 m.frames,
-                m.lost
+                m.lost,
+                f64::from(m.loss_permille) / 10.0,
+                m.hears_us.as_deref().unwrap_or("-"),
+                notes.join(", ")
             );
         }
         if self.members.is_empty() {

@@ -32,6 +32,9 @@ impl Stats {
             ("leaves_refuted", self.leaves_refuted),
             ("log_lines_suppressed", self.log_lines_suppressed),
             ("uid_conflicts", self.uid_conflicts),
+            ("one_way_in", self.one_way_in),
+            ("one_way_out", self.one_way_out),
+            ("split_views", self.split_views),
             ("socket_drops", self.socket_drops),
             ("local_stalls", self.local_stalls),
             ("heartbeats_sent", self.heartbeats_sent),
@@ -105,6 +108,24 @@ impl Core {
                 interval_ms: ms(p.interval),
                 frames: p.frames,
                 lost: p.lost,
+                hold_ms: ms(p.hold),
+                loss_permille: p.loss.permille(),
+                heard_indirectly: p.indirect,
+                hears_us: match (&p.about_us, p.state) {
+                    (a, PeerState::Ready | PeerState::Starting) if a.echoes => Some(
+                        if a.missing_us > 0 {
+                            "no"
+                        } else if a.our_sequence.is_some() && !a.direct {
+                            "indirectly"
+                        } else {
+                            "yes"
+                        }
+                        .into(),
+                    ),
+                    _ => None,
+                },
+                view_differs: self.split_with.contains(uid),
+                blocked: vni_ranges(p.about_us.blocked.iter().copied()),
             })
             .collect();
         let candidates = self.view_members();
@@ -148,7 +169,7 @@ impl Core {
                 incarnation,
                 state: state.into(),
                 interval_ms: ms(self.cfg.interval),
-                hold_ms: ms(self.cfg.hold()),
+                hold_ms: ms(self.hold),
                 uplink: self.links.uplink_name().map(str::to_owned),
                 uplink_up: self.uplink_usable(),
                 range: self.cfg.vnis().to_string(),
