@@ -230,6 +230,27 @@ pub struct Args {
     pub verbose: u8,
 }
 
+/// What `wmgwd2 check` is, for the documentation; `main` takes the word off and parses the rest
+/// with [`Args`], so clap's parser never sees it.
+const CHECK_ABOUT: &str = "Preflight: with the daemon's flags, report without changing \
+     anything what would make the daemon fail or misbehave on this host; exit 1 on any error";
+
+/// The whole command line as documented (man pages, shell completions): [`Args`] plus the
+/// `check` subcommand, which takes the daemon's flags.
+pub fn command() -> clap::Command {
+    let args = Args::command();
+    let daemon_flags: Vec<clap::Arg> = args
+        .get_arguments()
+        .filter(|a| !a.is_global_set())
+        .cloned()
+        .collect();
+    args.subcommand(
+        clap::Command::new("check")
+            .about(CHECK_ABOUT)
+            .args(daemon_flags),
+    )
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
