@@ -1002,3 +1002,245 @@ fn check_passes_a_correct_gateway_and_names_what_is_wrong() {
         assert_eq!(i.protodown, before[v].protodown, "vni {v}");
     }
 }
+
+/// Listens on the heartbeat port in the client namespace (a host on the segment) for `for_`, and
+/// returns every datagram heard whose sender UID (bytes 8..16) is `uid`.
+fn capture_from_client(lab: &Lab, uid: u64, for_: Duration) -> Vec<Vec<u8>> {
+    netns::spawn_in(&lab.client(), move || {
+        let s = UdpSocket::bind("0.0.0.0:3000").expect("bind 3000 in the client namespace");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while t0.elapsed() < for_ {
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                if n >= 16 && buf[8..16] == uid.to_be_bytes() {
+                    got.push(buf[..n].to_vec());
+                }
+            }
+        }
+        got
+    })
+    .expect("enter the client namespace")
+    .join()
+    .expect("capture")
+}
+
+/// Replay (issue 8): genuine signed heartbeats of gw2, captured on the segment, are sent again
+/// from the client at once, after gw2 stopped (its entry gone on the others), and after gw1
+/// restarted (lost state): none revives gw2 or moves a VNI, and the receivers count them.
+#[test]
+fn replayed_genuine_frames_change_nothing_also_after_lost_state() {
+    let (dir, key) = key_file("replay", &format!("1 {}\n", "3c".repeat(32)));
+    let Some(mut lab) = lab_up("replay", &["--key-file", key.to_str().unwrap()]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND)
+        .expect("a keyed fleet converges");
+    let captured: Vec<Vec<u8>> = capture_from_client(&lab, plan::uid(2), Duration::from_secs(2))
+        .into_iter()
+        .filter(|f| f.len() > 40 && f[6] == 1 && f[5] & wmgwd2::wire::FLAG_LEAVING == 0)
+        .collect();
+    assert!(
+        captured.len() >= 10,
+        "captured {} frames of gw2",
+        captured.len()
+    );
+    // At once: the receivers have newer frames of the same incarnation.
+    let before = owners(&lab, &all);
+    send_from_client(&lab, captured.clone(), 255, 3);
+    owners_unchanged(
+        &lab,
+        &all,
+        &before,
+        Duration::from_millis(1000),
+        "an immediate replay",
+    );
+
+    // After gw2 stopped, and its tombstone is gone (its hold time, 300 ms).
+    let acted = lab.act(Event::Stop, 2).expect("SIGTERM");
+    assert!(acted.exit.expect("exit").0.success());
+    let rest = [1, 3];
+    lab.wait_converged(&rest, BOUND)
+        .expect("takeover after the stop");
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = owners(&lab, &rest);
+    send_from_client(&lab, captured.clone(), 255, 3);
+    owners_unchanged(
+        &lab,
+        &rest,
+        &before,
+        Duration::from_millis(1500),
+        "a replay of a stopped gateway",
+    );
+
+    // After a receiver restarted (it has no state of gw2 at all).
+    let acted = lab.act(Event::Stop, 1).expect("SIGTERM");
+    assert!(acted.exit.expect("exit").0.success());
+    lab.start(1).expect("restart gw1");
+    lab.wait_converged(&rest, BOUND).expect("gw1 back");
+    let before = owners(&lab, &rest);
+    send_from_client(&lab, captured, 255, 3);
+    owners_unchanged(
+        &lab,
+        &rest,
+        &before,
+        Duration::from_millis(1500),
+        "a replay at a restarted receiver",
+    );
+    lab.daemons.signal(1, libc::SIGUSR1);
+    let log = lab.daemons.log(1);
+    wait(&lab, "the replayed frames counted as not fresh", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" status ") && l.contains("frames_rejected.not_fresh="))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Samples the owner map of `gws` every 25 ms in a thread of its own until told to stop; says,
+/// at the end, the longest run of samples in which a VNI had two or more owners, and the VNIs
+/// that had none in some sample.
+struct OwnerSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, BTreeSet<u32>)>,
+}
+
+impl OwnerSampler {
+    fn start(lab: &Lab, gws: &[usize]) -> OwnerSampler {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let names: Vec<(usize, String)> = gws.iter().map(|&g| (g, lab.gw(g))).collect();
+        let vnis: Vec<u32> = (spec().first()..=spec().last()).collect();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut since: std::collections::BTreeMap<u32, Instant> = Default::default();
+            let mut longest = Duration::ZERO;
+            let mut ownerless = BTreeSet::new();
+            while !flag.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                let mut count: std::collections::BTreeMap<u32, usize> =
+                    vnis.iter().map(|&v| (v, 0)).collect();
+                for (_, ns) in &names {
+                    if let Ok(o) =
+                        wmgwd2_lab::kernel::owned(ns, wmgwd2_lab::kernel::Ownership::Link)
+                    {
+                        for (v, up) in o {
+                            if up {
+                                *count.entry(v).or_default() += 1;
+                            }
+                        }
+                    }
+                }
+                for (v, n) in count {
+                    if n >= 2 {
+                        let s = *since.entry(v).or_insert(now);
+                        longest = longest.max(now - s);
+                    } else {
+                        since.remove(&v);
+                    }
+                    if n == 0 {
+                        ownerless.insert(v);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            (longest, ownerless)
+        });
+        OwnerSampler { stop, thread }
+    }
+
+    fn finish(self) -> (Duration, BTreeSet<u32>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
+}
+
+/// Two gateways given the same `--uid` (issue 8): gw3 is started with gw2's UID. The peers follow
+/// the later process; gw2 (the earlier one) steps back. Within two hold times no VNI has two
+/// active owners, and then gw2 owns nothing while gw3 owns that UID's share; both log it.
+#[test]
+fn a_duplicate_uid_steps_back_within_two_hold_times() {
+    let Some(mut lab) = lab_up("duplicate uid", &[]) else {
+        return;
+    };
+    lab.start(1).expect("start gw1");
+    lab.start(2).expect("start gw2");
+    lab.wait_converged(&[1, 2], BOUND).expect("convergence");
+    let uid2 = format!("{:#x}", plan::uid(2));
+    lab.daemons.cfg.extra.extend(["--uid".to_owned(), uid2]);
+    let sampler = OwnerSampler::start(&lab, &[1, 2, 3]);
+    lab.start(3).expect("start gw3 with gw2's uid");
+    std::thread::sleep(Duration::from_secs(4));
+    // Hold time 300 ms: doubly owned VNIs must end within 600 ms; 100 ms more for sampling and
+    // the kernel's protodown.
+    let (longest, _) = sampler.finish();
+    assert!(
+        longest <= Duration::from_millis(700),
+        "a VNI had two owners for {longest:?}"
+    );
+    let share = owned_by(&[1, 2], 2);
+    wait(&lab, "gw3 serves the uid's share, gw2 nothing", || {
+        let o = owners(&lab, &[1, 2, 3]);
+        o.iter()
+            .all(|(v, w)| w == &vec![if share.contains(v) { 3 } else { 1 }])
+    });
+    let text = |g| std::fs::read_to_string(lab.daemons.log(g)).unwrap_or_default();
+    assert!(
+        text(2).contains("duplicate uid"),
+        "gw2 did not say it steps back"
+    );
+    assert!(
+        text(3).contains("another gateway uses our uid"),
+        "gw3 did not report the conflict"
+    );
+}
+
+/// Keying a running fleet (issue 8): one gateway at a time restarted with a key in transition
+/// mode, then each again in `require` mode. At no sampled moment is a VNI without an owner, and
+/// a VNI has two owners only for the moment of a make-before-break handover (at most one
+/// interval, 100 ms, plus sampling).
+#[test]
+fn a_fleet_is_keyed_one_gateway_at_a_time_without_a_gap() {
+    let (dir, key) = key_file("rollout", &format!("1 {}\n", "7e".repeat(32)));
+    let Some(mut lab) = lab_up("rollout", &[]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND)
+        .expect("an unkeyed fleet converges");
+    let key = key.to_str().unwrap().to_owned();
+    for mode in ["transition", "require"] {
+        for g in all {
+            lab.daemons.cfg.extra = vec![
+                "-v".into(),
+                "--key-file".into(),
+                key.clone(),
+                "--auth-mode".into(),
+                mode.into(),
+            ];
+            let sampler = OwnerSampler::start(&lab, &all);
+            let acted = lab.act(Event::Stop, g).expect("SIGTERM");
+            assert!(acted.exit.expect("exit").0.success());
+            lab.start(g).expect("restart keyed");
+            lab.wait_converged(&all, BOUND)
+                .unwrap_or_else(|e| panic!("{mode}, gw{g}: no convergence: {e}"));
+            std::thread::sleep(Duration::from_millis(500));
+            let (longest, ownerless) = sampler.finish();
+            assert!(
+                ownerless.is_empty(),
+                "{mode}, gw{g}: VNIs {ownerless:?} without an owner"
+            );
+            assert!(
+                longest <= Duration::from_millis(200),
+                "{mode}, gw{g}: a VNI had two owners for {longest:?}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

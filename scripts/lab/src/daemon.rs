@@ -93,10 +93,12 @@ pub fn keepalived_command_line(bin: &Path, ns: &str, g: usize, dir: &Path) -> Ve
 pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<String> {
     let mut a: Vec<String> = ["ip", "netns", "exec", ns].map(String::from).to_vec();
     a.push(cfg.bin.display().to_string());
+    // An extra `--uid` replaces the gateway's own (a duplicate-UID test).
+    if !cfg.extra.iter().any(|x| x == "--uid") {
+        a.extend(["--uid".to_owned(), format!("{:#x}", plan::uid(g))]);
+    }
     a.extend(
         [
-            "--uid".to_owned(),
-            format!("{:#x}", plan::uid(g)),
             "--minvni".to_owned(),
             spec.first().to_string(),
             "--maxvni".to_owned(),
