@@ -615,6 +615,8 @@ enum Forged {
         seq: u64,
         flags: u8,
         hold: u32,
+        /// An ECHO claiming to have heard the genuine peer (and us) this long ago.
+        echo_age: Option<u32>,
     },
     /// An invented legacy frame.
     Legacy(u64),
@@ -632,14 +634,16 @@ fn forged() -> impl proptest::strategy::Strategy<Value = Forged> {
             any::<u64>(),
             any::<u64>(),
             any::<u8>(),
-            any::<u32>()
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
         )
-            .prop_map(|(uid, inc, seq, flags, hold)| Forged::Other {
+            .prop_map(|(uid, inc, seq, flags, hold, echo_age)| Forged::Other {
                 uid: 0x9000 + uid,
                 inc,
                 seq,
                 flags,
                 hold: hold.max(100),
+                echo_age,
             }),
         (1u64..64).prop_map(|u| Forged::Legacy(0x9000 + u)),
         (0u64..3).prop_map(|seq_ahead| Forged::Leaving { seq_ahead }),
@@ -651,7 +655,8 @@ proptest::proptest! {
     /// A genuine peer sends every 100 ms; between two of its heartbeats, any number of forged
     /// frames arrive. The table never exceeds its cap, no deadline lies beyond the clamp, and the
     /// genuine peer is a candidate again at the latest after its second heartbeat following any
-    /// forged frame (the first may carry the sequence number a forged LEAVING used).
+    /// forged frame (the first may carry the sequence number a forged LEAVING used). Forged
+    /// ECHOes (what an invented member claims to have heard) extend nobody beyond the clamp.
     #[test]
     fn forged_frames_keep_the_table_bounded_and_cannot_evict_a_live_peer(
         rounds in proptest::collection::vec(proptest::collection::vec(forged(), 0..6), 1..40),
@@ -674,7 +679,7 @@ proptest::proptest! {
             for (j, f) in round.iter().enumerate() {
                 let t = t + ms(1 + j as u64);
                 let frame = match *f {
-                    Forged::Other { uid, inc, seq, flags, hold } => Frame::Heartbeat(Heartbeat {
+                    Forged::Other { uid, inc, seq, flags, hold, .. } => Frame::Heartbeat(Heartbeat {
                         uid: Uid(uid), incarnation: inc, sequence: seq, flags,
                         interval_ms: 100, hold_ms: hold,
                     }),
@@ -683,6 +688,10 @@ proptest::proptest! {
                     Forged::Replay { back } => sent[sent.len().saturating_sub(1 + back)],
                 };
                 l.observe(&frame, addr(), t);
+                if let Forged::Other { uid, echo_age: Some(age), .. } = *f {
+                    let ext = echoes(&[(PEER, 1000, u64::MAX, age), (ME, MY_INC, 1, age)]);
+                    l.observe_extensions(Uid(uid), &ext, t);
+                }
                 clean_rounds = 0;
                 proptest::prop_assert!(l.peers().len() <= CAP);
                 for p in l.peers().values() {
