@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod drill;
 pub mod evpn;
 pub mod evpn_drill;
+pub mod frame_cost;
 pub mod kernel;
 pub mod netns;
 pub mod oracle;

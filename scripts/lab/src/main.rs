@@ -3,6 +3,7 @@
 //!   stall-check   short intervals on a quiet machine (`scripts/stall-check.sh`)
 //!   bench         wmgwd2 against keepalived (`scripts/bench.sh`)
 //!   evpn-drill    the handover through real FRR BGP EVPN (`scripts/evpn-drill.sh`)
+//!   frame-cost    what a heartbeat costs to build and read, signed or not (no root)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,11 +12,11 @@ use std::time::Duration;
 
 use wmgwd2_lab::drill::{self, Config};
 use wmgwd2_lab::{
-    analysis, bench, evpn_drill, plan, scenario, stall, DaemonConfig, DaemonKind, Spec,
+    analysis, bench, evpn_drill, frame_cost, plan, scenario, stall, DaemonConfig, DaemonKind, Spec,
 };
 
 const COMMANDS: &str =
-    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill [OPTIONS] (-h for each)\n";
+    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|frame-cost [OPTIONS] (-h for each)\n";
 
 /// A failed command line: exit 2 with the usage, or 1 with a message.
 enum Fail {
@@ -429,6 +430,19 @@ fn evpn_drill_main(args: &[String]) -> Result<bool, Fail> {
     Ok(true)
 }
 
+fn frame_cost_main(args: &[String]) -> Result<bool, Fail> {
+    let (opts, _) = parse(args, &["-n"])?;
+    let n = number(
+        &opts,
+        "-n",
+        200_000u32,
+        1..=100_000_000,
+        "a number of frames",
+    )?;
+    print!("{}", frame_cost::report(&frame_cost::measure(n)));
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, usage, r) = match args.first().map(String::as_str) {
@@ -436,6 +450,7 @@ fn main() -> ExitCode {
         Some("stall-check") => ("stall-check", stall::USAGE, stall_main(&args[1..])),
         Some("bench") => ("bench", bench::USAGE, bench_main(&args[1..])),
         Some("evpn-drill") => ("evpn-drill", evpn_drill::USAGE, evpn_drill_main(&args[1..])),
+        Some("frame-cost") => ("frame-cost", frame_cost::USAGE, frame_cost_main(&args[1..])),
         _ => {
             eprint!("{COMMANDS}");
             return ExitCode::from(2);
