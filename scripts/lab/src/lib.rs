@@ -21,6 +21,7 @@ pub mod evpn;
 pub mod evpn_drill;
 pub mod kernel;
 pub mod netns;
+pub mod nft;
 pub mod oracle;
 pub mod plan;
 pub mod probe;
