@@ -27,6 +27,7 @@ pub mod plan;
 pub mod probe;
 pub mod scenario;
 pub mod session;
+pub mod stability;
 pub mod stall;
 pub mod topo;
 
