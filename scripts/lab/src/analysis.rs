@@ -311,9 +311,13 @@ pub struct Anomalies {
     /// VNIs with no live owner at some moment, and the longest such moment.
     pub ownerless_vnis: usize,
     pub ownerless_max: Duration,
+    /// The sum of those moments over every VNI (VNI-time).
+    pub ownerless_time: Duration,
     /// VNIs with two or more live owners at some moment, and the longest such moment.
     pub double_vnis: usize,
     pub double_max: Duration,
+    /// The sum of those moments over every VNI (VNI-time).
+    pub double_time: Duration,
     /// From the window's start to the last ownership change of a live gateway (zero: none).
     pub last_change: Duration,
     /// VNIs without exactly one live owner at the window's end.
@@ -353,9 +357,11 @@ pub fn anomalies(spec: &Spec, records: &[Timed], t0: Duration, t1: Duration) -> 
         if s == 0 {
             none.insert(v);
             out.ownerless_max = out.ownerless_max.max(d);
+            out.ownerless_time += d;
         } else if s == 2 {
             dbl.insert(v);
             out.double_max = out.double_max.max(d);
+            out.double_time += d;
         }
     };
     macro_rules! update {
@@ -719,6 +725,7 @@ mod tests {
         let a = anomalies(&spec, &recs, ms(1000), ms(2000));
         assert_eq!(a.ownerless_vnis, 1);
         assert_eq!(a.ownerless_max, ms(300));
+        assert_eq!(a.ownerless_time, ms(300));
         assert_eq!(a.double_vnis, 0);
         assert_eq!(a.last_change, ms(300));
         assert_eq!(a.open, 0);
@@ -752,6 +759,7 @@ mod tests {
         let a = anomalies(&spec, &recs, ms(100), ms(1000));
         assert_eq!(a.double_vnis, 1);
         assert_eq!(a.double_max, ms(50));
+        assert_eq!(a.double_time, ms(50), "the half millisecond is not counted");
         assert_eq!(a.ownerless_vnis, 0);
         assert_eq!(a.last_change, Duration::from_micros(300_500));
         // Still two owners at the end of a window that closes at 225: open, counted to the end.

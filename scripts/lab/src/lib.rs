@@ -1,7 +1,8 @@
 //! wmgwd2's lab, written once: the topology of network namespaces, the daemons' command line and
 //! their processes, the kernel's owner map, the oracle, the probes (gratuitous ARPs, pings, the
-//! protodown timeline), their analysis, and the failover scenario. `tests/lab.rs` and the
-//! `wmgwd2-lab drill` binary (`scripts/drill.sh`) are built on it.
+//! protodown timeline), their analysis, the failover scenario, and heartbeat loss injected with
+//! nftables ([`nft`], [`loss`], [`stability`]). `tests/lab.rs` and the `wmgwd2-lab` binary
+//! (`scripts/drill.sh`, `scripts/loss.sh`, ...) are built on it.
 //!
 //! ```text
 //!  plan (addresses, names) ──> topo (namespaces, ip -batch) ──> Lab (+ daemon) ──> scenario (act)
@@ -21,12 +22,15 @@ pub mod evpn;
 pub mod evpn_drill;
 pub mod frame_cost;
 pub mod kernel;
+pub mod loss;
 pub mod netns;
+pub mod nft;
 pub mod oracle;
 pub mod plan;
 pub mod probe;
 pub mod scenario;
 pub mod session;
+pub mod stability;
 pub mod stall;
 pub mod topo;
 

@@ -4,6 +4,7 @@
 //!   bench         wmgwd2 against keepalived (`scripts/bench.sh`)
 //!   evpn-drill    the handover through real FRR BGP EVPN (`scripts/evpn-drill.sh`)
 //!   frame-cost    what a heartbeat costs to build and read, signed or not (no root)
+//!   loss          heartbeat loss and failure detection (`scripts/loss.sh`)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,11 +13,12 @@ use std::time::Duration;
 
 use wmgwd2_lab::drill::{self, Config};
 use wmgwd2_lab::{
-    analysis, bench, evpn_drill, frame_cost, plan, scenario, stall, DaemonConfig, DaemonKind, Spec,
+    analysis, bench, evpn_drill, frame_cost, loss, nft, plan, scenario, stall, DaemonConfig,
+    DaemonKind, Spec,
 };
 
 const COMMANDS: &str =
-    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|frame-cost [OPTIONS] (-h for each)\n";
+    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|loss|frame-cost [OPTIONS] (-h for each)\n";
 
 /// A failed command line: exit 2 with the usage, or 1 with a message.
 enum Fail {
@@ -443,6 +445,109 @@ fn frame_cost_main(args: &[String]) -> Result<bool, Fail> {
     Ok(true)
 }
 
+/// "60s", "500ms" or "60" (seconds).
+fn duration(opts: &BTreeMap<String, String>, o: &str, default: Duration) -> Result<Duration, Fail> {
+    let Some(s) = opts.get(o) else {
+        return Ok(default);
+    };
+    let ms = analysis::interval_ms(s).or_else(|| s.parse::<u64>().ok().map(|n| n * 1000));
+    ms.map(Duration::from_millis).ok_or_else(|| {
+        Fail::Run(format!(
+            "{o} takes a whole number of ms or s, e.g. 500ms or 60s"
+        ))
+    })
+}
+
+/// "1:2,3:1" -> [(1, 2), (3, 1)]
+fn one_way(s: &str) -> Option<Vec<(usize, usize)>> {
+    s.split(',')
+        .map(|p| {
+            let (a, b) = p.split_once(':')?;
+            Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn loss_main(args: &[String]) -> Result<bool, Fail> {
+    let known = [
+        "-g",
+        "-v",
+        "-i",
+        "-b",
+        "--loss",
+        "--one-way",
+        "--duration",
+        "--fail-after",
+    ];
+    let (opts, extra) = parse(args, &known)?;
+    let gateways = number(&opts, "-g", 3usize, 2..=200, "2-200")?;
+    let vnis = number(
+        &opts,
+        "-v",
+        30u32,
+        1..=plan::MAX_VNI,
+        &format!("1-{}", plan::MAX_VNI),
+    )?;
+    let (interval, _) = interval(&opts, "100ms")?;
+    let percent = number(&opts, "--loss", 20u8, 0..=100, "0-100 (percent)")?;
+    let pairs = match opts.get("--one-way") {
+        None => Vec::new(),
+        Some(s) => one_way(s).ok_or_else(|| {
+            Fail::Run("--one-way takes A:B (gateway numbers), several as A:B,C:D".into())
+        })?,
+    };
+    for &(a, b) in &pairs {
+        if a == b || !(1..=gateways).contains(&a) || !(1..=gateways).contains(&b) {
+            return Err(Fail::Run(format!(
+                "--one-way {a}:{b}: two different gateways of 1-{gateways}"
+            )));
+        }
+    }
+    let dur = duration(&opts, "--duration", Duration::from_secs(60))?;
+    let fail_after = match opts.get("--fail-after") {
+        None => None,
+        Some(_) => Some(duration(&opts, "--fail-after", Duration::ZERO)?),
+    };
+    if let Some(f) = fail_after {
+        if f + Duration::from_secs(2) > dur {
+            return Err(Fail::Run(
+                "--fail-after must leave at least 2 s of the --duration after it".into(),
+            ));
+        }
+    }
+    let bound = match std::env::var("LOSS_BOUND").map(|b| b.parse::<u64>()) {
+        Err(_) => 30,
+        Ok(Ok(b)) if b >= 1 => b,
+        Ok(_) => return Err(Fail::Run("LOSS_BOUND must be whole seconds".into())),
+    };
+    need_root()?;
+    if !nft::available() {
+        return Err(Fail::Run(
+            "nft not found (apt-get install nftables; scripts/loss.sh does)".into(),
+        ));
+    }
+    let bin = binary(&opts)?;
+    let cfg = loss::Config {
+        spec: Spec::new(gateways, vnis),
+        daemon: DaemonConfig {
+            kind: DaemonKind::Wmgwd2,
+            bin,
+            interval,
+            extra,
+        },
+        loss: nft::Loss {
+            percent,
+            one_way: pairs,
+        },
+        duration: dur,
+        fail_after,
+        bound: Duration::from_secs(bound),
+        keep_logs: true,
+    };
+    scenario::interrupt_on_signals();
+    loss::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, usage, r) = match args.first().map(String::as_str) {
@@ -451,6 +556,7 @@ fn main() -> ExitCode {
         Some("bench") => ("bench", bench::USAGE, bench_main(&args[1..])),
         Some("evpn-drill") => ("evpn-drill", evpn_drill::USAGE, evpn_drill_main(&args[1..])),
         Some("frame-cost") => ("frame-cost", frame_cost::USAGE, frame_cost_main(&args[1..])),
+        Some("loss") => ("loss", loss::USAGE, loss_main(&args[1..])),
         _ => {
             eprint!("{COMMANDS}");
             return ExitCode::from(2);
