@@ -1106,62 +1106,33 @@ fn replayed_genuine_frames_change_nothing_also_after_lost_state() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Samples the owner map of `gws` every 25 ms in a thread of its own until told to stop; says,
-/// at the end, the longest run of samples in which a VNI had two or more owners, and the VNIs
-/// that had none in some sample.
-struct OwnerSampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(Duration, BTreeSet<u32>)>,
+/// A lab whose every ownership change is recorded (an `ip monitor` per gateway), with a daemon
+/// counted live while it runs: what `anomalies` replays.
+fn watched(test: &str, extra: &[&str]) -> Option<wmgwd2_lab::session::Session> {
+    let lab = lab_up(test, extra)?;
+    Some(
+        wmgwd2_lab::session::Session::watch(
+            lab,
+            wmgwd2_lab::scenario::LiveRule::Daemon,
+            BOUND,
+            Duration::from_secs(1),
+        )
+        .expect("watch the lab"),
+    )
 }
 
-impl OwnerSampler {
-    fn start(lab: &Lab, gws: &[usize]) -> OwnerSampler {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let names: Vec<(usize, String)> = gws.iter().map(|&g| (g, lab.gw(g))).collect();
-        let vnis: Vec<u32> = (spec().first()..=spec().last()).collect();
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut since: std::collections::BTreeMap<u32, Instant> = Default::default();
-            let mut longest = Duration::ZERO;
-            let mut ownerless = BTreeSet::new();
-            while !flag.load(Ordering::Relaxed) {
-                let now = Instant::now();
-                let mut count: std::collections::BTreeMap<u32, usize> =
-                    vnis.iter().map(|&v| (v, 0)).collect();
-                for (_, ns) in &names {
-                    if let Ok(o) =
-                        wmgwd2_lab::kernel::owned(ns, wmgwd2_lab::kernel::Ownership::Link)
-                    {
-                        for (v, up) in o {
-                            if up {
-                                *count.entry(v).or_default() += 1;
-                            }
-                        }
-                    }
-                }
-                for (v, n) in count {
-                    if n >= 2 {
-                        let s = *since.entry(v).or_insert(now);
-                        longest = longest.max(now - s);
-                    } else {
-                        since.remove(&v);
-                    }
-                    if n == 0 {
-                        ownerless.insert(v);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            (longest, ownerless)
-        });
-        OwnerSampler { stop, thread }
-    }
-
-    fn finish(self) -> (Duration, BTreeSet<u32>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().expect("sampler")
-    }
+/// VNIs with no live owner, or two, between `t0` and now (from the recorded timeline).
+fn anomalies_since(
+    s: &wmgwd2_lab::session::Session,
+    t0: Instant,
+) -> wmgwd2_lab::analysis::Anomalies {
+    std::thread::sleep(Duration::from_millis(200));
+    wmgwd2_lab::analysis::anomalies(
+        &s.lab.spec,
+        &s.records(),
+        s.lab.since_epoch(t0),
+        s.lab.since_epoch(Instant::now()),
+    )
 }
 
 /// Two gateways given the same `--uid` (issue 8): gw3 is started with gw2's UID. The peers follow
@@ -1169,31 +1140,35 @@ impl OwnerSampler {
 /// active owners, and then gw2 owns nothing while gw3 owns that UID's share; both log it.
 #[test]
 fn a_duplicate_uid_steps_back_within_two_hold_times() {
-    let Some(mut lab) = lab_up("duplicate uid", &[]) else {
+    let Some(mut s) = watched("duplicate uid", &[]) else {
         return;
     };
-    lab.start(1).expect("start gw1");
-    lab.start(2).expect("start gw2");
-    lab.wait_converged(&[1, 2], BOUND).expect("convergence");
+    s.lab.start(1).expect("start gw1");
+    s.lab.start(2).expect("start gw2");
+    s.lab.wait_converged(&[1, 2], BOUND).expect("convergence");
     let uid2 = format!("{:#x}", plan::uid(2));
-    lab.daemons.cfg.extra.extend(["--uid".to_owned(), uid2]);
-    let sampler = OwnerSampler::start(&lab, &[1, 2, 3]);
-    lab.start(3).expect("start gw3 with gw2's uid");
-    std::thread::sleep(Duration::from_secs(4));
-    // Hold time 300 ms: doubly owned VNIs must end within 600 ms; 100 ms more for sampling and
-    // the kernel's protodown.
-    let (longest, _) = sampler.finish();
-    assert!(
-        longest <= Duration::from_millis(700),
-        "a VNI had two owners for {longest:?}"
-    );
+    s.lab.daemons.cfg.extra.extend(["--uid".to_owned(), uid2]);
+    let t0 = Instant::now();
+    s.lab.start(3).expect("start gw3 with gw2's uid");
     let share = owned_by(&[1, 2], 2);
-    wait(&lab, "gw3 serves the uid's share, gw2 nothing", || {
-        let o = owners(&lab, &[1, 2, 3]);
-        o.iter()
-            .all(|(v, w)| w == &vec![if share.contains(v) { 3 } else { 1 }])
-    });
-    let text = |g| std::fs::read_to_string(lab.daemons.log(g)).unwrap_or_default();
+    s.lab
+        .wait("gw3 serves the uid's share, gw2 nothing", BOUND, || {
+            let o = s.lab.owners(&[1, 2, 3])?;
+            Ok(o.iter()
+                .all(|(v, w)| w == &vec![if share.contains(v) { 3 } else { 1 }]))
+        })
+        .expect("the later process serves");
+    std::thread::sleep(Duration::from_secs(1));
+    // Hold time 300 ms: doubly owned VNIs must end within two (600 ms); 100 ms more for the
+    // kernel's protodown and the monitors' stamps.
+    let a = anomalies_since(&s, t0);
+    assert!(
+        a.double_max <= Duration::from_millis(700),
+        "a VNI had two owners for {:?} ({} VNIs)",
+        a.double_max,
+        a.double_vnis
+    );
+    let text = |g| std::fs::read_to_string(s.lab.daemons.log(g)).unwrap_or_default();
     assert!(
         text(2).contains("duplicate uid"),
         "gw2 did not say it steps back"
@@ -1211,38 +1186,39 @@ fn a_duplicate_uid_steps_back_within_two_hold_times() {
 #[test]
 fn a_fleet_is_keyed_one_gateway_at_a_time_without_a_gap() {
     let (dir, key) = key_file("rollout", &format!("1 {}\n", "7e".repeat(32)));
-    let Some(mut lab) = lab_up("rollout", &[]) else {
+    let Some(mut s) = watched("rollout", &[]) else {
         return;
     };
     let all = [1, 2, 3];
-    start_all(&mut lab);
-    lab.wait_converged(&all, BOUND)
-        .expect("an unkeyed fleet converges");
+    let (start, _) = s.start_all().expect("start");
+    assert!(start.ok, "an unkeyed fleet converges");
     let key = key.to_str().unwrap().to_owned();
     for mode in ["transition", "require"] {
         for g in all {
-            lab.daemons.cfg.extra = vec![
+            s.lab.daemons.cfg.extra = vec![
                 "-v".into(),
                 "--key-file".into(),
                 key.clone(),
                 "--auth-mode".into(),
                 mode.into(),
             ];
-            let sampler = OwnerSampler::start(&lab, &all);
-            let acted = lab.act(Event::Stop, g).expect("SIGTERM");
+            let t0 = Instant::now();
+            let acted = s.lab.act(Event::Stop, g).expect("SIGTERM");
             assert!(acted.exit.expect("exit").0.success());
-            lab.start(g).expect("restart keyed");
-            lab.wait_converged(&all, BOUND)
+            s.lab.start(g).expect("restart keyed");
+            s.lab
+                .wait_converged(&all, BOUND)
                 .unwrap_or_else(|e| panic!("{mode}, gw{g}: no convergence: {e}"));
-            std::thread::sleep(Duration::from_millis(500));
-            let (longest, ownerless) = sampler.finish();
-            assert!(
-                ownerless.is_empty(),
-                "{mode}, gw{g}: VNIs {ownerless:?} without an owner"
+            let a = anomalies_since(&s, t0);
+            assert_eq!(
+                a.ownerless_vnis, 0,
+                "{mode}, gw{g}: {} VNIs without an owner, the longest for {:?}",
+                a.ownerless_vnis, a.ownerless_max
             );
             assert!(
-                longest <= Duration::from_millis(200),
-                "{mode}, gw{g}: a VNI had two owners for {longest:?}"
+                a.double_max <= Duration::from_millis(200),
+                "{mode}, gw{g}: a VNI had two owners for {:?}",
+                a.double_max
             );
         }
     }
