@@ -195,7 +195,7 @@ fn rss_kib(pids: &[u32]) -> u64 {
 
 /// Control packets at the client's switch port (every heartbeat broadcast and every VRRP advert
 /// reaches the client's VTEP exactly once), and the daemons' CPU time, over `window`.
-fn steady(lab: &Lab, window: Duration) -> Result<Steady> {
+pub fn steady(lab: &Lab, window: Duration) -> Result<Steady> {
     let g_n = lab.spec.gateways;
     let counter = ControlCounter::start(&lab.topo.switch(), "pcl", lab.epoch)?;
     let _ = counter.drops();
