@@ -1,7 +1,7 @@
 //! wmgwd2's lab, written once: the topology of network namespaces, the daemons' command line and
 //! their processes, the kernel's owner map, the oracle, the probes (gratuitous ARPs, pings, the
 //! protodown timeline), their analysis, the failover scenario, and heartbeat loss injected with
-//! nftables ([`nft`], [`loss`], [`stability`]). `tests/lab.rs` and the `wmgwd2-lab` binary
+//! nftables ([`nft`], [`loss`], [`stability`]), and what metrics and status cost ([`cost`]). `tests/lab.rs` and the `wmgwd2-lab` binary
 //! (`scripts/drill.sh`, `scripts/loss.sh`, ...) are built on it.
 //!
 //! ```text
@@ -16,6 +16,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod cost;
 pub mod daemon;
 pub mod drill;
 pub mod evpn;

@@ -5,6 +5,7 @@
 //!   evpn-drill    the handover through real FRR BGP EVPN (`scripts/evpn-drill.sh`)
 //!   frame-cost    what a heartbeat costs to build and read, signed or not (no root)
 //!   loss          heartbeat loss and failure detection (`scripts/loss.sh`)
+//!   cost          what serving metrics and status costs the daemons (`scripts/cost.sh`)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +14,12 @@ use std::time::Duration;
 
 use wmgwd2_lab::drill::{self, Config};
 use wmgwd2_lab::{
-    analysis, bench, evpn_drill, frame_cost, loss, nft, plan, scenario, stall, DaemonConfig,
+    analysis, bench, cost, evpn_drill, frame_cost, loss, nft, plan, scenario, stall, DaemonConfig,
     DaemonKind, Spec,
 };
 
 const COMMANDS: &str =
-    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|loss|frame-cost [OPTIONS] (-h for each)\n";
+    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|loss|frame-cost|cost [OPTIONS] (-h for each)\n";
 
 /// A failed command line: exit 2 with the usage, or 1 with a message.
 enum Fail {
@@ -548,6 +549,102 @@ fn loss_main(args: &[String]) -> Result<bool, Fail> {
     loss::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
 }
 
+/// An executable named `name` in PATH.
+fn in_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn cost_main(args: &[String]) -> Result<bool, Fail> {
+    let known = ["-g", "-v", "-i", "-b", "--rounds", "--window", "--every"];
+    let (opts, extra) = parse_with_flags(args, &known, &["--prometheus"])?;
+    let gateways = number(&opts, "-g", 3usize, 2..=9, "2-9")?;
+    let vnis = number(
+        &opts,
+        "-v",
+        1000u32,
+        1..=plan::MAX_VNI,
+        &format!("1-{}", plan::MAX_VNI),
+    )?;
+    let (interval, _) = interval(&opts, "100ms")?;
+    let rounds = number(&opts, "--rounds", 4usize, 1..=1000, "1-1000")?;
+    let window = duration(&opts, "--window", Duration::from_secs(20))?;
+    let every = duration(&opts, "--every", Duration::from_secs(1))?;
+    if window < Duration::from_secs(1) || every < Duration::from_millis(100) || every > window {
+        return Err(Fail::Run(
+            "--window must be at least 1s, --every at least 100ms and at most the window".into(),
+        ));
+    }
+    if extra
+        .iter()
+        .any(|x| x == "--metrics-listen" || x == "--control-socket")
+    {
+        return Err(Fail::Usage(
+            "--metrics-listen and --control-socket are set by the run".into(),
+        ));
+    }
+    let bound = match std::env::var("COST_BOUND").map(|b| b.parse::<u64>()) {
+        Err(_) => 60,
+        Ok(Ok(b)) if b >= 1 => b,
+        Ok(_) => return Err(Fail::Run("COST_BOUND must be whole seconds".into())),
+    };
+    need_root()?;
+    let prometheus = if opts.contains_key("--prometheus") {
+        Some(in_path("prometheus").ok_or_else(|| {
+            Fail::Run("--prometheus: no prometheus in PATH (apt-get install prometheus)".into())
+        })?)
+    } else {
+        None
+    };
+    let bin = binary(&opts)?;
+    let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&[
+        "diff",
+        "--quiet",
+        "HEAD",
+        "--",
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+    ])
+    .is_none();
+    println!(
+        "scripts/cost.sh {}
+date: {}; wmgwd2 at git {head}{}; load average {}; other namespaces: {}",
+        args.join(" "),
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
+        if dirty { " (src changed since)" } else { "" },
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        wmgwd2_lab::netns::list().len()
+    );
+    let cfg = cost::Config {
+        spec: Spec::new(gateways, vnis),
+        daemon: DaemonConfig {
+            kind: DaemonKind::Wmgwd2,
+            bin,
+            interval,
+            extra,
+        },
+        rounds,
+        window,
+        every,
+        prometheus,
+        bound: Duration::from_secs(bound),
+    };
+    scenario::interrupt_on_signals();
+    cost::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, usage, r) = match args.first().map(String::as_str) {
@@ -557,6 +654,7 @@ fn main() -> ExitCode {
         Some("evpn-drill") => ("evpn-drill", evpn_drill::USAGE, evpn_drill_main(&args[1..])),
         Some("frame-cost") => ("frame-cost", frame_cost::USAGE, frame_cost_main(&args[1..])),
         Some("loss") => ("loss", loss::USAGE, loss_main(&args[1..])),
+        Some("cost") => ("cost", cost::USAGE, cost_main(&args[1..])),
         _ => {
             eprint!("{COMMANDS}");
             return ExitCode::from(2);
