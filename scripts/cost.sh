@@ -7,7 +7,7 @@
 #
 # Usage (as root; the run refuses otherwise): scripts/cost.sh [-g G] [-v V] [-i INTERVAL] [--rounds R] [--window W]
 #                                  [--every E] [--prometheus] [-b BIN] [-- DAEMON-ARGS...]
-#   defaults: -g 3 -v 1000 -i 100ms --rounds 4 --window 20s --every 1s
+#   defaults: -g 3 -v 1000 -i 100ms --rounds 4 --window 60s --every 1s (about 10 minutes)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p wmgwd2 -p wmgwd2-lab --bins

@@ -3,8 +3,9 @@
 //! after convergence, rounds of two windows each: a quiet one (nothing asks the daemons anything)
 //! and a scraped one (every second, for every gateway, from inside its namespace: an HTTP
 //! `GET /metrics` and `wmgwd2 status --json`). Per window each daemon's CPU seconds, read from
-//! `/proc` as the benchmark's steady window does ([`bench::steady`]); per scrape its response
-//! time and size. With `--prometheus`, afterwards a real Prometheus server in the client's
+//! `/proc` as the benchmark's steady window does ([`bench::steady`]), the windows placed so that
+//! each holds the same share of the daemons' own periodic work ([`boundary`]); per scrape its
+//! response time and size. With `--prometheus`, afterwards a real Prometheus server in the client's
 //! namespace scrapes the gateways over the segment, and its query API must report the owner
 //! counts the kernels show.
 //!
@@ -45,11 +46,18 @@ benchmark's steady window); per scrape its response time and size. Prints a Mark
 quiet and scraped CPU per gateway (mean, min-max over the rounds), the difference per round,
 the /metrics body and status JSON sizes, the median (and longest) response times.
 
+The windows lie back to back on a grid anchored at the daemons' start, their edges 15 s into
+each 30 s from it: the daemons' own periodic work (a GARP for every owned VNI every 30 s,
+--garp-refresh, and a re-read of every link every 60 s, --resync) comes in bursts a few
+seconds into those 30 s. Only a window that is a multiple of 60 s holds the same amount of it
+whatever its place; shorter ones catch it unevenly, which biases the difference (a note says
+so).
+
 Usage (as root, on a quiet machine):
   scripts/cost.sh [-g G] [-v V] [-i INTERVAL] [--rounds R] [--window W] [--every E]
                   [--prometheus] [-b BIN] [-- DAEMON-ARGS...]
   (the same as: cargo run --release -p wmgwd2-lab -- cost [OPTIONS])
-    defaults: -g 3 -v 1000 -i 100ms --rounds 4 --window 20s --every 1s
+    defaults: -g 3 -v 1000 -i 100ms --rounds 4 --window 60s --every 1s
     --prometheus  afterwards, start Prometheus (prometheus in PATH, Debian's package) in the
                   client's namespace, scraping the gateways' 10.0.1.<g>:9842 every second
                   (storage in the lab directory, web on 127.0.0.1:9090 in that namespace);
@@ -269,6 +277,44 @@ pub fn parse_vector(json: &str) -> std::result::Result<BTreeMap<String, f64>, St
         m.insert(inst.to_owned(), x);
     }
     Ok(m)
+}
+
+/// The daemon's periodic work at its defaults: a gratuitous ARP for every owned VNI every 30 s
+/// (`--garp-refresh`, clustered: the VNIs were taken together) and a re-read of every managed
+/// link every 60 s (`--resync`). A window that is a multiple of 60 s holds the same amount of
+/// it wherever it starts; its edges are put half a period away from it.
+pub const PERIOD: Duration = Duration::from_secs(30);
+/// Where the windows' edges lie in each [`PERIOD`], from the daemons' start: the refresh and
+/// the resync come 0-5 s into it (the takeover after the hold-down, the start itself).
+pub const PHASE: Duration = Duration::from_secs(15);
+
+/// The first edge `phase + n × period` (n ≥ 0) at or after `elapsed`.
+pub fn boundary(elapsed: Duration, phase: Duration, period: Duration) -> Duration {
+    if elapsed <= phase {
+        return phase;
+    }
+    let n = (elapsed - phase).as_nanos().div_ceil(period.as_nanos());
+    phase + period * n as u32
+}
+
+/// A warning when windows of `window` hold different amounts of the daemon's periodic work.
+pub fn periodic_note(window: Duration, extra: &[String]) -> Option<String> {
+    if extra
+        .iter()
+        .any(|x| x.starts_with("--resync") || x.starts_with("--garp-refresh"))
+    {
+        return Some(
+            "--resync or --garp-refresh given: windows should be a multiple of both periods".into(),
+        );
+    }
+    let m = (2 * PERIOD).as_millis();
+    (window.as_millis() % m != 0).then(|| {
+        format!(
+            "a window of {} s is not a multiple of 60 s: the daemons' GARP refresh (30 s) and \
+             resync (60 s) fall unevenly into the windows and the difference is biased",
+            window.as_secs_f64()
+        )
+    })
 }
 
 /// How many VNIs each gateway owns alone in the kernel's owner map (index g-1).
@@ -551,6 +597,20 @@ fn prometheus_check(
     Ok(ok)
 }
 
+/// A measured window ending at `end`: [`bench::steady`] until then, its CPU scaled to `window`
+/// (the time left may be a few milliseconds short of it).
+fn window(lab: &Lab, end: Instant, window: Duration) -> Result<Steady> {
+    let left = end
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(100));
+    let mut st = bench::steady(lab, left)?;
+    let k = window.as_secs_f64() / left.as_secs_f64();
+    for c in &mut st.cpu_s {
+        *c *= k;
+    }
+    Ok(st)
+}
+
 fn cpu_list(st: &Steady) -> String {
     st.cpu_s
         .iter()
@@ -590,6 +650,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
         cfg.daemon.interval,
         lab.dir.display()
     );
+    let started = Instant::now();
     for g in 1..=g_n {
         lab.start(g)?;
     }
@@ -625,8 +686,23 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
         .collect();
     let mut last: Vec<Scrapes> = Vec::new();
     let mut ok = true;
+    // The windows lie back to back on a grid anchored at the daemons' start, away from their
+    // periodic work (see [`boundary`]).
+    let first = started + boundary(started.elapsed(), PHASE, PERIOD);
+    let _ = writeln!(
+        out,
+        "windows of {} s back to back from {:.1} s after the daemons' start",
+        cfg.window.as_secs_f64(),
+        (first - started).as_secs_f64()
+    );
+    if let Some(n) = periodic_note(cfg.window, &cfg.daemon.extra) {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let end = |k: u32| first + cfg.window * (k + 1);
+    scenario::nap(first.saturating_duration_since(Instant::now()))?;
     for r in 1..=cfg.rounds {
-        let st = bench::steady(&lab, cfg.window)?;
+        let k = 2 * (r as u32 - 1);
+        let st = window(&lab, end(k), cfg.window)?;
         let _ = writeln!(
             out,
             "round {r}/{} quiet:   CPU s {} (control {:.1} pkt/s)",
@@ -638,7 +714,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
             row.quiet.push(*c);
         }
         let scraper = Scraper::start(&lab, &bin, cfg.every)?;
-        let st = bench::steady(&lab, cfg.window);
+        let st = window(&lab, end(k + 1), cfg.window);
         let scrapes = scraper.finish();
         let st = st?;
         let n: usize = scrapes.iter().map(|s| s.metrics.len()).sum();
@@ -797,6 +873,23 @@ mod tests {
         assert_eq!(v["10.0.1.1:9842"], 333.0);
         assert_eq!(v["10.0.1.2:9842"], 334.0);
         assert!(parse_vector(r#"{"status":"error","error":"bad"}"#).is_err());
+    }
+
+    #[test]
+    fn window_edges_away_from_the_periodic_work() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(boundary(s(3), PHASE, PERIOD), s(15));
+        assert_eq!(boundary(s(15), PHASE, PERIOD), s(15));
+        assert_eq!(boundary(ms(15_001), PHASE, PERIOD), s(45));
+        assert_eq!(boundary(s(46), PHASE, PERIOD), s(75));
+        assert_eq!(periodic_note(s(60), &[]), None);
+        assert_eq!(periodic_note(s(120), &["--dead-after".into()]), None);
+        assert!(periodic_note(s(20), &[])
+            .unwrap()
+            .contains("not a multiple of 60 s"));
+        assert!(periodic_note(s(60), &["--resync".into(), "1h".into()]).is_some());
+        assert!(periodic_note(s(60), &["--garp-refresh=0s".into()]).is_some());
     }
 
     #[test]

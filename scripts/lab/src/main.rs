@@ -569,7 +569,7 @@ fn cost_main(args: &[String]) -> Result<bool, Fail> {
     )?;
     let (interval, _) = interval(&opts, "100ms")?;
     let rounds = number(&opts, "--rounds", 4usize, 1..=1000, "1-1000")?;
-    let window = duration(&opts, "--window", Duration::from_secs(20))?;
+    let window = duration(&opts, "--window", Duration::from_secs(60))?;
     let every = duration(&opts, "--every", Duration::from_secs(1))?;
     if window < Duration::from_secs(1) || every < Duration::from_millis(100) || every > window {
         return Err(Fail::Run(
