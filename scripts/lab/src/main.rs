@@ -557,7 +557,9 @@ fn in_path(name: &str) -> Option<PathBuf> {
 }
 
 fn cost_main(args: &[String]) -> Result<bool, Fail> {
-    let known = ["-g", "-v", "-i", "-b", "--rounds", "--window", "--every"];
+    let known = [
+        "-g", "-v", "-i", "-b", "--rounds", "--window", "--every", "--ask",
+    ];
     let (opts, extra) = parse_with_flags(args, &known, &["--prometheus"])?;
     let gateways = number(&opts, "-g", 3usize, 2..=9, "2-9")?;
     let vnis = number(
@@ -571,6 +573,10 @@ fn cost_main(args: &[String]) -> Result<bool, Fail> {
     let rounds = number(&opts, "--rounds", 4usize, 1..=1000, "1-1000")?;
     let window = duration(&opts, "--window", Duration::from_secs(60))?;
     let every = duration(&opts, "--every", Duration::from_secs(1))?;
+    let ask = opts
+        .get("--ask")
+        .map_or(Ok(cost::Ask::Both), |a| a.parse())
+        .map_err(|_| Fail::Run("--ask must be both, metrics or status".into()))?;
     if window < Duration::from_secs(1) || every < Duration::from_millis(100) || every > window {
         return Err(Fail::Run(
             "--window must be at least 1s, --every at least 100ms and at most the window".into(),
@@ -638,6 +644,7 @@ date: {}; wmgwd2 at git {head}{}; load average {}; other namespaces: {}",
         rounds,
         window,
         every,
+        ask,
         prometheus,
         bound: Duration::from_secs(bound),
     };
