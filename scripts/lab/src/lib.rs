@@ -1,7 +1,8 @@
 //! wmgwd2's lab, written once: the topology of network namespaces, the daemons' command line and
 //! their processes, the kernel's owner map, the oracle, the probes (gratuitous ARPs, pings, the
 //! protodown timeline), their analysis, the failover scenario, and heartbeat loss injected with
-//! nftables ([`nft`], [`loss`], [`stability`]), and what metrics and status cost ([`cost`]). `tests/lab.rs` and the `wmgwd2-lab` binary
+//! nftables ([`nft`], [`loss`], [`stability`]), what metrics and status cost ([`cost`]), and a
+//! flood at the heartbeat port ([`flood`]). `tests/lab.rs` and the `wmgwd2-lab` binary
 //! (`scripts/drill.sh`, `scripts/loss.sh`, ...) are built on it.
 //!
 //! ```text
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod drill;
 pub mod evpn;
 pub mod evpn_drill;
+pub mod flood;
 pub mod frame_cost;
 pub mod kernel;
 pub mod loss;

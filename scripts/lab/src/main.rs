@@ -6,6 +6,7 @@
 //!   frame-cost    what a heartbeat costs to build and read, signed or not (no root)
 //!   loss          heartbeat loss and failure detection (`scripts/loss.sh`)
 //!   cost          what serving metrics and status costs the daemons (`scripts/cost.sh`)
+//!   flood         a flood at the heartbeat port: gaps, CPU, RSS, ownership (`scripts/flood.sh`)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,12 +15,12 @@ use std::time::Duration;
 
 use wmgwd2_lab::drill::{self, Config};
 use wmgwd2_lab::{
-    analysis, bench, cost, evpn_drill, frame_cost, loss, nft, plan, scenario, stall, DaemonConfig,
-    DaemonKind, Spec,
+    analysis, bench, cost, evpn_drill, flood, frame_cost, loss, nft, plan, scenario, stall,
+    DaemonConfig, DaemonKind, Spec,
 };
 
 const COMMANDS: &str =
-    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|loss|frame-cost|cost [OPTIONS] (-h for each)\n";
+    "usage: wmgwd2-lab drill|stall-check|bench|evpn-drill|loss|frame-cost|cost|flood [OPTIONS] (-h for each)\n";
 
 /// A failed command line: exit 2 with the usage, or 1 with a message.
 enum Fail {
@@ -652,6 +653,90 @@ date: {}; wmgwd2 at git {head}{}; load average {}; other namespaces: {}",
     cost::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
 }
 
+/// "date: ...; wmgwd2 at git ...; load average ...; other namespaces: N", for a run's header.
+fn run_facts() -> String {
+    let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&[
+        "diff",
+        "--quiet",
+        "HEAD",
+        "--",
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+    ])
+    .is_none();
+    format!(
+        "date: {}; wmgwd2 at git {head}{}; load average {}; other namespaces: {}",
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
+        if dirty { " (src changed since)" } else { "" },
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        wmgwd2_lab::netns::list().len()
+    )
+}
+
+fn flood_main(args: &[String]) -> Result<bool, Fail> {
+    let known = ["-g", "-v", "-i", "-n", "-b", "--window", "--recover"];
+    let (opts, extra) = parse_with_flags(args, &known, &["--unkeyed", "--stop-during"])?;
+    let gateways = number(&opts, "-g", 3usize, 2..=9, "2-9")?;
+    let vnis = number(
+        &opts,
+        "-v",
+        30u32,
+        1..=plan::MAX_VNI,
+        &format!("1-{}", plan::MAX_VNI),
+    )?;
+    let (interval, _) = interval(&opts, "100ms")?;
+    let datagrams = number(&opts, "-n", 1_000_000u32, 1..=1_000_000_000, "1-1000000000")?;
+    let window = duration(&opts, "--window", Duration::from_secs(10))?;
+    let recover = duration(&opts, "--recover", Duration::from_secs(240))?;
+    if window < Duration::from_secs(1) {
+        return Err(Fail::Run("--window must be at least 1s".into()));
+    }
+    if extra
+        .iter()
+        .any(|x| x == "--key-file" || x == "--control-socket")
+    {
+        return Err(Fail::Usage(
+            "--key-file and --control-socket are set by the run (--unkeyed for no key)".into(),
+        ));
+    }
+    let bound = match std::env::var("FLOOD_BOUND").map(|b| b.parse::<u64>()) {
+        Err(_) => 60,
+        Ok(Ok(b)) if b >= 1 => b,
+        Ok(_) => return Err(Fail::Run("FLOOD_BOUND must be whole seconds".into())),
+    };
+    need_root()?;
+    let bin = binary(&opts)?;
+    println!("scripts/flood.sh {}\n{}", args.join(" "), run_facts());
+    let cfg = flood::Config {
+        spec: Spec::new(gateways, vnis),
+        daemon: DaemonConfig {
+            kind: DaemonKind::Wmgwd2,
+            bin,
+            interval,
+            extra,
+        },
+        keyed: !opts.contains_key("--unkeyed"),
+        datagrams,
+        stop_during: opts.contains_key("--stop-during"),
+        window,
+        bound: Duration::from_secs(bound),
+        recover,
+    };
+    scenario::interrupt_on_signals();
+    flood::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, usage, r) = match args.first().map(String::as_str) {
@@ -662,6 +747,7 @@ fn main() -> ExitCode {
         Some("frame-cost") => ("frame-cost", frame_cost::USAGE, frame_cost_main(&args[1..])),
         Some("loss") => ("loss", loss::USAGE, loss_main(&args[1..])),
         Some("cost") => ("cost", cost::USAGE, cost_main(&args[1..])),
+        Some("flood") => ("flood", flood::USAGE, flood_main(&args[1..])),
         _ => {
             eprint!("{COMMANDS}");
             return ExitCode::from(2);
