@@ -141,12 +141,22 @@ impl<K: Kernel> Daemon<K> {
 
     /// The state as `wmgwd2 status` shows it.
     fn report(&self) -> crate::status::Report {
-        let extra = Stats {
+        self.core
+            .report(now(), self.incarnation, &self.sent_stats())
+    }
+
+    /// The report without its per-VNI list (what `/metrics` uses).
+    fn report_totals(&self) -> crate::status::Report {
+        self.core
+            .report_totals(now(), self.incarnation, &self.sent_stats())
+    }
+
+    fn sent_stats(&self) -> Stats {
+        Stats {
             heartbeats_sent: self.shared.sent.load(Ordering::Relaxed),
             send_errors: self.shared.errors.load(Ordering::Relaxed),
             ..Stats::default()
-        };
-        self.core.report(now(), self.incarnation, &extra)
+        }
     }
 
     /// Sign our heartbeats with the first key and verify every frame (`--key-file`).
@@ -266,7 +276,7 @@ impl<K: Kernel> Daemon<K> {
                 Some(reply) = recv_opt_chan(&mut metrics) => {
                     self.facts.heartbeat_lag =
                         Duration::from_micros(self.shared.lag_us.load(Ordering::Relaxed));
-                    let _ = reply.send(crate::metrics::render(&self.report(), &self.facts));
+                    let _ = reply.send(crate::metrics::render(&self.report_totals(), &self.facts));
                 }
                 Some((request, reply)) = recv_opt_chan(&mut control) => match request {
                     Request::Status => {

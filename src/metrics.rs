@@ -82,27 +82,17 @@ pub fn render(report: &Report, facts: &ShellFacts) -> String {
         "Owned VNIs whose interface carries traffic",
         g.active as i64,
     );
-    let blocked = report
-        .vnis
-        .iter()
-        .filter(|v| v.why.as_deref().is_some_and(|w| w.starts_with("held down")))
-        .count();
     gauge(
         &mut r,
         "vnis_blocked",
         "Owned VNIs held down by another program's reason bit",
-        blocked as i64,
+        g.blocked as i64,
     );
-    let missing = report
-        .vnis
-        .iter()
-        .filter(|v| v.why.as_deref() == Some("missing"))
-        .count();
     gauge(
         &mut r,
         "vnis_missing",
         "Managed VNIs without an interface",
-        missing as i64,
+        g.missing as i64,
     );
     gauge(
         &mut r,

@@ -41,6 +41,11 @@ pub struct Gateway {
     pub managed: usize,
     pub owned: usize,
     pub active: usize,
+    /// Owned VNIs held down by another program's reason bit; managed VNIs without an interface.
+    #[serde(default)]
+    pub blocked: usize,
+    #[serde(default)]
+    pub missing: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1593,6 +1593,8 @@ fn the_example_alert_rules_are_valid_and_use_exported_metrics() {
                 managed: 1,
                 owned: 1,
                 active: 1,
+                blocked: 0,
+                missing: 0,
             },
             members: vec![],
             vnis: vec![],

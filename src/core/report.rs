@@ -77,6 +77,16 @@ impl Core {
 
     /// This gateway's view at `now`. `extra` are counters the shell keeps (heartbeats sent).
     pub fn report(&self, now: Instant, incarnation: u64, extra: &Stats) -> Report {
+        self.report_with(now, incarnation, extra, true)
+    }
+
+    /// The same without the per-VNI list (`vnis` empty): what `/metrics` needs, which uses only
+    /// totals; at 1000 VNIs the list is most of a report's cost.
+    pub fn report_totals(&self, now: Instant, incarnation: u64, extra: &Stats) -> Report {
+        self.report_with(now, incarnation, extra, false)
+    }
+
+    fn report_with(&self, now: Instant, incarnation: u64, extra: &Stats, per_vni: bool) -> Report {
         let state = match &self.phase {
             Phase::Leaving { exit: false, .. } => "draining",
             Phase::Leaving { .. } => "leaving",
@@ -134,6 +144,7 @@ impl Core {
             .cfg
             .vnis()
             .iter()
+            .filter(|_| per_vni)
             .map(|vni| {
                 let owner = self.owner_of(vni, &candidates, &mine);
                 let link = self.links.get(vni);
@@ -176,6 +187,8 @@ impl Core {
                 managed: self.links.managed().len(),
                 owned: self.owned.len(),
                 active: self.garps.active().len(),
+                blocked: self.blocked.len(),
+                missing: self.missing.len(),
             },
             members,
             vnis,
