@@ -1106,12 +1106,14 @@ pub fn measure(cfg: &Config, out: &mut dyn Write) -> Result<Outcome> {
     s.bound = cfg.recover;
     let settled = s.settle(Instant::now())?;
     let end = s.lab.since_epoch(Instant::now());
+    // When they last changed is the last phase's "last change" (from the timeline); settle's
+    // own moment is only when it first looked, after the window after.
     p(
         out,
         format!(
-            "owners {} the oracle's {} after the flood",
+            "owners {} the oracle's, {} after the flood's end",
             if settled.ok { "are" } else { "are NOT" },
-            s2(s.lab.since_epoch(settled.changed).saturating_sub(f1))
+            s2(end.saturating_sub(f1))
         ),
     );
     let whole = timeline_whole(&s)?;
