@@ -150,6 +150,8 @@ pub struct EchoSource {
     pub sequence: u64,
     /// When it was last known alive (see [`Peer::evidence`]).
     pub evidence: Instant,
+    /// When we last heard it ourselves.
+    pub last_heard: Instant,
     /// Until when we heard it ourselves within its hold time.
     pub direct_until: Instant,
     pub loss_permille: u16,
@@ -162,7 +164,16 @@ pub struct EchoSource {
 impl EchoSource {
     /// The entry of a heartbeat sent at `at`.
     pub fn at(&self, at: Instant) -> wire::Echo {
-        let age = at.saturating_duration_since(self.evidence).as_millis();
+        // A direct entry states when *we* heard it: only that counts as evidence for others
+        // (what others told us is never passed on, or each hop would push it later by one
+        // delivery, and two members relaying to each other would keep a dead peer alive).
+        let direct = !self.pending && at < self.direct_until;
+        let since = if direct {
+            self.last_heard
+        } else {
+            self.evidence
+        };
+        let age = at.saturating_duration_since(since).as_millis();
         wire::Echo {
             uid: self.uid,
             incarnation: self.incarnation,
@@ -173,7 +184,7 @@ impl EchoSource {
                 u32::try_from(age).unwrap_or(u32::MAX - 1)
             },
             loss_permille: self.loss_permille,
-            direct: !self.pending && at < self.direct_until,
+            direct,
         }
     }
 }
@@ -628,6 +639,10 @@ impl Liveness {
             if p.state == PeerState::Left || p.incarnation != Some(e.incarnation) {
                 continue;
             }
+            // Only what the sender heard itself is evidence (see `EchoSource::at`).
+            if !e.direct {
+                continue;
+            }
             let age = Duration::from_millis(u64::from(e.age_ms));
             if age >= p.hold {
                 continue;
@@ -681,6 +696,7 @@ impl Liveness {
                     incarnation: p.incarnation?,
                     sequence: p.sequence,
                     evidence: p.evidence,
+                    last_heard: p.last_heard,
                     direct_until: p.last_heard + p.hold,
                     loss_permille: p.loss.permille(),
                     pending: false,

@@ -847,3 +847,22 @@ fn loss_is_measured_from_sequence_gaps_over_a_window() {
     m.record(u64::MAX);
     assert!(m.permille() <= 1000);
 }
+
+#[test]
+fn only_what_a_member_heard_itself_is_evidence() {
+    let (mut l, t0) = table();
+    l.observe(&ready(PEER, 1, 1), addr(), t0);
+    l.observe(&ready(OTHER, 1, 1), addr(), t0 + ms(200));
+    let mut ext = echoes(&[(PEER, 1, 1, 0)]);
+    ext.echo.as_mut().unwrap().entries[0].direct = false;
+    l.observe_extensions(OTHER, &ext, t0 + ms(200));
+    // Hearsay passed on is no evidence: relayed back and forth it would creep later by one
+    // delivery per hop and keep a dead peer alive.
+    assert_eq!(l.peers()[&PEER].deadline, t0 + ms(300));
+    // The ECHO we send states when we heard a peer ourselves, not the latest hearsay.
+    l.observe_extensions(OTHER, &echoes(&[(PEER, 1, 1, 0)]), t0 + ms(250));
+    let (src, _) = l.echo_sources(wire::MAX_ECHOES);
+    let peer = src.iter().find(|e| e.uid == PEER).unwrap().at(t0 + ms(260));
+    assert!(peer.direct);
+    assert_eq!(peer.age_ms, 260);
+}

@@ -386,6 +386,7 @@ impl Core {
                 incarnation,
                 sequence,
                 evidence: at,
+                last_heard: at,
                 direct_until: at,
                 loss_permille: 0,
                 pending: true,
