@@ -386,18 +386,6 @@ fn mib(k: u64) -> String {
 }
 
 /// "none", or "N VNIs, T VNI-s, longest M ms".
-fn anomaly(n: usize, total: Duration, max: Duration) -> String {
-    if n == 0 {
-        "none".into()
-    } else {
-        format!(
-            "{n} VNIs, {:.2} VNI-s, longest {}",
-            total.as_secs_f64(),
-            ms(max)
-        )
-    }
-}
-
 /// "1 000 000"
 fn thousands(n: u64) -> String {
     let s = n.to_string();
@@ -521,8 +509,8 @@ pub fn tables(o: &Outcome) -> String {
             "| {} | {} | {spurious} | {flips} | {} | {} | {last} |",
             p.label,
             s2(st.window),
-            anomaly(a.double_vnis, a.double_time, a.double_max),
-            anomaly(a.ownerless_vnis, a.ownerless_time, a.ownerless_max),
+            crate::loss::anomaly(a.double_vnis, a.double_time, a.double_max),
+            crate::loss::anomaly(a.ownerless_vnis, a.ownerless_time, a.ownerless_max),
         );
     }
     s
@@ -938,29 +926,6 @@ fn status_counters(lab: &mut Lab) -> Result<Vec<Option<BTreeMap<String, u64>>>> 
         .collect())
 }
 
-/// The timeline's last state against each live gateway's kernel, a few tries.
-fn timeline_whole(s: &Session) -> Result<bool> {
-    for _ in 0..5 {
-        let before = s.records().len();
-        let mut kernel = Vec::new();
-        for g in s.lab.live() {
-            for (v, o) in s.lab.owned(g)? {
-                kernel.push(((g, v), o));
-            }
-        }
-        let recs = s.records();
-        if recs.len() != before {
-            continue;
-        }
-        let last = stability::final_state(&recs);
-        if kernel.iter().all(|(k, o)| last.get(k) == Some(o)) {
-            return Ok(true);
-        }
-        scenario::nap(Duration::from_millis(200))?;
-    }
-    Ok(false)
-}
-
 /// Runs the lab, writing progress to `out`; the figures.
 pub fn measure(cfg: &Config, out: &mut dyn Write) -> Result<Outcome> {
     let spec = &cfg.spec;
@@ -1116,7 +1081,7 @@ pub fn measure(cfg: &Config, out: &mut dyn Write) -> Result<Outcome> {
             s2(end.saturating_sub(f1))
         ),
     );
-    let whole = timeline_whole(&s)?;
+    let whole = crate::loss::timeline_whole(&s)?;
     let records = s.records();
     let samples = sampler.samples();
     drop(sampler);

@@ -196,7 +196,8 @@ fn s1(d: Duration) -> String {
 }
 
 /// "none", or "N VNIs, T VNI-s, longest M ms".
-fn anomaly(n: usize, total: Duration, max: Duration) -> String {
+/// "none", or "N VNIs, T VNI-s, longest M" (a table cell of these labs).
+pub fn anomaly(n: usize, total: Duration, max: Duration) -> String {
     if n == 0 {
         "none".into()
     } else {
@@ -287,7 +288,7 @@ pub fn drops_line(drops: &[(usize, Vec<Measured>)]) -> String {
 
 /// The timeline's last state against each live gateway's kernel, a few tries (a change may be
 /// in flight between the two reads).
-fn timeline_whole(s: &Session) -> Result<bool> {
+pub fn timeline_whole(s: &Session) -> Result<bool> {
     for _ in 0..5 {
         let before = s.records().len();
         let mut kernel = Vec::new();

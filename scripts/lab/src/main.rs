@@ -129,11 +129,7 @@ fn drill_main(args: &[String]) -> Result<bool, Fail> {
         .map_or(Ok(plan::MacMode::Distinct), |m| m.parse())
         .map_err(|_| Fail::Run("-m must be distinct or shared".into()))?;
     let (interval, ims) = interval(&opts, "100ms")?;
-    let bound = match std::env::var("DRILL_BOUND").map(|b| b.parse::<u64>()) {
-        Err(_) => 30,
-        Ok(Ok(b)) if b >= 1 => b,
-        Ok(_) => return Err(Fail::Run("DRILL_BOUND must be whole seconds".into())),
-    };
+    let bound = bound_secs("DRILL_BOUND", 30)?;
     need_root()?;
     let bin = binary(&opts)?;
     let mut spec = Spec::new(gateways, vnis);
@@ -301,11 +297,7 @@ fn bench_main(args: &[String]) -> Result<bool, Fail> {
     }
     let gateways = number(&opts, "-g", 3usize, 2..=9, "2-9")?;
     let steady = number(&opts, "--steady", 20u64, 1..=3600, "whole seconds")?;
-    let bound = match std::env::var("BENCH_BOUND").map(|b| b.parse::<u64>()) {
-        Err(_) => 60,
-        Ok(Ok(b)) if b >= 1 => b,
-        Ok(_) => return Err(Fail::Run("BENCH_BOUND must be whole seconds".into())),
-    };
+    let bound = bound_secs("BENCH_BOUND", 60)?;
     need_root()?;
     if opts.contains_key("-b") && opts.contains_key("--rev") {
         return Err(Fail::Run("-b and --rev exclude each other".into()));
@@ -517,11 +509,7 @@ fn loss_main(args: &[String]) -> Result<bool, Fail> {
             ));
         }
     }
-    let bound = match std::env::var("LOSS_BOUND").map(|b| b.parse::<u64>()) {
-        Err(_) => 30,
-        Ok(Ok(b)) if b >= 1 => b,
-        Ok(_) => return Err(Fail::Run("LOSS_BOUND must be whole seconds".into())),
-    };
+    let bound = bound_secs("LOSS_BOUND", 30)?;
     need_root()?;
     if !nft::available() {
         return Err(Fail::Run(
@@ -591,11 +579,7 @@ fn cost_main(args: &[String]) -> Result<bool, Fail> {
             "--metrics-listen and --control-socket are set by the run".into(),
         ));
     }
-    let bound = match std::env::var("COST_BOUND").map(|b| b.parse::<u64>()) {
-        Err(_) => 60,
-        Ok(Ok(b)) if b >= 1 => b,
-        Ok(_) => return Err(Fail::Run("COST_BOUND must be whole seconds".into())),
-    };
+    let bound = bound_secs("COST_BOUND", 60)?;
     need_root()?;
     let prometheus = if opts.contains_key("--prometheus") {
         Some(in_path("prometheus").ok_or_else(|| {
@@ -710,11 +694,7 @@ fn flood_main(args: &[String]) -> Result<bool, Fail> {
             "--key-file and --control-socket are set by the run (--unkeyed for no key)".into(),
         ));
     }
-    let bound = match std::env::var("FLOOD_BOUND").map(|b| b.parse::<u64>()) {
-        Err(_) => 60,
-        Ok(Ok(b)) if b >= 1 => b,
-        Ok(_) => return Err(Fail::Run("FLOOD_BOUND must be whole seconds".into())),
-    };
+    let bound = bound_secs("FLOOD_BOUND", 60)?;
     need_root()?;
     let bin = binary(&opts)?;
     println!("scripts/flood.sh {}\n{}", args.join(" "), run_facts());
@@ -735,6 +715,15 @@ fn flood_main(args: &[String]) -> Result<bool, Fail> {
     };
     scenario::interrupt_on_signals();
     flood::run(&cfg, &mut std::io::stdout()).map_err(|e| Fail::Run(e.to_string()))
+}
+
+/// A bound in whole seconds from the environment variable `name`, `default` when it is unset.
+fn bound_secs(name: &str, default: u64) -> Result<u64, Fail> {
+    match std::env::var(name).map(|b| b.parse::<u64>()) {
+        Err(_) => Ok(default),
+        Ok(Ok(b)) if b >= 1 => Ok(b),
+        Ok(_) => Err(Fail::Run(format!("{name} must be whole seconds"))),
+    }
 }
 
 fn main() -> ExitCode {
