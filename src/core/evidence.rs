@@ -396,7 +396,8 @@ impl Core {
             echoes,
             truncated,
             view: self.view(),
-            blocked: self.unservable(),
+            // As the last reconcile found it: not a scan of every VNI per heartbeat received.
+            blocked: self.last_unservable.clone(),
             hold_ms: u32::try_from(self.hold.as_millis()).unwrap_or(wire::MAX_HOLD_MS),
         })
     }
