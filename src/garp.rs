@@ -7,9 +7,14 @@
 //! Linux updates an existing neighbour entry from such a request whatever `arp_accept` says, every
 //! bridge learns the source MAC from it, and hosts that ignore unsolicited replies (the Go
 //! original sends op=2 with a zero target MAC) still process requests. See docs/protocol.md.
+//!
+//! IPv6's counterpart is an unsolicited neighbour advertisement ([`na_frame`]), in the form Linux
+//! itself sends one (`ndisc_notify`) from a router: to all nodes (`ff02::1`, `33:33:00:00:00:01`)
+//! from the address itself, hop limit 255, router and override flags set, solicited clear, and the
+//! target link-layer address option. A host updates its existing neighbour entry from it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use pnet::packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
@@ -47,6 +52,67 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; FRAME_LEN] {
         arp.set_target_proto_addr(ip);
     }
     frame
+}
+
+/// Ethernet header (14) + IPv6 header (40) + ICMPv6 neighbour advertisement (24) + the target
+/// link-layer address option (8).
+pub const NA_FRAME_LEN: usize = 86;
+
+/// The unsolicited neighbour advertisement announcing `ip` at `mac` (RFC 4861 4.4 and 7.2.6).
+pub fn na_frame(mac: [u8; 6], ip: Ipv6Addr) -> [u8; NA_FRAME_LEN] {
+    const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut f = [0u8; NA_FRAME_LEN];
+    // Ethernet: to the all-nodes group's MAC (33:33 + the group's last 32 bits), IPv6.
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x86, 0xdd]);
+    // IPv6: version 6, traffic class and flow label 0, payload 32, next header ICMPv6 (58),
+    // hop limit 255 (a receiver drops neighbour discovery with any other), from the target.
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&32u16.to_be_bytes());
+    f[20] = 58;
+    f[21] = 255;
+    f[22..38].copy_from_slice(&ip.octets());
+    f[38..54].copy_from_slice(&ALL_NODES.octets());
+    // ICMPv6 type 136 (neighbour advertisement), code 0, checksum (below), flags R|O, the target,
+    // then option 2 (target link-layer address), length 1 (8 bytes), the MAC.
+    f[54] = 136;
+    f[58] = 0xa0;
+    f[62..78].copy_from_slice(&ip.octets());
+    f[78] = 2;
+    f[79] = 1;
+    f[80..86].copy_from_slice(&mac);
+    let sum = icmpv6_checksum(&f[22..38], &f[38..54], &f[54..]);
+    f[56..58].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The ICMPv6 checksum (RFC 4443 2.3): the ones' complement of the ones' complement sum over the
+/// pseudo-header (source, destination, upper-layer length, next header 58) and the message, whose
+/// checksum field is zero.
+fn icmpv6_checksum(src: &[u8], dst: &[u8], msg: &[u8]) -> u16 {
+    let len = msg.len() as u32;
+    let pseudo = [
+        (len >> 24) as u8,
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        0,
+        0,
+        0,
+        58,
+    ];
+    let mut sum: u32 = 0;
+    for part in [src, dst, &pseudo[..], msg] {
+        for pair in part.chunks(2) {
+            let hi = u32::from(pair[0]) << 8;
+            sum += hi | pair.get(1).map_or(0, |&b| u32::from(b));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 /// GARP frames sent per wake-up at most; the rest follow after [`PACE`].

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
-use wmgwd2::garp::{frame as garp, FRAME_LEN as GARP_LEN};
+use wmgwd2::garp::{frame as garp, na_frame as na, FRAME_LEN as GARP_LEN, NA_FRAME_LEN as NA_LEN};
 use wmgwd2::links::{bridge_port, LinkState, NamePattern};
 use wmgwd2::reconcile::{self, fdb_flushes, FdbFlush, Plan, Protodown};
 use wmgwd2::types::{IfIndex, Vni, VniRange};
@@ -416,4 +416,67 @@ fn garp_differs_per_address_and_mac() {
     assert_eq!(&c[38..42], &[192, 0, 2, 254]);
     assert_ne!(a, b);
     assert_ne!(a, c);
+}
+
+/// An unsolicited neighbour advertisement the kernel itself sent (Linux 6.x, `ndisc_notify=1`,
+/// forwarding on, `2001:db8:1::1` added `nodad` to a link with MAC 02:00:00:00:00:01, captured
+/// with tcpdump on its veth peer): ours must be the same bytes.
+#[rustfmt::skip]
+const KERNEL_NA: [u8; 86] = [
+    0x33, 0x33, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x86, 0xdd, 0x60, 0x00,
+    0x00, 0x00, 0x00, 0x20, 0x3a, 0xff, 0x20, 0x01, 0x0d, 0xb8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x88, 0x00, 0x79, 0x28, 0xa0, 0x00, 0x00, 0x00, 0x20, 0x01,
+    0x0d, 0xb8, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x01,
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x01,
+];
+
+#[test]
+fn na_is_the_frame_linux_sends() {
+    let ip: std::net::Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    assert_eq!(NA_LEN, 86);
+    assert_eq!(na([0x02, 0, 0, 0, 0, 0x01], ip), KERNEL_NA);
+}
+
+#[test]
+fn na_is_the_documented_frame() {
+    let ip: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let f = na([0x02, 0x42, 0xac, 0x11, 0x00, 0x07], ip);
+    #[rustfmt::skip]
+    let expected: [u8; 86] = [
+        0x33, 0x33, 0x00, 0x00, 0x00, 0x01, // Ethernet destination: all nodes (ff02::1)
+        0x02, 0x42, 0xac, 0x11, 0x00, 0x07, // Ethernet source: the interface's MAC
+        0x86, 0xdd,                         // EtherType IPv6
+        0x60, 0x00, 0x00, 0x00,             // version 6, traffic class 0, flow label 0
+        0x00, 0x20, 0x3a, 0xff,             // payload 32, next header ICMPv6, hop limit 255
+        0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // source: the target itself
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // destination ff02::1
+        0x88, 0x00,                         // type 136 (neighbour advertisement), code 0
+        0x2b, 0x41,                         // checksum (computed apart, over the pseudo-header)
+        0xa0, 0x00, 0x00, 0x00,             // flags: router, override (not solicited)
+        0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, // target
+        0x02, 0x01,                         // option: target link-layer address, 8 bytes
+        0x02, 0x42, 0xac, 0x11, 0x00, 0x07, // the MAC
+    ];
+    assert_eq!(f, expected);
+}
+
+/// The checksum as a receiver checks it: the ones' complement sum over the pseudo-header and the
+/// whole message, checksum included, is 0xffff; for any address and MAC.
+#[test]
+fn na_checksums_verify() {
+    proptest!(|(mac in any::<[u8; 6]>(), ip in any::<u128>())| {
+        let f = na(mac, std::net::Ipv6Addr::from(ip));
+        let mut sum: u32 = 0;
+        let mut words = |b: &[u8]| for p in b.chunks(2) { sum += u32::from(p[0]) << 8 | u32::from(p[1]); };
+        words(&f[22..54]);
+        words(&[0, 0, 0, 32, 0, 0, 0, 58]);
+        words(&f[54..]);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        prop_assert_eq!(sum, 0xffff);
+        prop_assert_eq!(&f[6..12], &mac);
+        prop_assert_eq!(&f[80..86], &mac);
+    });
 }
