@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::auth::AuthMode;
 use crate::links::NamePattern;
-use crate::types::{Uid, VniRange};
+use crate::types::{Family, Slot, Uid, VniRange};
 use crate::wire::MAX_HOLD_MS;
 
 /// Largest VNI: VXLAN network identifiers are 24 bits.
@@ -102,8 +102,9 @@ pub enum LogFormat {
 ///
 /// Every gateway host runs one instance. The instances find each other with UDP heartbeats on a
 /// shared L2 segment; for every VNI in [--minvni, --maxvni] rendezvous hashing over the live
-/// gateways names one owner. The owner clears `protodown` on the interface `vrrp4-<VNI>` and
-/// sends gratuitous ARPs for its IPv4 addresses; every other gateway sets `protodown`.
+/// gateways names one owner. The owner clears `protodown` on the interfaces `vrrp4-<VNI>` and
+/// `vrrp6-<VNI>` (either or both) and sends gratuitous ARPs for the IPv4 addresses and unsolicited
+/// neighbour advertisements for the IPv6 ones; every other gateway sets `protodown`.
 #[derive(Debug, Parser)]
 #[command(name = "wmgwd2", version)]
 pub struct Args {
@@ -166,6 +167,12 @@ pub struct Args {
     /// Name of the managed interface of a VNI; `{vni}` stands for the VNI in decimal.
     #[arg(long, env = "WMGWD2_INTERFACE_PATTERN", default_value = "vrrp4-{vni}")]
     pub interface_pattern: String,
+
+    /// Name of a VNI's IPv6 gateway interface; `{vni}` stands for the VNI in decimal. A VNI may
+    /// have either interface or both; its owner serves both, and sends unsolicited neighbour
+    /// advertisements for the IPv6 one's addresses.
+    #[arg(long, env = "WMGWD2_INTERFACE6_PATTERN", default_value = "vrrp6-{vni}")]
+    pub interface6_pattern: String,
 
     /// Gratuitous ARPs per address when this gateway takes a VNI over (1 to 100).
     #[arg(long, env = "WMGWD2_GARP_COUNT", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -268,6 +275,8 @@ pub struct Config {
     pub hold_down: u32,
     pub uplink_hold_down: Duration,
     pub pattern: NamePattern,
+    /// The IPv6 interface of each VNI (`--interface6-pattern`).
+    pub pattern6: NamePattern,
     pub garp_count: u32,
     pub garp_spacing: Duration,
     pub garp_refresh: Option<Duration>,
@@ -286,6 +295,14 @@ impl Config {
     /// The managed VNIs (validated: never empty).
     pub fn vnis(&self) -> VniRange {
         VniRange::spanning(self.minvni, self.maxvni)
+    }
+
+    /// The name of a slot's interface.
+    pub fn ifname(&self, slot: Slot) -> String {
+        match slot.family {
+            Family::V4 => self.pattern.name(slot.vni),
+            Family::V6 => self.pattern6.name(slot.vni),
+        }
     }
 
     /// How long peers keep us after one heartbeat.
@@ -331,27 +348,14 @@ impl TryFrom<Args> for Config {
                 a.minvni, a.maxvni
             )));
         }
-        let pattern = NamePattern::new(&a.interface_pattern).ok_or_else(|| {
-            err(format!(
-                "--interface-pattern '{}' must contain {} exactly once",
-                a.interface_pattern,
-                NamePattern::PLACEHOLDER
-            ))
-        })?;
-        if let Some(c) = a
-            .interface_pattern
-            .chars()
-            .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
-        {
+        let pattern =
+            name_pattern("--interface-pattern", &a.interface_pattern, a.maxvni).map_err(err)?;
+        let pattern6 =
+            name_pattern("--interface6-pattern", &a.interface6_pattern, a.maxvni).map_err(err)?;
+        if pattern == pattern6 {
             return Err(err(format!(
-                "--interface-pattern '{}' holds {c:?}, which Linux refuses in interface names",
-                a.interface_pattern
-            )));
-        }
-        let longest = pattern.name(crate::types::Vni(a.maxvni));
-        if longest.len() > IFNAMSIZ_MAX {
-            return Err(err(format!(
-                "--interface-pattern gives '{longest}', longer than {IFNAMSIZ_MAX} bytes"
+                "--interface6-pattern '{}' is --interface-pattern too: the IPv4 and IPv6 interfaces need names of their own",
+                a.interface6_pattern
             )));
         }
         if let Some(dev) = &a.bind_interface {
@@ -399,6 +403,7 @@ impl TryFrom<Args> for Config {
             hold_down: a.hold_down,
             uplink_hold_down: a.uplink_hold_down,
             pattern,
+            pattern6,
             garp_count: a.garp_count,
             garp_spacing: a.garp_spacing,
             garp_refresh,
@@ -413,6 +418,32 @@ impl TryFrom<Args> for Config {
             verbose: a.verbose,
         })
     }
+}
+
+/// An interface name pattern (`flag`'s value): the placeholder exactly once, no character Linux
+/// refuses in a name, and no name longer than Linux allows up to `maxvni`.
+fn name_pattern(flag: &str, text: &str, maxvni: u32) -> Result<NamePattern, String> {
+    let pattern = NamePattern::new(text).ok_or_else(|| {
+        format!(
+            "{flag} '{text}' must contain {} exactly once",
+            NamePattern::PLACEHOLDER
+        )
+    })?;
+    if let Some(c) = text
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{flag} '{text}' holds {c:?}, which Linux refuses in interface names"
+        ));
+    }
+    let longest = pattern.name(crate::types::Vni(maxvni));
+    if longest.len() > IFNAMSIZ_MAX {
+        return Err(format!(
+            "{flag} gives '{longest}', longer than {IFNAMSIZ_MAX} bytes"
+        ));
+    }
+    Ok(pattern)
 }
 
 /// `0x1a2b` (hex) or `6699` (decimal); 0 is reserved.

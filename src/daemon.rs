@@ -433,10 +433,11 @@ impl<K: Kernel> Daemon<K> {
         while let Some(a) = list.next() {
             let mut blocked = false;
             for &ip in &a.ips {
-                match self.kernel.send_frame(a.ifindex, &garp::frame(a.mac, ip)) {
+                let frame = garp::announcement(a.mac, ip);
+                match self.kernel.send_frame(a.ifindex, frame.as_ref()) {
                     Ok(()) => {
                         report.sent += 1;
-                        debug!(vni = %a.vni, ifname = %self.cfg.pattern.name(a.vni), %ip, remaining = a.remaining, "garp sent");
+                        debug!(vni = %a.slot.vni, ifname = %self.cfg.ifname(a.slot), %ip, remaining = a.remaining, "garp sent");
                     }
                     Err(KernelError::Send { source, .. })
                         if source.kind() == std::io::ErrorKind::WouldBlock =>
@@ -444,7 +445,7 @@ impl<K: Kernel> Daemon<K> {
                         blocked = true;
                         break;
                     }
-                    Err(e) => report.failed.push((a.vni, ip, e)),
+                    Err(e) => report.failed.push((a.slot, ip, e)),
                 }
             }
             if blocked {
@@ -464,11 +465,7 @@ impl<K: Kernel> Daemon<K> {
             Ok(stats)
         } else {
             Err(DaemonError::StopIncomplete {
-                still_up: exit
-                    .still_up
-                    .iter()
-                    .map(|&v| self.cfg.pattern.name(v))
-                    .collect(),
+                still_up: exit.still_up.iter().map(|&s| self.cfg.ifname(s)).collect(),
             })
         }
     }

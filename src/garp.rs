@@ -14,14 +14,14 @@
 //! target link-layer address option. A host updates its existing neighbour entry from it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use pnet::packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
 use pnet::packet::ethernet::{EtherTypes, MutableEthernetPacket};
 use pnet::util::MacAddr;
 
-use crate::types::{IfIndex, Vni};
+use crate::types::{Family, IfIndex, Slot};
 
 /// Ethernet header (14) + ARP for IPv4 over Ethernet (28).
 pub const FRAME_LEN: usize = 42;
@@ -120,18 +120,53 @@ pub const BATCH: usize = 128;
 /// The pause between two batches, and before retrying on a full socket.
 pub const PACE: Duration = Duration::from_millis(2);
 
-/// One owned, active VNI's announcement: a GARP for each of its addresses, sent out of `ifindex`.
+/// One announcement frame: a gratuitous ARP or an unsolicited neighbour advertisement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    Arp([u8; FRAME_LEN]),
+    Na([u8; NA_FRAME_LEN]),
+}
+
+impl AsRef<[u8]> for Frame {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Frame::Arp(f) => f,
+            Frame::Na(f) => f,
+        }
+    }
+}
+
+/// The frame announcing `ip` at `mac`: a gratuitous ARP for IPv4, a neighbour advertisement for
+/// IPv6.
+pub fn announcement(mac: [u8; 6], ip: IpAddr) -> Frame {
+    match ip {
+        IpAddr::V4(v4) => Frame::Arp(frame(mac, v4)),
+        IpAddr::V6(v6) => Frame::Na(na_frame(mac, v6)),
+    }
+}
+
+/// The family of an address.
+pub fn family(ip: &IpAddr) -> Family {
+    match ip {
+        IpAddr::V4(_) => Family::V4,
+        IpAddr::V6(_) => Family::V6,
+    }
+}
+
+/// One owned, active slot's announcement: a frame for each of its addresses of the slot's family
+/// (gratuitous ARPs on the IPv4 interface, neighbour advertisements on the IPv6 one), sent out of
+/// `ifindex`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
-    pub vni: Vni,
+    pub slot: Slot,
     pub ifindex: IfIndex,
     pub mac: [u8; 6],
-    pub ips: Vec<Ipv4Addr>,
+    pub ips: Vec<IpAddr>,
     /// How many announcements of the takeover burst remain, this one included.
     pub remaining: u32,
 }
 
-/// How VNIs are announced: a burst of `count` spaced `spacing` apart when a VNI becomes active,
+/// How slots are announced: a burst of `count` spaced `spacing` apart when a slot becomes active,
 /// then one every `refresh`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -140,15 +175,15 @@ pub struct Policy {
     pub refresh: Option<Duration>,
 }
 
-/// The GARP schedule: which owned VNIs are active (and so announced), and when each is due next.
+/// The GARP schedule: which owned slots are active (and so announced), and when each is due next.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     policy: Policy,
-    /// Owned VNIs whose interface was active at the last [`Schedule::update`]. A VNI that enters
+    /// Owned slots whose interface was active at the last [`Schedule::update`]. A slot that enters
     /// (or changes ifindex) starts a burst.
-    active: BTreeMap<Vni, IfIndex>,
-    due: BTreeSet<(Instant, Vni)>,
-    by_vni: HashMap<Vni, (Instant, u32)>,
+    active: BTreeMap<Slot, IfIndex>,
+    due: BTreeSet<(Instant, Slot)>,
+    by_slot: HashMap<Slot, (Instant, u32)>,
 }
 
 impl Schedule {
@@ -157,19 +192,19 @@ impl Schedule {
             policy,
             active: BTreeMap::new(),
             due: BTreeSet::new(),
-            by_vni: HashMap::new(),
+            by_slot: HashMap::new(),
         }
     }
 
-    fn put(&mut self, vni: Vni, at: Instant, remaining: u32) {
-        self.remove(vni);
-        self.due.insert((at, vni));
-        self.by_vni.insert(vni, (at, remaining));
+    fn put(&mut self, slot: Slot, at: Instant, remaining: u32) {
+        self.remove(slot);
+        self.due.insert((at, slot));
+        self.by_slot.insert(slot, (at, remaining));
     }
 
-    fn remove(&mut self, vni: Vni) {
-        if let Some((at, _)) = self.by_vni.remove(&vni) {
-            self.due.remove(&(at, vni));
+    fn remove(&mut self, slot: Slot) {
+        if let Some((at, _)) = self.by_slot.remove(&slot) {
+            self.due.remove(&(at, slot));
         }
     }
 
@@ -178,104 +213,109 @@ impl Schedule {
         self.due.first().map(|&(t, _)| t)
     }
 
-    /// The owned VNIs that are active now (`active_links`: VNI -> ifindex): a newly active one
+    /// The owned slots that are active now (`active_links`: slot -> ifindex): a newly active one
     /// starts a burst at `now`, one no longer active is no longer announced.
-    pub fn update(&mut self, active_links: BTreeMap<Vni, IfIndex>, now: Instant) {
-        for (&vni, &ifindex) in &active_links {
-            if self.active.get(&vni) != Some(&ifindex) {
-                self.put(vni, now, self.policy.count);
+    pub fn update(&mut self, active_links: BTreeMap<Slot, IfIndex>, now: Instant) {
+        for (&slot, &ifindex) in &active_links {
+            if self.active.get(&slot) != Some(&ifindex) {
+                self.put(slot, now, self.policy.count);
             }
         }
-        let gone: Vec<Vni> = self
+        let gone: Vec<Slot> = self
             .active
             .keys()
             .filter(|v| !active_links.contains_key(v))
             .copied()
             .collect();
-        for vni in gone {
-            self.remove(vni);
+        for slot in gone {
+            self.remove(slot);
         }
         self.active = active_links;
     }
 
-    /// The kernel reported the VNI's link unable to carry traffic: forget it, so that when it is
+    /// The kernel reported the slot's link unable to carry traffic: forget it, so that when it is
     /// back (maybe in the same batch of events: a flap) it counts as newly active and announces
     /// itself again.
-    pub fn inactive(&mut self, vni: Vni) {
-        if self.active.remove(&vni).is_some() {
-            self.remove(vni);
+    pub fn inactive(&mut self, slot: Slot) {
+        if self.active.remove(&slot).is_some() {
+            self.remove(slot);
         }
     }
 
     /// An address was added to a link: if it is an active one, announce it (a new burst).
-    pub fn address_added(&mut self, vni: Vni, ifindex: IfIndex, now: Instant) {
-        if self.active.get(&vni) == Some(&ifindex) {
-            self.put(vni, now, self.policy.count);
+    pub fn address_added(&mut self, slot: Slot, ifindex: IfIndex, now: Instant) {
+        if self.active.get(&slot) == Some(&ifindex) {
+            self.put(slot, now, self.policy.count);
         }
     }
 
-    /// Announce an active VNI again (a new burst from `now`): a peer that owned it before came
+    /// Announce an active slot again (a new burst from `now`): a peer that owned it before came
     /// back, and clients may have learnt its MAC meanwhile.
-    pub fn again(&mut self, vni: Vni, now: Instant) {
-        if self.active.contains_key(&vni) {
-            self.put(vni, now, self.policy.count);
+    pub fn again(&mut self, slot: Slot, now: Instant) {
+        if self.active.contains_key(&slot) {
+            self.put(slot, now, self.policy.count);
         }
     }
 
-    /// Every active VNI (what a status shows).
-    pub fn active(&self) -> &BTreeMap<Vni, IfIndex> {
+    /// Every active slot (what a status shows).
+    pub fn active(&self) -> &BTreeMap<Slot, IfIndex> {
         &self.active
     }
 
     /// The announcements due at `now`, at most [`BATCH`] frames of them (the rest are put off by
-    /// [`PACE`]), each already followed in the schedule by its next one. `link` gives a VNI's MAC
-    /// and addresses.
+    /// [`PACE`]), each already followed in the schedule by its next one. `link` gives a slot's MAC
+    /// and its link's addresses, of which those of the slot's family are announced.
     pub fn take_due<'a>(
         &mut self,
         now: Instant,
-        link: impl Fn(Vni) -> Option<([u8; 6], &'a [Ipv4Addr])>,
+        link: impl Fn(Slot) -> Option<([u8; 6], &'a [IpAddr])>,
     ) -> Vec<Announcement> {
         let mut out = Vec::new();
         let mut frames = 0usize;
-        while let Some(&(t, vni)) = self.due.first() {
+        while let Some(&(t, slot)) = self.due.first() {
             if t > now {
                 break;
             }
             if frames >= BATCH {
                 // Pace: this one and the rest a moment later.
                 let later = now + PACE;
-                let rest: Vec<Vni> = self
+                let rest: Vec<Slot> = self
                     .due
                     .iter()
                     .take_while(|&&(t2, _)| t2 <= now)
                     .map(|&(_, v)| v)
                     .collect();
                 for v in rest {
-                    if let Some(&(_, rem)) = self.by_vni.get(&v) {
+                    if let Some(&(_, rem)) = self.by_slot.get(&v) {
                         self.put(v, later, rem);
                     }
                 }
                 break;
             }
             self.due.pop_first();
-            let Some((_, remaining)) = self.by_vni.remove(&vni) else {
+            let Some((_, remaining)) = self.by_slot.remove(&slot) else {
                 continue;
             };
-            let (Some(&ifindex), Some((mac, ips))) = (self.active.get(&vni), link(vni)) else {
+            let (Some(&ifindex), Some((mac, ips))) = (self.active.get(&slot), link(slot)) else {
                 continue;
             };
+            let ips: Vec<IpAddr> = ips
+                .iter()
+                .filter(|ip| family(ip) == slot.family)
+                .copied()
+                .collect();
             frames += ips.len();
             out.push(Announcement {
-                vni,
+                slot,
                 ifindex,
                 mac,
-                ips: ips.to_vec(),
+                ips,
                 remaining,
             });
             if remaining > 1 {
-                self.put(vni, now + self.policy.spacing, remaining - 1);
+                self.put(slot, now + self.policy.spacing, remaining - 1);
             } else if let Some(r) = self.policy.refresh {
-                self.put(vni, now + r, 1);
+                self.put(slot, now + r, 1);
             }
         }
         out
@@ -285,8 +325,8 @@ impl Schedule {
     /// with the burst they were part of.
     pub fn defer(&mut self, unsent: &[Announcement], now: Instant) {
         for a in unsent {
-            if self.active.get(&a.vni) == Some(&a.ifindex) {
-                self.put(a.vni, now + PACE, a.remaining);
+            if self.active.get(&a.slot) == Some(&a.ifindex) {
+                self.put(a.slot, now + PACE, a.remaining);
             }
         }
     }

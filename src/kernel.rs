@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -113,7 +113,7 @@ impl KernelError {
 /// What the daemon needs from the kernel. Events arrive separately, on the receiver handed out
 /// with the implementation.
 pub trait Kernel {
-    /// Reads every link and IPv4 address.
+    /// Reads every link and address (IPv4 and IPv6).
     fn snapshot(&self) -> impl Future<Output = Result<Snapshot, KernelError>>;
     /// For every `(ifindex, on)`: sets (`on`) or releases our protodown reason bit and the
     /// protodown flag of that link. One result per change, in order.
@@ -183,6 +183,11 @@ impl FakeKernel {
 
     /// Adds or replaces a link (as if created by hand) and reports it.
     pub fn put_link(&self, link: LinkState, addrs: Vec<Ipv4Addr>) {
+        self.put_link_with(link, addrs.into_iter().map(IpAddr::V4).collect());
+    }
+
+    /// [`FakeKernel::put_link`] with addresses of either family.
+    pub fn put_link_with(&self, link: LinkState, addrs: Vec<IpAddr>) {
         self.addrs.borrow_mut().insert(link.ifindex, addrs);
         self.links.borrow_mut().insert(link.ifindex, link.clone());
         let _ = self.events.send(KernelEvent::Link(link));

@@ -1,15 +1,15 @@
 //! The kernel's links as the daemon last heard of them. Pure.
 //!
 //! [`LinkState`] is one link as the kernel reports it; [`Snapshot`] and [`KernelEvent`] are how
-//! it reports them (a full read, or one change); [`LinkTable`] keeps the managed links by VNI,
-//! every other link by index (the topology around them: lower devices, bridge ports) and the
-//! heartbeat uplink, through renames, deletions and re-creations. [`NamePattern`] maps interface
-//! names to VNIs.
+//! it reports them (a full read, or one change); [`LinkTable`] keeps the managed links by slot
+//! (a VNI and a family: `vrrp4-<VNI>` and `vrrp6-<VNI>`), every other link by index (the topology
+//! around them: lower devices, bridge ports) and the heartbeat uplink, through renames, deletions
+//! and re-creations. [`NamePattern`] maps interface names to VNIs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use crate::types::{IfIndex, Vni, VniRange};
+use crate::types::{Family, IfIndex, Slot, Vni, VniRange};
 
 /// What the kernel says about one link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +40,11 @@ impl LinkState {
     }
 }
 
-/// IPv4 addresses per interface index.
-pub type Addresses = BTreeMap<IfIndex, Vec<Ipv4Addr>>;
+/// IPv4 and IPv6 addresses per interface index (IPv6 ones only once usable: not tentative, DAD
+/// not failed).
+pub type Addresses = BTreeMap<IfIndex, Vec<IpAddr>>;
 
-/// Every link and every IPv4 address, read at one time.
+/// Every link and every address, read at one time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub links: Vec<LinkState>,
@@ -57,10 +58,11 @@ pub enum KernelEvent {
     Link(LinkState),
     /// A link is gone (RTM_DELLINK).
     LinkGone { ifindex: IfIndex },
-    /// An IPv4 address was added to or removed from a link.
+    /// An address was added to or removed from a link (an IPv6 address still tentative counts
+    /// as removed).
     Address {
         ifindex: IfIndex,
-        addr: Ipv4Addr,
+        addr: IpAddr,
         added: bool,
     },
     /// Events were lost (the event stream overran): take a new snapshot.
@@ -75,13 +77,13 @@ pub enum Change {
     Lost,
     /// A managed link was reported unable to carry traffic (it may be back in the same batch: a
     /// flap; the caller treats it as newly active then, and announces it again).
-    Inactive(Vni),
-    /// An IPv4 address was added to a managed link.
-    AddressAdded(Vni, IfIndex),
+    Inactive(Slot),
+    /// An address was added to a managed link.
+    AddressAdded(Slot, IfIndex),
     /// A managed link, not protodown, was renamed out of the pattern: no longer managed. If it
     /// was serving its VNI, the caller makes it an orphan ([`LinkTable::orphan`]) so that it is
     /// put down.
-    RenamedOut(Vni, IfIndex),
+    RenamedOut(Slot, IfIndex),
 }
 
 /// The bridge port a managed interface's frames enter a bridge through: the macvlan's lower
@@ -97,28 +99,36 @@ pub fn bridge_port(link: &LinkState, links: &BTreeMap<IfIndex, LinkState>) -> Op
 #[derive(Debug, Clone)]
 pub struct LinkTable {
     pattern: NamePattern,
+    /// The IPv6 interfaces' pattern.
+    pattern6: NamePattern,
     vnis: VniRange,
     /// `--bind-interface`: tracked by name, so a re-created uplink is found again.
     uplink_name: Option<String>,
     uplink: Option<IfIndex>,
-    /// Managed links by VNI.
-    managed: BTreeMap<Vni, LinkState>,
-    /// ifindex -> VNI for the managed links.
-    index: HashMap<IfIndex, Vni>,
+    /// Managed links by slot.
+    managed: BTreeMap<Slot, LinkState>,
+    /// ifindex -> slot for the managed links.
+    index: HashMap<IfIndex, Slot>,
     /// Every link by ifindex.
     all: BTreeMap<IfIndex, LinkState>,
-    /// IPv4 addresses of every link (a link renamed into the pattern brings its addresses).
+    /// Addresses of every link (a link renamed into the pattern brings its addresses).
     addrs: Addresses,
-    /// Links renamed out of the pattern while serving their VNI, with that VNI: unmanaged now,
+    /// Links renamed out of the pattern while serving their VNI, with their slot: unmanaged now,
     /// they must be put down once (left up, a renamed gateway interface would keep answering
     /// for the gateway address beside the next owner).
-    orphans: BTreeMap<IfIndex, Vni>,
+    orphans: BTreeMap<IfIndex, Slot>,
 }
 
 impl LinkTable {
-    pub fn new(pattern: NamePattern, vnis: VniRange, uplink: Option<String>) -> LinkTable {
+    pub fn new(
+        pattern: NamePattern,
+        pattern6: NamePattern,
+        vnis: VniRange,
+        uplink: Option<String>,
+    ) -> LinkTable {
         LinkTable {
             pattern,
+            pattern6,
             vnis,
             uplink_name: uplink,
             uplink: None,
@@ -155,11 +165,11 @@ impl LinkTable {
             KernelEvent::Link(l) => {
                 let inactive = (!l.active()).then_some(l.ifindex);
                 let ifindex = l.ifindex;
-                if let Some(vni) = self.put(l) {
-                    return Change::RenamedOut(vni, ifindex);
+                if let Some(slot) = self.put(l) {
+                    return Change::RenamedOut(slot, ifindex);
                 }
                 match inactive.and_then(|i| self.index.get(&i)) {
-                    Some(&vni) => Change::Inactive(vni),
+                    Some(&slot) => Change::Inactive(slot),
                     None => Change::Nothing,
                 }
             }
@@ -168,9 +178,9 @@ impl LinkTable {
                 if self.uplink == Some(ifindex) {
                     self.uplink = None;
                 }
-                if let Some(vni) = self.index.remove(&ifindex) {
-                    tracing::debug!(%vni, %ifindex, "managed interface deleted");
-                    self.managed.remove(&vni);
+                if let Some(slot) = self.index.remove(&ifindex) {
+                    tracing::debug!(vni = %slot.vni, family = %slot.family, %ifindex, "managed interface deleted");
+                    self.managed.remove(&slot);
                 }
                 self.addrs.remove(&ifindex);
                 self.orphans.remove(&ifindex);
@@ -187,7 +197,7 @@ impl LinkTable {
                     list.push(addr);
                 }
                 match self.index.get(&ifindex) {
-                    Some(&vni) if added => Change::AddressAdded(vni, ifindex),
+                    Some(&slot) if added => Change::AddressAdded(slot, ifindex),
                     _ => Change::Nothing,
                 }
             }
@@ -195,9 +205,9 @@ impl LinkTable {
         }
     }
 
-    /// Takes a link's new state; returns the VNI it was managed for if it was just renamed out of
-    /// the pattern while not protodown.
-    fn put(&mut self, l: LinkState) -> Option<Vni> {
+    /// Takes a link's new state; returns the slot it was managed for if it was just renamed out
+    /// of the patterns while not protodown.
+    fn put(&mut self, l: LinkState) -> Option<Slot> {
         if self.uplink_name.as_deref() == Some(l.ifname.as_str()) {
             self.uplink = Some(l.ifindex);
         } else if self.uplink == Some(l.ifindex) {
@@ -211,39 +221,46 @@ impl LinkTable {
                 self.managed.remove(&old);
             }
         }
-        let vni = self
-            .pattern
-            .vni(&l.ifname)
-            .filter(|v| self.vnis.contains(*v));
-        let renamed_out = match (was, vni) {
+        let slot = self
+            .slot_of(&l.ifname)
+            .filter(|s| self.vnis.contains(s.vni));
+        let renamed_out = match (was, slot) {
             (Some(old), None) if !l.protodown => Some(old),
             _ => None,
         };
-        if l.protodown || vni.is_some() {
+        if l.protodown || slot.is_some() {
             self.orphans.remove(&l.ifindex);
         }
-        if let Some(vni) = vni {
-            if let Some(prev) = self.managed.get(&vni) {
+        if let Some(slot) = slot {
+            if let Some(prev) = self.managed.get(&slot) {
                 if prev.ifindex != l.ifindex {
                     self.index.remove(&prev.ifindex);
                 }
             }
-            self.index.insert(l.ifindex, vni);
-            self.managed.insert(vni, l.clone());
+            self.index.insert(l.ifindex, slot);
+            self.managed.insert(slot, l.clone());
         }
         self.all.insert(l.ifindex, l);
         renamed_out
     }
 
-    /// `ifindex`, renamed out of the pattern, was serving `vni`: it is to be put down, once.
-    pub fn orphan(&mut self, ifindex: IfIndex, vni: Vni) {
+    /// The slot an interface name stands for: the IPv4 pattern first, then the IPv6 one.
+    pub fn slot_of(&self, name: &str) -> Option<Slot> {
+        self.pattern
+            .vni(name)
+            .map(Slot::v4)
+            .or_else(|| self.pattern6.vni(name).map(Slot::v6))
+    }
+
+    /// `ifindex`, renamed out of the pattern, was serving `slot`: it is to be put down, once.
+    pub fn orphan(&mut self, ifindex: IfIndex, slot: Slot) {
         if self.all.get(&ifindex).is_some_and(|l| !l.protodown) {
-            self.orphans.insert(ifindex, vni);
+            self.orphans.insert(ifindex, slot);
         }
     }
 
-    /// Links renamed out of the pattern that are still to be put down, with their old VNI.
-    pub fn orphans(&self) -> &BTreeMap<IfIndex, Vni> {
+    /// Links renamed out of the pattern that are still to be put down, with their old slot.
+    pub fn orphans(&self) -> &BTreeMap<IfIndex, Slot> {
         &self.orphans
     }
 
@@ -252,23 +269,28 @@ impl LinkTable {
         self.uplink
     }
 
-    /// The managed links by VNI.
-    pub fn managed(&self) -> &BTreeMap<Vni, LinkState> {
+    /// The managed links by slot.
+    pub fn managed(&self) -> &BTreeMap<Slot, LinkState> {
         &self.managed
     }
 
-    pub fn get(&self, vni: Vni) -> Option<&LinkState> {
-        self.managed.get(&vni)
+    pub fn get(&self, slot: Slot) -> Option<&LinkState> {
+        self.managed.get(&slot)
     }
 
-    /// The IPv4 addresses of a link.
-    pub fn addrs(&self, ifindex: IfIndex) -> &[Ipv4Addr] {
+    /// The managed links of one VNI (none, one or both families), IPv4 first.
+    pub fn of_vni(&self, vni: Vni) -> impl Iterator<Item = (Slot, &LinkState)> {
+        self.managed.range(Slot::both(vni)).map(|(&s, l)| (s, l))
+    }
+
+    /// Every address of a link.
+    pub fn addrs(&self, ifindex: IfIndex) -> &[IpAddr] {
         self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// The bridge port the managed link of `vni` feeds, if any (see [`bridge_port`]).
-    pub fn bridge_port(&self, vni: Vni) -> Option<IfIndex> {
-        bridge_port(self.managed.get(&vni)?, &self.all)
+    /// The bridge port the managed link of `slot` feeds, if any (see [`bridge_port`]).
+    pub fn bridge_port(&self, slot: Slot) -> Option<IfIndex> {
+        bridge_port(self.managed.get(&slot)?, &self.all)
     }
 
     /// Is the heartbeat interface up with carrier? Always true when none is tracked.
@@ -285,8 +307,12 @@ impl LinkTable {
         self.uplink_name.as_deref()
     }
 
-    pub fn pattern(&self) -> &NamePattern {
-        &self.pattern
+    /// The name pattern of a family's interfaces.
+    pub fn pattern(&self, family: Family) -> &NamePattern {
+        match family {
+            Family::V4 => &self.pattern,
+            Family::V6 => &self.pattern6,
+        }
     }
 }
 

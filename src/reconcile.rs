@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::links::LinkState;
-use crate::types::{IfIndex, Vni, VniRange};
+use crate::types::{Family, IfIndex, Slot, Vni, VniRange};
 
 /// A VNI acted on less than this long ago waits before the next action.
 pub const ACTION_BACKOFF: Duration = Duration::from_millis(50);
@@ -29,6 +29,8 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Protodown {
     pub vni: Vni,
+    /// Which of the VNI's interfaces.
+    pub family: Family,
     pub ifindex: IfIndex,
     /// `true`: set our reason bit and protodown. `false`: clear our reason bit and protodown.
     pub on: bool,
@@ -38,6 +40,7 @@ pub struct Protodown {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdbFlush {
     pub vni: Vni,
+    pub family: Family,
     /// The bridge port the MAC was learnt on.
     pub port: IfIndex,
     pub mac: [u8; 6],
@@ -47,44 +50,53 @@ pub struct FdbFlush {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<Protodown>,
-    /// Managed VNIs with no interface.
+    /// Managed VNIs with no interface of either family.
     pub missing: Vec<Vni>,
-    /// Owned VNIs held down by other reason bits: (vni, the foreign bits).
+    /// Owned VNIs held down by other reason bits: (vni, the foreign bits of its interfaces).
     pub blocked: Vec<(Vni, u32)>,
 }
 
 /// The observed links that are wrong, and what to do about them.
 ///
 /// `owned` are the VNIs we own (empty during the hold-down and at shutdown), `managed` the
-/// configured range, `links` the managed interfaces the kernel reports, by VNI.
+/// configured range, `links` the managed interfaces the kernel reports, by slot. A VNI's
+/// interfaces (IPv4, IPv6, either or both) follow its ownership together.
 pub fn plan(
     owned: &BTreeSet<Vni>,
     managed: VniRange,
-    links: &BTreeMap<Vni, LinkState>,
+    links: &BTreeMap<Slot, LinkState>,
     reason_bit: u8,
 ) -> Plan {
     let ours = 1u32 << reason_bit;
     let mut p = Plan::default();
     for vni in managed.iter() {
-        let Some(link) = links.get(&vni) else {
+        let mut any = false;
+        let mut blocked = 0u32;
+        for (slot, link) in links.range(Slot::both(vni)) {
+            any = true;
+            let change = |on| Protodown {
+                vni,
+                family: slot.family,
+                ifindex: link.ifindex,
+                on,
+            };
+            if owned.contains(&vni) {
+                let foreign = link.reason & !ours;
+                if link.reason & ours != 0 || (link.protodown && foreign == 0) {
+                    p.changes.push(change(false));
+                }
+                if link.protodown && foreign != 0 {
+                    blocked |= foreign;
+                }
+            } else if !link.protodown || link.reason & ours == 0 || link.carrier {
+                p.changes.push(change(true));
+            }
+        }
+        if !any {
             p.missing.push(vni);
-            continue;
-        };
-        let change = |on| Protodown {
-            vni,
-            ifindex: link.ifindex,
-            on,
-        };
-        if owned.contains(&vni) {
-            let foreign = link.reason & !ours;
-            if link.reason & ours != 0 || (link.protodown && foreign == 0) {
-                p.changes.push(change(false));
-            }
-            if link.protodown && foreign != 0 {
-                p.blocked.push((vni, foreign));
-            }
-        } else if !link.protodown || link.reason & ours == 0 || link.carrier {
-            p.changes.push(change(true));
+        }
+        if blocked != 0 {
+            p.blocked.push((vni, blocked));
         }
     }
     p
@@ -96,25 +108,47 @@ pub fn plan(
 /// black-holes traffic. Harmless with distinct MACs.
 pub fn fdb_flushes(
     done: &[Protodown],
-    links: &BTreeMap<Vni, LinkState>,
-    port_of: impl Fn(Vni) -> Option<IfIndex>,
+    links: &BTreeMap<Slot, LinkState>,
+    port_of: impl Fn(Slot) -> Option<IfIndex>,
 ) -> Vec<FdbFlush> {
     done.iter()
         .filter(|c| c.on)
         .filter_map(|c| {
+            let slot = c.slot();
             Some(FdbFlush {
                 vni: c.vni,
-                port: port_of(c.vni)?,
-                mac: links.get(&c.vni)?.mac,
+                family: c.family,
+                port: port_of(slot)?,
+                mac: links.get(&slot)?.mac,
             })
         })
         .collect()
 }
 
-/// When each VNI was last acted on, and when a deferred or failed action may run again.
+impl Protodown {
+    /// The managed interface's place.
+    pub fn slot(&self) -> Slot {
+        Slot {
+            vni: self.vni,
+            family: self.family,
+        }
+    }
+}
+
+impl FdbFlush {
+    pub fn slot(&self) -> Slot {
+        Slot {
+            vni: self.vni,
+            family: self.family,
+        }
+    }
+}
+
+/// When each managed interface (by slot) was last acted on, and when a deferred or failed action
+/// may run again.
 #[derive(Debug, Clone, Default)]
 pub struct Backoff {
-    acted: HashMap<Vni, Instant>,
+    acted: HashMap<Slot, Instant>,
     retry_at: Option<Instant>,
 }
 
@@ -124,7 +158,7 @@ impl Backoff {
     pub fn admit(&mut self, changes: Vec<Protodown>, now: Instant) -> Vec<Protodown> {
         let mut todo = Vec::with_capacity(changes.len());
         for c in changes {
-            match self.acted.get(&c.vni) {
+            match self.acted.get(&c.slot()) {
                 Some(&last) if now < last + ACTION_BACKOFF => self.retry(last + ACTION_BACKOFF),
                 _ => todo.push(c),
             }
@@ -132,9 +166,9 @@ impl Backoff {
         todo
     }
 
-    /// These VNIs were acted on at `now`.
-    pub fn acted(&mut self, vnis: impl IntoIterator<Item = Vni>, now: Instant) {
-        for v in vnis {
+    /// These interfaces were acted on at `now`.
+    pub fn acted(&mut self, slots: impl IntoIterator<Item = Slot>, now: Instant) {
+        for v in slots {
             self.acted.insert(v, now);
         }
     }

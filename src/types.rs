@@ -18,6 +18,54 @@ pub struct Uid(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct IfIndex(pub u32);
 
+/// The address family a managed interface serves: each VNI may have an IPv4 interface
+/// (`--interface-pattern`), an IPv6 one (`--interface6-pattern`), or both. Ownership is per VNI,
+/// both families together; what is per family is the interface (its protodown, its announcements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+/// One managed interface's place: its VNI and family. Ordered by VNI first, so a VNI's slots are
+/// neighbours in an ordered map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Slot {
+    pub vni: Vni,
+    pub family: Family,
+}
+
+impl Slot {
+    pub fn v4(vni: Vni) -> Slot {
+        Slot {
+            vni,
+            family: Family::V4,
+        }
+    }
+
+    pub fn v6(vni: Vni) -> Slot {
+        Slot {
+            vni,
+            family: Family::V6,
+        }
+    }
+
+    /// Both slots of `vni`, in order: the bounds of its range in a map keyed by slot.
+    pub fn both(vni: Vni) -> std::ops::RangeInclusive<Slot> {
+        Slot::v4(vni)..=Slot::v6(vni)
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        })
+    }
+}
+
 impl fmt::Display for Vni {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

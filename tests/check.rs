@@ -43,7 +43,10 @@ fn good() -> Host {
     let mut kinds = BTreeMap::new();
     for v in 1..=4u32 {
         links.push(link(100 + v, &format!("vrrp4-{v}"), Some(3)));
-        addrs.insert(IfIndex(100 + v), vec![Ipv4Addr::new(10, 100, v as u8, 1)]);
+        addrs.insert(
+            IfIndex(100 + v),
+            vec![Ipv4Addr::new(10, 100, v as u8, 1).into()],
+        );
         kinds.insert(format!("vrrp4-{v}"), "macvlan".to_owned());
     }
     let mut sysctls = BTreeMap::new();

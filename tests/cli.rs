@@ -66,6 +66,7 @@ fn production_command_line_with_defaults() {
     assert_eq!(c.bind_interface, None);
     assert_eq!(c.pattern.name(Vni(42)), "vrrp4-42");
     assert_eq!(c.pattern.vni("vrrp4-42"), Some(Vni(42)));
+    assert_eq!(c.pattern6.name(Vni(42)), "vrrp6-42");
     assert_eq!(c.protodown_reason, 3);
     assert_eq!(c.garp_count, 3);
     assert_eq!(c.garp_spacing, ms(200));
@@ -103,6 +104,7 @@ fn every_flag_is_read() {
         "--dead-after=5",
         "--hold-down=1",
         "--interface-pattern=gw{vni}",
+        "--interface6-pattern=gw{vni}v6",
         "--garp-count=1",
         "--garp-spacing=1ms",
         "--garp-refresh=0s",
@@ -122,6 +124,7 @@ fn every_flag_is_read() {
     assert_eq!(c.hold(), ms(500));
     assert_eq!(c.hold_down(), ms(100));
     assert_eq!(c.pattern.name(Vni(7)), "gw7");
+    assert_eq!(c.pattern6.name(Vni(7)), "gw7v6");
     assert_eq!(c.garp_count, 1);
     assert_eq!(c.garp_spacing, ms(1));
     assert_eq!(c.garp_refresh, None, "0s turns the refresh off");
@@ -265,6 +268,33 @@ fn bad_interface_pattern() {
     );
     // The default pattern fits every VNI.
     ok(&["--maxvni", "16777215"]);
+}
+
+#[test]
+fn bad_interface6_pattern() {
+    rejected(&["--interface6-pattern", "vrrp6-"], "--interface6-pattern");
+    rejected(
+        &["--interface6-pattern", "vxlan-gateway6-{vni}"],
+        "--interface6-pattern",
+    );
+    rejected(
+        &["--interface6-pattern", "gw6:{vni}"],
+        "--interface6-pattern",
+    );
+    // The IPv4 and IPv6 interfaces need names of their own.
+    rejected(
+        &["--interface6-pattern", "vrrp4-{vni}"],
+        "--interface6-pattern",
+    );
+    rejected(
+        &[
+            "--interface-pattern",
+            "gw-{vni}",
+            "--interface6-pattern",
+            "gw-{vni}",
+        ],
+        "--interface6-pattern",
+    );
 }
 
 #[test]

@@ -452,6 +452,7 @@ async fn start_sets_protodown_everywhere_before_the_first_heartbeat() {
         let expected: Vec<FdbFlush> = (1..=VNIS)
             .map(|vni| FdbFlush {
                 vni: Vni(vni),
+                family: wmgwd2::types::Family::V4,
                 port: VETH_PEER,
                 mac: mac(vni),
             })
@@ -1042,7 +1043,7 @@ async fn address_added_to_an_owned_interface_is_announced() {
             h.inject
                 .send(KernelEvent::Address {
                     ifindex: ifindex(vni),
-                    addr: new,
+                    addr: new.into(),
                     added: true,
                 })
                 .unwrap();
@@ -1147,7 +1148,7 @@ async fn a_deleted_interface_is_forgotten_and_a_new_one_managed() {
         h.inject
             .send(KernelEvent::Address {
                 ifindex: IfIndex(500),
-                addr: ips(4)[0],
+                addr: ips(4)[0].into(),
                 added: true,
             })
             .unwrap();
@@ -1615,4 +1616,65 @@ fn the_example_alert_rules_are_valid_and_use_exported_metrics() {
             "the rules use {name}, which the daemon does not export"
         );
     }
+}
+
+/// The shell with IPv6 interfaces: a VNI's `vrrp6-<vni>` comes up with its `vrrp4-<vni>`, and
+/// what goes out of it are unsolicited neighbour advertisements (the frame of
+/// `garp::na_frame`), three per address (the global one and the link-local one), and no
+/// gratuitous ARP; the IPv4 interface still sends only ARPs. A stop puts both down.
+#[tokio::test(start_paused = true)]
+async fn ipv6_interfaces_follow_their_vni_and_send_neighbour_advertisements() {
+    use std::net::{IpAddr, Ipv6Addr};
+    use wmgwd2::garp::na_frame;
+    const V6: u32 = 3;
+    let ifindex6 = IfIndex(400 + V6);
+    let mac6 = [0x02, 0, 0, 0, 0x60, V6 as u8];
+    let global = Ipv6Addr::new(0x2001, 0xdb8, V6 as u16, 0, 0, 0, 0, 1);
+    let ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    local(async {
+        let mut h = Harness::start_with(&[], |fake| {
+            let l = LinkState {
+                mac: mac6,
+                ..link(ifindex6, &format!("vrrp6-{V6}"), Some(VETH), None)
+            };
+            // An IPv4 address on the IPv6 interface is not its business: not announced.
+            let addrs = vec![
+                IpAddr::V6(global),
+                IpAddr::V6(ll),
+                IpAddr::V4(Ipv4Addr::new(10, 1, 1, 1)),
+            ];
+            fake.put_link_with(l, addrs);
+        })
+        .await;
+        h.pass(HOLD_DOWN - ms(10)).await;
+        let l6 = h.link(ifindex6);
+        assert!(
+            l6.protodown && l6.reason & OURS != 0,
+            "down at start: {l6:?}"
+        );
+        h.takeover().await;
+        h.until("vrrp6 up with its VNI", SOON, |h| h.link(ifindex6).active())
+            .await;
+        h.pass(2 * GARP_SPACING + ms(50)).await;
+        let sent = h.fake().take_sent();
+        let from6: Vec<&Vec<u8>> = sent
+            .iter()
+            .filter(|(i, _)| *i == ifindex6)
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(from6.len(), 6, "3 per IPv6 address, nothing else");
+        for ip in [global, ll] {
+            let frame = na_frame(mac6, ip).to_vec();
+            assert_eq!(from6.iter().filter(|f| ***f == frame).count(), 3, "{ip}");
+        }
+        let arps4 = sent
+            .iter()
+            .filter(|(i, f)| *i == ifindex(V6) && f[12..14] == [0x08, 0x06])
+            .count();
+        assert_eq!(arps4, 3 * ips(V6).len(), "the IPv4 interface's GARPs");
+        h.stop().await;
+        let l6 = h.link(ifindex6);
+        assert!(l6.protodown && !l6.carrier, "down after the stop: {l6:?}");
+    })
+    .await;
 }

@@ -13,7 +13,7 @@ use wmgwd2::kernel::{EventSource, Kernel, KernelError, KernelEvent, KernelOp};
 use wmgwd2::links::{bridge_port, LinkState};
 use wmgwd2::reconcile::FdbFlush;
 use wmgwd2::sys::NetlinkKernel;
-use wmgwd2::types::{IfIndex, Vni};
+use wmgwd2::types::{Family, IfIndex, Vni};
 
 const REASON_BIT: u8 = 3;
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -266,6 +266,7 @@ fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
             let port = bridge_port(gw, &all);
             let f = FdbFlush {
                 vni: Vni(100),
+                family: Family::V4,
                 port: port.expect("port"),
                 mac: gw.mac,
             };
@@ -294,6 +295,7 @@ fn a_refused_fdb_flush_names_the_operation_the_port_and_the_errno() {
             let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
             let f = FdbFlush {
                 vni: Vni(100),
+                family: Family::V4,
                 port: IfIndex(999_999),
                 mac: [0x02, 0, 0, 0, 0, 1],
             };
@@ -357,7 +359,7 @@ fn events_report_changes_made_by_others() {
         "{seen:?}"
     );
     assert!(
-        seen.iter().any(|e| matches!(e, KernelEvent::Address { addr, added: true, .. } if addr.octets() == [10, 8, 0, 1])),
+        seen.iter().any(|e| matches!(e, KernelEvent::Address { addr, added: true, .. } if *addr == std::net::Ipv4Addr::new(10, 8, 0, 1))),
         "{seen:?}"
     );
 }
@@ -381,6 +383,15 @@ fn neighbour_flush_deletes_dynamic_entries_of_the_given_links_only() {
         n,
         "neigh add 10.9.2.50 dev m2 lladdr 02:00:00:00:00:52 nud stale",
     );
+    // IPv6 (an IPv6 gateway interface's clients) alike.
+    ip(
+        n,
+        "neigh add 2001:db8:1::50 dev m1 lladdr 02:00:00:00:00:53 nud stale",
+    );
+    ip(
+        n,
+        "neigh add 2001:db8:2::50 dev m2 lladdr 02:00:00:00:00:54 nud stale",
+    );
     let deleted = ns.run(|_| {
         Box::pin(async {
             let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
@@ -389,9 +400,13 @@ fn neighbour_flush_deletes_dynamic_entries_of_the_given_links_only() {
             k.flush_neighbours(&[m1]).await.expect("flush")
         })
     });
-    assert_eq!(deleted, 1);
+    assert_eq!(deleted, 2);
     let m1 = ip(n, "neigh show dev m1");
     assert!(!m1.contains("10.9.1.50"), "{m1}");
+    let m1v6 = ip(n, "-6 neigh show dev m1");
+    assert!(!m1v6.contains("2001:db8:1::50"), "{m1v6}");
+    let m2v6 = ip(n, "-6 neigh show dev m2");
+    assert!(m2v6.contains("2001:db8:2::50"), "another link's: {m2v6}");
     assert!(m1.contains("10.9.1.51"), "permanent entry deleted: {m1}");
     let m2 = ip(n, "neigh show dev m2");
     assert!(
@@ -461,4 +476,73 @@ fn heartbeat_socket_sends_with_ttl_255_and_reports_ttl_and_ingress() {
         (7, Some(64), Some(lo))
     );
     assert_eq!(ours.from.ip(), std::net::Ipv4Addr::LOCALHOST);
+}
+
+/// IPv6 addresses, in the snapshot and as events: one added `nodad` is usable at once; one added
+/// with duplicate address detection on a link without carrier stays tentative, and is neither in
+/// the snapshot nor reported added (it must not be announced); `addrgenmode none` leaves the link
+/// no link-local address of its own; the IPv4 address is there as before.
+#[test]
+fn ipv6_addresses_are_read_once_usable() {
+    let Some(ns) = Netns::new("ipv6_addresses") else {
+        return;
+    };
+    macvlans(&ns.0, 2);
+    let name = ns.0.clone();
+    ip(&name, "link set m1 addrgenmode none");
+    ip(&name, "addr add 2001:db8:1::1/64 dev m1 nodad");
+    ip(&name, "addr add fe80::1/64 dev m1 nodad");
+    // m2 without carrier (its protodown): an address with DAD stays tentative.
+    ip(&name, "link set m2 protodown on");
+    ip(&name, "addr add 2001:db8:2::1/64 dev m2");
+    let (snap, seen) = ns.run(move |_| {
+        Box::pin(async move {
+            let (k, mut ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            ip(&name, "addr add 2001:db8:1::2/64 dev m1 nodad");
+            ip(&name, "addr add 2001:db8:2::2/64 dev m2");
+            ip(&name, "addr del 2001:db8:1::1/64 dev m1");
+            let mut seen = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+            let want = [
+                (v6("2001:db8:1::2"), true),
+                (v6("2001:db8:2::2"), false),
+                (v6("2001:db8:1::1"), false),
+            ];
+            while !want.iter().all(|(a, added)| {
+                seen.iter().any(|e| {
+                    matches!(e, KernelEvent::Address { addr, added: x, .. } if addr == a && x == added)
+                })
+            }) {
+                match tokio::time::timeout_at(deadline, ev.next_batch()).await {
+                    Ok(Some(b)) => seen.extend(b),
+                    _ => break,
+                }
+            }
+            (snap, seen)
+        })
+    });
+    let names = by_name(&snap.links);
+    let m1 = names["m1"].ifindex;
+    let m2 = names["m2"].ifindex;
+    let mut got1: Vec<String> = snap.addrs[&m1].iter().map(|a| a.to_string()).collect();
+    got1.sort();
+    assert_eq!(got1, ["10.9.1.1", "2001:db8:1::1", "fe80::1"], "{snap:?}");
+    let got2: Vec<String> = snap.addrs[&m2].iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        got2,
+        ["10.9.2.1"],
+        "the tentative address is not usable: {snap:?}"
+    );
+    let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let has = |a: &str, added: bool, i: IfIndex| {
+        seen.iter().any(|e| {
+            matches!(e, KernelEvent::Address { ifindex, addr, added: x } if *addr == v6(a) && *x == added && *ifindex == i)
+        })
+    };
+    assert!(has("2001:db8:1::2", true, m1), "{seen:?}");
+    assert!(has("2001:db8:1::1", false, m1), "{seen:?}");
+    assert!(has("2001:db8:2::2", false, m2), "tentative: {seen:?}");
+    assert!(!has("2001:db8:2::2", true, m2), "tentative: {seen:?}");
 }

@@ -3,14 +3,14 @@
 //! argument (`t0 + offset`); nothing here reads a clock.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use wmgwd2::garp::{self, Announcement, Policy, Schedule, BATCH, PACE};
 use wmgwd2::links::{Change, KernelEvent, LinkState, LinkTable, NamePattern, Snapshot};
 use wmgwd2::readiness::{Readiness, Transition};
 use wmgwd2::reconcile::{Backoff, Protodown, ACTION_BACKOFF};
-use wmgwd2::types::{IfIndex, Vni, VniRange};
+use wmgwd2::types::{Family, IfIndex, Slot, Vni, VniRange};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -26,25 +26,25 @@ fn policy(refresh: Option<Duration>) -> Policy {
     }
 }
 
-fn active(vnis: impl IntoIterator<Item = u32>) -> BTreeMap<Vni, IfIndex> {
+fn active(vnis: impl IntoIterator<Item = u32>) -> BTreeMap<Slot, IfIndex> {
     vnis.into_iter()
-        .map(|v| (Vni(v), IfIndex(100 + v)))
+        .map(|v| (Slot::v4(Vni(v)), IfIndex(100 + v)))
         .collect()
 }
 
-/// One address per VNI.
-fn take(s: &mut Schedule, now: Instant, addrs: &[Ipv4Addr]) -> Vec<Announcement> {
+/// The same addresses for every VNI.
+fn take(s: &mut Schedule, now: Instant, addrs: &[IpAddr]) -> Vec<Announcement> {
     s.take_due(now, |_| Some((MAC, addrs)))
 }
 
 fn vnis(a: &[Announcement]) -> Vec<u32> {
-    a.iter().map(|a| a.vni.0).collect()
+    a.iter().map(|a| a.slot.vni.0).collect()
 }
 
 #[test]
 fn garp_burst_then_refresh() {
     let t0 = Instant::now();
-    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
     let mut s = Schedule::new(policy(Some(ms(30_000))));
     s.update(active([1, 2]), t0);
     assert_eq!(s.next_deadline(), Some(t0));
@@ -66,7 +66,7 @@ fn garp_burst_then_refresh() {
 #[test]
 fn garp_no_refresh_ends_after_the_burst() {
     let t0 = Instant::now();
-    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
     let mut s = Schedule::new(policy(None));
     s.update(active([1]), t0);
     for i in 0..3 {
@@ -78,7 +78,7 @@ fn garp_no_refresh_ends_after_the_burst() {
 #[test]
 fn garp_only_newly_active_vnis_start_a_burst() {
     let t0 = Instant::now();
-    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
     let mut s = Schedule::new(policy(None));
     s.update(active([1]), t0);
     take(&mut s, t0, &ip);
@@ -89,13 +89,13 @@ fn garp_only_newly_active_vnis_start_a_burst() {
     s.update(active([2]), t0 + ms(60));
     assert_eq!(vnis(&take(&mut s, t0 + ms(250), &ip)), [2]);
     // Reported inactive (a carrier flap): back, it counts as new again.
-    s.inactive(Vni(2));
+    s.inactive(Slot::v4(Vni(2)));
     assert_eq!(s.next_deadline(), None);
     s.update(active([2]), t0 + ms(300));
     assert_eq!(take(&mut s, t0 + ms(300), &ip)[0].remaining, 3);
     // A new ifindex for the same VNI (deleted and re-created): new as well.
     let mut moved = active([2]);
-    moved.insert(Vni(2), IfIndex(999));
+    moved.insert(Slot::v4(Vni(2)), IfIndex(999));
     s.update(moved, t0 + ms(310));
     let a = take(&mut s, t0 + ms(310), &ip);
     assert_eq!((a[0].ifindex, a[0].remaining), (IfIndex(999), 3));
@@ -104,24 +104,27 @@ fn garp_only_newly_active_vnis_start_a_burst() {
 #[test]
 fn garp_an_added_address_restarts_the_burst_of_an_active_vni_only() {
     let t0 = Instant::now();
-    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
     let mut s = Schedule::new(policy(None));
     s.update(active([1]), t0);
     for i in 0..3 {
         take(&mut s, t0 + ms(200 * i), &ip);
     }
-    s.address_added(Vni(2), IfIndex(102), t0 + ms(500));
+    s.address_added(Slot::v4(Vni(2)), IfIndex(102), t0 + ms(500));
     assert_eq!(s.next_deadline(), None);
-    s.address_added(Vni(1), IfIndex(999), t0 + ms(500));
+    s.address_added(Slot::v4(Vni(1)), IfIndex(999), t0 + ms(500));
     assert_eq!(s.next_deadline(), None);
-    s.address_added(Vni(1), IfIndex(101), t0 + ms(500));
+    s.address_added(Slot::v4(Vni(1)), IfIndex(101), t0 + ms(500));
     assert_eq!(take(&mut s, t0 + ms(500), &ip)[0].remaining, 3);
 }
 
 #[test]
 fn garp_batches_are_paced() {
     let t0 = Instant::now();
-    let two = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
+    let two: [IpAddr; 2] = [
+        Ipv4Addr::new(10, 0, 0, 1).into(),
+        Ipv4Addr::new(10, 0, 0, 2).into(),
+    ];
     let mut s = Schedule::new(policy(None));
     s.update(active(1..=300), t0);
     // Two frames per VNI: at most BATCH frames go now, the rest PACE later.
@@ -146,7 +149,7 @@ fn garp_batches_are_paced() {
 #[test]
 fn garp_deferred_announcements_keep_their_place_in_the_burst() {
     let t0 = Instant::now();
-    let ip = [Ipv4Addr::new(10, 0, 0, 1)];
+    let ip = [IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
     let mut s = Schedule::new(policy(None));
     s.update(active([1, 2]), t0);
     let a = take(&mut s, t0, &ip);
@@ -218,6 +221,7 @@ fn readiness_uplink_hold_down_is_never_shorter_than_the_hold_down() {
 fn change(vni: u32, on: bool) -> Protodown {
     Protodown {
         vni: Vni(vni),
+        family: Family::V4,
         ifindex: IfIndex(100 + vni),
         on,
     }
@@ -228,7 +232,7 @@ fn backoff_defers_a_vni_acted_on_just_now() {
     let t0 = Instant::now();
     let mut b = Backoff::default();
     assert_eq!(b.admit(vec![change(1, true)], t0), vec![change(1, true)]);
-    b.acted([Vni(1)], t0);
+    b.acted([Slot::v4(Vni(1))], t0);
     let later = t0 + ACTION_BACKOFF;
     assert!(b.admit(vec![change(1, false)], t0 + ms(10)).is_empty());
     assert_eq!(b.next_deadline(), Some(later));
@@ -239,7 +243,7 @@ fn backoff_defers_a_vni_acted_on_just_now() {
     assert!(!b.due(later), "due once");
     assert_eq!(b.admit(vec![change(1, false)], later).len(), 1);
     // At a stop nothing is held back.
-    b.acted([Vni(1)], later);
+    b.acted([Slot::v4(Vni(1))], later);
     b.clear();
     assert_eq!(b.admit(vec![change(1, true)], later).len(), 1);
 }
@@ -272,6 +276,7 @@ fn l(ifindex: u32, name: &str) -> LinkState {
 fn table(uplink: Option<&str>) -> LinkTable {
     LinkTable::new(
         NamePattern::new("vrrp4-{vni}").unwrap(),
+        NamePattern::new("vrrp6-{vni}").unwrap(),
         VniRange::new(1, 10).unwrap(),
         uplink.map(String::from),
     )
@@ -287,9 +292,9 @@ fn link_table_keeps_managed_links_by_vni_through_renames() {
             l(7, "tmp2"),
             l(8, "eth0"),
         ],
-        addrs: BTreeMap::from([(IfIndex(7), vec![Ipv4Addr::new(10, 0, 2, 1)])]),
+        addrs: BTreeMap::from([(IfIndex(7), vec![Ipv4Addr::new(10, 0, 2, 1).into()])]),
     });
-    let managed: Vec<u32> = t.managed().keys().map(|v| v.0).collect();
+    let managed: Vec<u32> = t.managed().keys().map(|s| s.vni.0).collect();
     assert_eq!(
         managed,
         [1],
@@ -297,27 +302,30 @@ fn link_table_keeps_managed_links_by_vni_through_renames() {
     );
     // Renamed into the pattern, with the address it had.
     assert_eq!(t.apply(KernelEvent::Link(l(7, "vrrp4-2"))), Change::Nothing);
-    assert_eq!(t.get(Vni(2)).map(|l| l.ifindex), Some(IfIndex(7)));
-    assert_eq!(t.addrs(IfIndex(7)), [Ipv4Addr::new(10, 0, 2, 1)]);
+    assert_eq!(t.get(Slot::v4(Vni(2))).map(|l| l.ifindex), Some(IfIndex(7)));
+    assert_eq!(
+        t.addrs(IfIndex(7)),
+        [IpAddr::V4(Ipv4Addr::new(10, 0, 2, 1))]
+    );
     // Renamed out of it, while up: reported, and put down once if the caller says it served.
     assert_eq!(
         t.apply(KernelEvent::Link(l(7, "old2"))),
-        Change::RenamedOut(Vni(2), IfIndex(7))
+        Change::RenamedOut(Slot::v4(Vni(2)), IfIndex(7))
     );
-    assert_eq!(t.get(Vni(2)), None);
-    t.orphan(IfIndex(7), Vni(2));
-    assert_eq!(t.orphans().get(&IfIndex(7)), Some(&Vni(2)));
+    assert_eq!(t.get(Slot::v4(Vni(2))), None);
+    t.orphan(IfIndex(7), Slot::v4(Vni(2)));
+    assert_eq!(t.orphans().get(&IfIndex(7)), Some(&Slot::v4(Vni(2))));
     let mut down = l(7, "old2");
     down.protodown = true;
     assert_eq!(t.apply(KernelEvent::Link(down)), Change::Nothing);
     assert!(t.orphans().is_empty(), "put down: no longer an orphan");
     // A second link takes a VNI's name: the newer report wins.
     t.apply(KernelEvent::Link(l(9, "vrrp4-1")));
-    assert_eq!(t.get(Vni(1)).map(|l| l.ifindex), Some(IfIndex(9)));
+    assert_eq!(t.get(Slot::v4(Vni(1))).map(|l| l.ifindex), Some(IfIndex(9)));
     t.apply(KernelEvent::LinkGone {
         ifindex: IfIndex(9),
     });
-    assert_eq!(t.get(Vni(1)), None);
+    assert_eq!(t.get(Slot::v4(Vni(1))), None);
 }
 
 #[test]
@@ -329,11 +337,14 @@ fn link_table_reports_inactive_links_and_new_addresses_of_managed_ones() {
     });
     let mut down = l(5, "vrrp4-1");
     down.carrier = false;
-    assert_eq!(t.apply(KernelEvent::Link(down)), Change::Inactive(Vni(1)));
+    assert_eq!(
+        t.apply(KernelEvent::Link(down)),
+        Change::Inactive(Slot::v4(Vni(1)))
+    );
     let mut eth_down = l(8, "eth0");
     eth_down.carrier = false;
     assert_eq!(t.apply(KernelEvent::Link(eth_down)), Change::Nothing);
-    let ip = Ipv4Addr::new(10, 0, 1, 1);
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1));
     let add = |ifindex, added| KernelEvent::Address {
         ifindex: IfIndex(ifindex),
         addr: ip,
@@ -341,7 +352,7 @@ fn link_table_reports_inactive_links_and_new_addresses_of_managed_ones() {
     };
     assert_eq!(
         t.apply(add(5, true)),
-        Change::AddressAdded(Vni(1), IfIndex(5))
+        Change::AddressAdded(Slot::v4(Vni(1)), IfIndex(5))
     );
     assert_eq!(t.apply(add(8, true)), Change::Nothing);
     assert_eq!(t.addrs(IfIndex(5)), [ip]);
@@ -396,4 +407,119 @@ fn the_hold_time_grows_with_measured_loss_up_to_twice_the_configured_one() {
             "monotonic at {p}"
         );
     }
+}
+
+/// A VNI's IPv6 interface is managed beside its IPv4 one, under its own slot; a VNI may have
+/// either or both; an IPv6 address on a managed IPv6 link is reported as added to that slot.
+#[test]
+fn link_table_keeps_both_families_of_a_vni() {
+    let mut t = table(None);
+    t.load(Snapshot {
+        links: vec![
+            l(5, "vrrp4-1"),
+            l(6, "vrrp6-1"),
+            l(7, "vrrp6-2"),
+            l(8, "vrrp6-11"),
+        ],
+        addrs: BTreeMap::new(),
+    });
+    let managed: Vec<Slot> = t.managed().keys().copied().collect();
+    assert_eq!(
+        managed,
+        [Slot::v4(Vni(1)), Slot::v6(Vni(1)), Slot::v6(Vni(2))],
+        "vrrp6-11 is outside 1-10"
+    );
+    let of1: Vec<u32> = t.of_vni(Vni(1)).map(|(_, l)| l.ifindex.0).collect();
+    assert_eq!(of1, [5, 6]);
+    let of2: Vec<Slot> = t.of_vni(Vni(2)).map(|(s, _)| s).collect();
+    assert_eq!(of2, [Slot::v6(Vni(2))]);
+    assert_eq!(t.of_vni(Vni(3)).count(), 0);
+    let ip: IpAddr = "2001:db8::1".parse().unwrap();
+    assert_eq!(
+        t.apply(KernelEvent::Address {
+            ifindex: IfIndex(6),
+            addr: ip,
+            added: true
+        }),
+        Change::AddressAdded(Slot::v6(Vni(1)), IfIndex(6))
+    );
+    let mut down = l(6, "vrrp6-1");
+    down.carrier = false;
+    assert_eq!(
+        t.apply(KernelEvent::Link(down)),
+        Change::Inactive(Slot::v6(Vni(1)))
+    );
+    // Renamed from one family's name to the other's: it moves slot.
+    t.apply(KernelEvent::Link(l(7, "vrrp4-2")));
+    assert_eq!(t.get(Slot::v6(Vni(2))), None);
+    assert_eq!(t.get(Slot::v4(Vni(2))).map(|l| l.ifindex), Some(IfIndex(7)));
+}
+
+/// An announcement carries the addresses of its slot's family only: the IPv4 interface's
+/// gratuitous ARPs never name an IPv6 address (say a link-local the kernel generated), the IPv6
+/// interface's advertisements never an IPv4 one. The two interfaces of a VNI burst separately.
+#[test]
+fn announcements_carry_their_familys_addresses() {
+    let t0 = Instant::now();
+    let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let g6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+    let ll = IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+    let both = [v4, g6, ll];
+    let mut s = Schedule::new(policy(None));
+    s.update(
+        BTreeMap::from([
+            (Slot::v4(Vni(1)), IfIndex(101)),
+            (Slot::v6(Vni(1)), IfIndex(201)),
+        ]),
+        t0,
+    );
+    let a = take(&mut s, t0, &both);
+    assert_eq!(a.len(), 2);
+    assert_eq!((a[0].slot, a[0].ips.clone()), (Slot::v4(Vni(1)), vec![v4]));
+    assert_eq!(
+        (a[1].slot, a[1].ips.clone()),
+        (Slot::v6(Vni(1)), vec![g6, ll])
+    );
+    assert_eq!(a[1].ifindex, IfIndex(201));
+    // The IPv6 interface flaps: only it starts a new burst.
+    s.inactive(Slot::v6(Vni(1)));
+    s.update(
+        BTreeMap::from([
+            (Slot::v4(Vni(1)), IfIndex(101)),
+            (Slot::v6(Vni(1)), IfIndex(201)),
+        ]),
+        t0 + ms(10),
+    );
+    let a = take(&mut s, t0 + ms(10), &both);
+    assert_eq!(
+        a.iter().map(|a| a.slot).collect::<Vec<_>>(),
+        [Slot::v6(Vni(1))]
+    );
+    assert_eq!(a[0].remaining, 3);
+}
+
+/// The frame of an announcement follows the address: ARP for IPv4, a neighbour advertisement
+/// for IPv6.
+#[test]
+fn the_announcement_frame_follows_the_family() {
+    let f4 = garp::announcement(MAC, Ipv4Addr::new(192, 0, 2, 1).into());
+    assert_eq!(f4.as_ref().len(), garp::FRAME_LEN);
+    assert_eq!(&f4.as_ref()[12..14], &[0x08, 0x06]);
+    let f6 = garp::announcement(MAC, "2001:db8::1".parse().unwrap());
+    assert_eq!(f6.as_ref().len(), garp::NA_FRAME_LEN);
+    assert_eq!(&f6.as_ref()[12..14], &[0x86, 0xdd]);
+    assert_eq!(f6.as_ref()[54], 136, "ICMPv6 neighbour advertisement");
+}
+
+/// The backoff is per interface: acting on a VNI's IPv4 interface does not hold back its IPv6
+/// one (created a moment later, say).
+#[test]
+fn backoff_is_per_interface() {
+    let t0 = Instant::now();
+    let mut b = Backoff::default();
+    b.acted([Slot::v4(Vni(1))], t0);
+    let mut c6 = change(1, true);
+    c6.family = Family::V6;
+    assert_eq!(b.admit(vec![c6], t0 + ms(10)), vec![c6]);
+    assert!(b.admit(vec![change(1, true)], t0 + ms(10)).is_empty());
 }

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use wmgwd2::garp::{frame as garp, na_frame as na, FRAME_LEN as GARP_LEN, NA_FRAME_LEN as NA_LEN};
 use wmgwd2::links::{bridge_port, LinkState, NamePattern};
 use wmgwd2::reconcile::{self, fdb_flushes, FdbFlush, Plan, Protodown};
-use wmgwd2::types::{IfIndex, Vni, VniRange};
+use wmgwd2::types::{Family, IfIndex, Slot, Vni, VniRange};
 
 /// `reconcile::plan` over plain integers: the tables below are easier to read that way.
 fn plan(
@@ -18,7 +18,10 @@ fn plan(
     bit: u8,
 ) -> Plan {
     let owned = owned.iter().map(|&v| Vni(v)).collect();
-    let links = links.iter().map(|(&v, l)| (Vni(v), l.clone())).collect();
+    let links = links
+        .iter()
+        .map(|(&v, l)| (Slot::v4(Vni(v)), l.clone()))
+        .collect();
     reconcile::plan(
         &owned,
         VniRange::spanning(*vnis.start(), *vnis.end()),
@@ -55,6 +58,7 @@ fn link(vni: u32, protodown: bool, reason: u32, carrier: bool) -> LinkState {
 fn on(vni: u32) -> Protodown {
     Protodown {
         vni: Vni(vni),
+        family: Family::V4,
         ifindex: IfIndex(1000 + vni),
         on: true,
     }
@@ -63,6 +67,7 @@ fn on(vni: u32) -> Protodown {
 fn off(vni: u32) -> Protodown {
     Protodown {
         vni: Vni(vni),
+        family: Family::V4,
         ifindex: IfIndex(1000 + vni),
         on: false,
     }
@@ -257,23 +262,24 @@ fn bridge_port_is_the_veth_peer_on_the_bridge() {
 #[test]
 fn fdb_flushes_only_for_interfaces_put_down_with_a_port() {
     let links = BTreeMap::from([
-        (Vni(1), link(1, false, 0, true)),
-        (Vni(2), link(2, false, 0, true)),
-        (Vni(3), link(3, false, 0, true)),
+        (Slot::v4(Vni(1)), link(1, false, 0, true)),
+        (Slot::v4(Vni(2)), link(2, false, 0, true)),
+        (Slot::v4(Vni(3)), link(3, false, 0, true)),
     ]);
     let ports = BTreeMap::from([
-        (Vni(1), IfIndex(11)),
-        (Vni(2), IfIndex(12)),
-        (Vni(4), IfIndex(14)),
+        (Slot::v4(Vni(1)), IfIndex(11)),
+        (Slot::v4(Vni(2)), IfIndex(12)),
+        (Slot::v4(Vni(4)), IfIndex(14)),
     ]);
-    let port_of = |v: Vni| ports.get(&v).copied();
+    let port_of = |s: Slot| ports.get(&s).copied();
     let actions = [on(1), off(2), on(3), on(4)];
     assert_eq!(
         fdb_flushes(&actions, &links, port_of),
         vec![FdbFlush {
             vni: Vni(1),
+            family: Family::V4,
             port: IfIndex(11),
-            mac: links[&Vni(1)].mac,
+            mac: links[&Slot::v4(Vni(1))].mac,
         }]
     );
     assert_eq!(fdb_flushes(&[], &links, port_of), vec![]);

@@ -9,7 +9,8 @@
 //! config <daemon flags…>      before `start`; defaults: --minvni 1 --maxvni 4 --interval 100ms
 //!                             --dead-after 3 --hold-down 3 --garp-count 2 --garp-spacing 200ms
 //!                             --garp-refresh 0s --leave-wait 300ms --uplink-hold-down 0s
-//! at <ms> <input>             advance to <ms> (firing every timer due on the way), then:
+//! at <ms> <input>             advance to <ms> (firing every timer due on the way), then (before
+//!                             `start`, kernel changes only shape what its first read finds):
 //!   start                     the first read of the kernel
 //!   hb <uid> [inc=N] [seq=N] [hold=MS] [ttl=N] [via=IFNAME] [leaving] [starting] [settling]
 //!                             a heartbeat from <uid> (TTL 255, in through eth0 unless given)
@@ -27,6 +28,8 @@
 //!   stalled <ms>              the heartbeat task found it had been silent that long
 //!   dropped <n>               the socket dropped n more datagrams (told with the next one)
 //!   delete <vni> | create <vni> [ifindex=N] | address <vni> <ip>
+//!   create6 <vnis> | delete6 <vni>   the VNIs' IPv6 interfaces (vrrp6-<vni>, with 2001:db8:<vni>::1
+//!                             and fe80::1); `address <vni> <ipv6>` adds to the IPv6 one
 //!   lost                      the kernel's event socket overran
 //!   fail <vni> <errno>        the kernel refuses this VNI's protodown changes from now on
 //!   heal <vni>                …and accepts them again
@@ -35,6 +38,8 @@
 //! expect <effect>             the effects since the last check, one line each, in order:
 //!                             protodown on|off <vnis> · flush-fdb <vnis> · flush-neigh <vnis> ·
 //!                             garp <vnis> · resync · rebind · heartbeat-now · stop-beacon ·
+//!                             (the IPv6 interfaces' on a line of their own: `protodown on v6
+//!                             <vnis>`, `flush-fdb v6 …`, `flush-neigh v6 …`, `na <vnis>`) ·
 //!                             heartbeat <flags> · exit clean | exit still-up <vnis>
 //! expect nothing              no effect since the last check
 //! notices on                  notices to the service manager are effects too: notify ready,
@@ -46,6 +51,7 @@
 //!   hb … sign=<id>[!]         the heartbeat signed with that key (`!`: a MAC that fails)
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
+//! active6 <vnis>|none         …the IPv6 ones
 //! stat <name>=<n>             a counter
 //! ```
 //!
@@ -56,7 +62,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -66,7 +72,7 @@ use wmgwd2::cli::Config;
 use wmgwd2::core::{Command, Core, Effect, GarpReport, Input, Notice};
 use wmgwd2::kernel::{KernelError, KernelOp};
 use wmgwd2::links::{KernelEvent, LinkState, Snapshot};
-use wmgwd2::types::{vni_ranges, IfIndex, Uid, Vni};
+use wmgwd2::types::{vni_ranges, Family, IfIndex, Uid, Vni};
 use wmgwd2::wire::{self, Heartbeat, FLAG_LEAVING, FLAG_SETTLING, FLAG_STARTING};
 
 const ME: Uid = Uid(0x1001);
@@ -86,10 +92,30 @@ fn gateway_ip(vni: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 100, vni as u8, 1)
 }
 
+fn ifindex6(vni: u32) -> IfIndex {
+    IfIndex(400 + vni)
+}
+
+/// A VNI's IPv6 gateway addresses: a global one and the shared link-local one.
+fn gateway_ips6(vni: u32) -> Vec<IpAddr> {
+    vec![
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, vni as u16, 0, 0, 0, 0, 1)),
+        IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+    ]
+}
+
+/// How the effect lines name a family: IPv4 unmarked (as before IPv6), IPv6 with `v6 `.
+fn fam(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "",
+        Family::V6 => "v6 ",
+    }
+}
+
 /// The kernel, in memory: links whose protodown follows the requests, as Linux's does.
 struct Model {
     links: BTreeMap<IfIndex, LinkState>,
-    addrs: BTreeMap<IfIndex, Vec<Ipv4Addr>>,
+    addrs: BTreeMap<IfIndex, Vec<IpAddr>>,
     events: Vec<KernelEvent>,
     muted: bool,
     /// Events are kept back, to be delivered as one batch.
@@ -136,12 +162,40 @@ impl Model {
 
     fn create(&mut self, vni: u32, ifindex: IfIndex) {
         self.put(link(ifindex, &format!("vrrp4-{vni}"), Some(VETH), None));
-        self.addrs.insert(ifindex, vec![gateway_ip(vni)]);
+        self.addrs.insert(ifindex, vec![gateway_ip(vni).into()]);
         self.events.push(KernelEvent::Address {
             ifindex,
-            addr: gateway_ip(vni),
+            addr: gateway_ip(vni).into(),
             added: true,
         });
+    }
+
+    /// The VNI's IPv6 interface, on the same lower device as the IPv4 one.
+    fn create6(&mut self, vni: u32, ifindex: IfIndex) {
+        self.put(link(ifindex, &format!("vrrp6-{vni}"), Some(VETH), None));
+        self.addrs.insert(ifindex, gateway_ips6(vni));
+        for addr in gateway_ips6(vni) {
+            self.events.push(KernelEvent::Address {
+                ifindex,
+                addr,
+                added: true,
+            });
+        }
+    }
+
+    fn by_vni6(&self, vni: u32) -> Option<IfIndex> {
+        let name = format!("vrrp6-{vni}");
+        self.links
+            .values()
+            .find(|l| l.ifname == name)
+            .map(|l| l.ifindex)
+    }
+
+    fn family_of(&self, i: IfIndex) -> Family {
+        match self.links.get(&i) {
+            Some(l) if l.ifname.starts_with("vrrp6-") => Family::V6,
+            _ => Family::V4,
+        }
     }
 
     fn by_vni(&self, vni: u32) -> Option<IfIndex> {
@@ -208,9 +262,13 @@ impl Model {
     }
 
     fn active(&self) -> BTreeSet<u32> {
+        self.active_named("vrrp4-")
+    }
+
+    fn active_named(&self, prefix: &str) -> BTreeSet<u32> {
         self.links
             .values()
-            .filter(|l| l.ifname.starts_with("vrrp4-") && l.active())
+            .filter(|l| l.ifname.starts_with(prefix) && l.active())
             .map(|l| self.vni_of(l.ifindex))
             .collect()
     }
@@ -278,6 +336,8 @@ struct Run {
     drops: u32,
     /// Every key the script named (`key <id> <byte>`), for signing peers' frames.
     ring: BTreeMap<u8, String>,
+    /// `start` came: before it, changes to the model only shape what the first read finds.
+    started: bool,
 }
 
 impl Run {
@@ -320,6 +380,7 @@ impl Run {
             notices: false,
             drops: 0,
             ring: BTreeMap::new(),
+            started: false,
         }
     }
 
@@ -348,15 +409,22 @@ impl Run {
         let now = self.now;
         match e {
             Effect::SetProtodown(changes) => {
-                for on in [true, false] {
+                for (on, family) in [
+                    (true, Family::V4),
+                    (true, Family::V6),
+                    (false, Family::V4),
+                    (false, Family::V6),
+                ] {
                     let v: Vec<u32> = changes
                         .iter()
-                        .filter(|c| c.on == on)
+                        .filter(|c| c.on == on && c.family == family)
                         .map(|c| self.model.vni_of(c.ifindex))
                         .collect();
                     if !v.is_empty() {
                         let word = if on { "on" } else { "off" };
-                        self.log.push(format!("protodown {word} {}", show_vnis(v)));
+                        let f = fam(family);
+                        self.log
+                            .push(format!("protodown {word} {f}{}", show_vnis(v)));
                     }
                 }
                 let results = changes
@@ -366,18 +434,34 @@ impl Run {
                 self.core.handle(Input::Applied { changes, results }, now);
             }
             Effect::FlushFdb(flushes) => {
-                self.log.push(format!(
-                    "flush-fdb {}",
-                    show_vnis(flushes.iter().map(|f| f.vni.0))
-                ));
+                for family in [Family::V4, Family::V6] {
+                    let v: Vec<u32> = flushes
+                        .iter()
+                        .filter(|f| f.family == family)
+                        .map(|f| f.vni.0)
+                        .collect();
+                    if !v.is_empty() {
+                        let f = fam(family);
+                        self.log.push(format!("flush-fdb {f}{}", show_vnis(v)));
+                    }
+                }
                 assert!(flushes.iter().all(|f| f.port == VETH_PEER), "{flushes:?}");
                 let results = flushes.iter().map(|_| Ok(())).collect();
                 self.core
                     .handle(Input::FdbFlushed { flushes, results }, now);
             }
             Effect::FlushNeighbours(ixs) => {
-                let v = ixs.iter().map(|&i| self.model.vni_of(i));
-                self.log.push(format!("flush-neigh {}", show_vnis(v)));
+                for family in [Family::V4, Family::V6] {
+                    let v: Vec<u32> = ixs
+                        .iter()
+                        .filter(|&&i| self.model.family_of(i) == family)
+                        .map(|&i| self.model.vni_of(i))
+                        .collect();
+                    if !v.is_empty() {
+                        let f = fam(family);
+                        self.log.push(format!("flush-neigh {f}{}", show_vnis(v)));
+                    }
+                }
                 let interfaces = ixs.len();
                 self.core.handle(
                     Input::NeighboursFlushed {
@@ -388,14 +472,29 @@ impl Run {
                 );
             }
             Effect::SendGarps(list) => {
-                self.log
-                    .push(format!("garp {}", show_vnis(list.iter().map(|a| a.vni.0))));
+                for (family, word) in [(Family::V4, "garp"), (Family::V6, "na")] {
+                    let v: Vec<u32> = list
+                        .iter()
+                        .filter(|a| a.slot.family == family)
+                        .map(|a| a.slot.vni.0)
+                        .collect();
+                    if !v.is_empty() {
+                        self.log.push(format!("{word} {}", show_vnis(v)));
+                    }
+                }
                 let mut report = GarpReport::default();
                 for a in &list {
                     let l = &self.model.links[&a.ifindex];
                     assert!(l.active(), "{}: GARP on an inactive link {l:?}", self.name);
                     assert_eq!(a.mac, l.mac);
-                    assert_eq!(a.ips, self.model.addrs[&a.ifindex]);
+                    assert_eq!(a.slot.family, self.model.family_of(a.ifindex));
+                    // The link's addresses of the slot's family, all of them, in order.
+                    let want: Vec<IpAddr> = self.model.addrs[&a.ifindex]
+                        .iter()
+                        .filter(|ip| ip.is_ipv6() == (a.slot.family == Family::V6))
+                        .copied()
+                        .collect();
+                    assert_eq!(a.ips, want);
                     report.sent += a.ips.len() as u64;
                 }
                 self.core.handle(Input::GarpsSent(report), now);
@@ -433,8 +532,14 @@ impl Run {
                 if exit.still_up.is_empty() {
                     self.log.push("exit clean".into());
                 } else {
-                    let v = exit.still_up.iter().map(|v| v.0);
-                    self.log.push(format!("exit still-up {}", show_vnis(v)));
+                    let v4 = exit.still_up.iter().filter(|s| s.family == Family::V4);
+                    let v6 = exit.still_up.iter().filter(|s| s.family == Family::V6);
+                    let mut line = format!("exit still-up {}", show_vnis(v4.map(|s| s.vni.0)));
+                    let v6: Vec<u32> = v6.map(|s| s.vni.0).collect();
+                    if !v6.is_empty() {
+                        line.push_str(&format!(" v6 {}", show_vnis(v6)));
+                    }
+                    self.log.push(line);
                 }
             }
         }
@@ -480,6 +585,7 @@ impl Run {
         let ctx = format!("{}:{line}", self.name);
         match words {
             ["start"] => {
+                self.started = true;
                 let snap = self.model.snapshot();
                 self.model.events.clear();
                 self.core.handle(Input::Start(snap), self.now);
@@ -640,12 +746,28 @@ impl Run {
                 };
                 self.model.create(vni.parse().unwrap(), ix);
             }
-            ["address", vni, ip] => {
+            ["create6", vnis] => {
+                for v in parse_vnis(vnis) {
+                    self.model.create6(v, ifindex6(v));
+                }
+            }
+            ["delete6", vni] => {
                 let i = self
                     .model
-                    .by_vni(vni.parse().unwrap())
+                    .by_vni6(vni.parse().unwrap())
                     .expect("no such link");
-                let addr: Ipv4Addr = ip.parse().unwrap();
+                self.model.links.remove(&i);
+                self.model.addrs.remove(&i);
+                self.model.events.push(KernelEvent::LinkGone { ifindex: i });
+            }
+            ["address", vni, ip] => {
+                let addr: IpAddr = ip.parse().unwrap();
+                let vni = vni.parse().unwrap();
+                let i = match addr {
+                    IpAddr::V4(_) => self.model.by_vni(vni),
+                    IpAddr::V6(_) => self.model.by_vni6(vni),
+                }
+                .expect("no such link");
                 self.model.addrs.entry(i).or_default().push(addr);
                 self.model.events.push(KernelEvent::Address {
                     ifindex: i,
@@ -672,7 +794,9 @@ impl Run {
             ["hold", state] => self.model.held = *state == "on",
             _ => panic!("{ctx}: unknown input {words:?}"),
         }
-        self.settle();
+        if self.started {
+            self.settle();
+        }
     }
 
     fn check_effects(&mut self, expected: &[String], line: usize) {
@@ -764,6 +888,11 @@ fn run_script(path: &Path) {
                 let got = show_vnis(r.core.owned().iter().map(|v| v.0));
                 let want = show_vnis(parse_vnis(words[1]));
                 assert_eq!(got, want, "{name}:{line}: owned");
+            }
+            "active6" => {
+                let got = show_vnis(r.model.active_named("vrrp6-"));
+                let want = show_vnis(parse_vnis(words[1]));
+                assert_eq!(got, want, "{name}:{line}: IPv6 active in the kernel");
             }
             "active" => {
                 let got = show_vnis(r.model.active());

@@ -50,8 +50,9 @@ impl Core {
             self.links
                 .orphans()
                 .iter()
-                .map(|(&ifindex, &vni)| Protodown {
-                    vni,
+                .map(|(&ifindex, &slot)| Protodown {
+                    vni: slot.vni,
+                    family: slot.family,
                     ifindex,
                     on: true,
                 }),
@@ -72,12 +73,12 @@ impl Core {
         now: Instant,
     ) {
         self.applying = false;
-        self.backoff.acted(changes.iter().map(|c| c.vni), now);
+        self.backoff.acted(changes.iter().map(Protodown::slot), now);
         let mut done = Vec::with_capacity(changes.len());
         let mut failed = 0u64;
         let n = changes.len() as u64;
         for (c, r) in changes.into_iter().zip(results) {
-            let ifname = self.cfg.pattern.name(c.vni);
+            let ifname = self.cfg.ifname(c.slot());
             match r {
                 Ok(()) => {
                     debug!(vni = %c.vni, %ifname, protodown = c.on, action = "set_protodown", "applied");
@@ -123,7 +124,7 @@ impl Core {
         now: Instant,
     ) {
         for (f, r) in flushes.iter().zip(results) {
-            let ifname = self.cfg.pattern.name(f.vni);
+            let ifname = self.cfg.ifname(f.slot());
             match r {
                 Ok(()) => {
                     debug!(vni = %f.vni, %ifname, port = %f.port, action = "flush_fdb", "applied")
@@ -138,16 +139,16 @@ impl Core {
         }
     }
 
-    /// Starts a GARP burst for every owned VNI whose interface just became active (takeover, or
-    /// carrier back), drops the schedule of the others, and sends what is due.
+    /// Starts a burst of announcements for every interface of an owned VNI that just became
+    /// active (takeover, or carrier back), drops the schedule of the others, and sends what is
+    /// due.
     pub(super) fn update_active(&mut self, now: Instant) {
         let active = self
             .owned
             .iter()
-            .filter_map(|&vni| {
-                let l = self.links.get(vni)?;
-                l.active().then_some((vni, l.ifindex))
-            })
+            .flat_map(|&vni| self.links.of_vni(vni))
+            .filter(|(_, l)| l.active())
+            .map(|(slot, l)| (slot, l.ifindex))
             .collect();
         self.garps.update(active, now);
         self.send_due_garps(now);
@@ -155,12 +156,12 @@ impl Core {
 
     pub(super) fn send_due_garps(&mut self, now: Instant) {
         let links = &self.links;
-        let due = self.garps.take_due(now, |vni| {
-            let l = links.get(vni)?;
+        let due = self.garps.take_due(now, |slot| {
+            let l = links.get(slot)?;
             Some((l.mac, links.addrs(l.ifindex)))
         });
         for a in due.iter().filter(|a| a.ips.is_empty()) {
-            debug!(vni = %a.vni, ifname = %self.cfg.pattern.name(a.vni), "no IPv4 address to announce");
+            debug!(vni = %a.slot.vni, ifname = %self.cfg.ifname(a.slot), family = %a.slot.family, "no address to announce");
         }
         if due.iter().any(|a| !a.ips.is_empty()) {
             self.effects.push_back(Effect::SendGarps(due));
@@ -170,9 +171,9 @@ impl Core {
     pub(super) fn garps_sent(&mut self, report: GarpReport, now: Instant) {
         self.stats.garps_sent += report.sent;
         self.stats.garp_errors += report.failed.len() as u64;
-        if let Some((vni, ip, e)) = report.failed.first() {
+        if let Some((slot, ip, e)) = report.failed.first() {
             if self.logs.garp.ready(now) {
-                warn!(%vni, ifname = %self.cfg.pattern.name(*vni), %ip, error = %e, failed = report.failed.len(), "garp failed");
+                warn!(vni = %slot.vni, ifname = %self.cfg.ifname(*slot), %ip, error = %e, failed = report.failed.len(), "garp failed");
             }
         }
         self.garps.defer(&report.unsent, now);

@@ -224,7 +224,7 @@ impl Core {
         self.cfg
             .vnis()
             .iter()
-            .filter(|&v| self.links.get(v).is_some_and(|l| l.reason & !ours != 0))
+            .filter(|&v| self.links.of_vni(v).any(|(_, l)| l.reason & !ours != 0))
             .take(wire::MAX_BLOCKED)
             .collect()
     }
@@ -350,19 +350,19 @@ impl Core {
         let mut all: BTreeSet<Uid> = self.live.ready_peers().collect();
         all.insert(self.me);
         all.insert(uid);
-        let theirs: Vec<Vni> = self
+        let theirs: Vec<crate::types::Slot> = self
             .garps
             .active()
             .keys()
             .copied()
-            .filter(|&v| crate::assign::owner(v, all.iter().copied()) == Some(uid))
+            .filter(|s| crate::assign::owner(s.vni, all.iter().copied()) == Some(uid))
             .collect();
         if theirs.is_empty() {
             return;
         }
-        info!(peer = %uid, vnis = %crate::types::vni_ranges(theirs.iter().copied()), "peer (re)started: announcing the VNIs it had again");
-        for v in theirs {
-            self.garps.again(v, now);
+        info!(peer = %uid, vnis = %crate::types::vni_ranges(theirs.iter().map(|s| s.vni)), "peer (re)started: announcing the VNIs it had again");
+        for s in theirs {
+            self.garps.again(s, now);
         }
         self.send_due_garps(now);
     }

@@ -2,13 +2,13 @@
 //! what it reports ([`Stats`], [`Status`], [`Exit`]). Pure data.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::garp::Announcement;
 use crate::kernel::KernelError;
 use crate::links::{KernelEvent, Snapshot};
 use crate::reconcile::{FdbFlush, Protodown};
-use crate::types::{IfIndex, Vni};
+use crate::types::{IfIndex, Slot, Vni};
 
 /// Something that happened, fed to `Core::handle` with the time it happened.
 #[derive(Debug)]
@@ -78,7 +78,7 @@ pub struct GarpReport {
     /// Frames sent.
     pub sent: u64,
     /// Frames that failed, with the error.
-    pub failed: Vec<(Vni, Ipv4Addr, KernelError)>,
+    pub failed: Vec<(Slot, IpAddr, KernelError)>,
     /// Announcements not (completely) sent because the socket was full: from the first one
     /// blocked to the end of the list.
     pub unsent: Vec<Announcement>,
@@ -133,7 +133,7 @@ pub enum Notice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
     /// Managed interfaces that could not be put down (empty: a clean stop).
-    pub still_up: Vec<Vni>,
+    pub still_up: Vec<Slot>,
 }
 
 /// Counters, logged at a stop and on demand.

@@ -8,7 +8,8 @@ use std::time::Instant;
 use tracing::{error, info};
 
 use super::{Core, Effect, Exit, Notice, Phase};
-use crate::types::Vni;
+use crate::reconcile::Protodown;
+use crate::types::Slot;
 use crate::wire::FLAG_LEAVING;
 
 /// At a stop, how many times the core asks the kernel to put every managed interface down (each
@@ -147,7 +148,7 @@ impl Core {
             self.release_all();
             return;
         }
-        let still_up: Vec<Vni> = plan.changes.iter().map(|c| c.vni).collect();
+        let still_up: Vec<Slot> = plan.changes.iter().map(Protodown::slot).collect();
         self.effects.push_back(Effect::SendHeartbeat {
             flags: FLAG_LEAVING,
         });
@@ -161,7 +162,7 @@ impl Core {
                 "stopped, all managed interfaces protodown"
             );
         } else {
-            let names: Vec<String> = still_up.iter().map(|&v| self.cfg.pattern.name(v)).collect();
+            let names: Vec<String> = still_up.iter().map(|&s| self.cfg.ifname(s)).collect();
             error!(
                 count = still_up.len(),
                 interfaces = %names.join(","),

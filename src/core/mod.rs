@@ -154,7 +154,12 @@ impl Core {
             last_unservable: Vec::new(),
             advert_dirty: true,
             live: Liveness::with_max_peers(me, incarnation, cfg.max_peers),
-            links: LinkTable::new(cfg.pattern.clone(), cfg.vnis(), cfg.bind_interface.clone()),
+            links: LinkTable::new(
+                cfg.pattern.clone(),
+                cfg.pattern6.clone(),
+                cfg.vnis(),
+                cfg.bind_interface.clone(),
+            ),
             readiness: Readiness::new(cfg.hold_down(), cfg.uplink_hold_down()),
             garps: garp::Schedule::new(policy),
             cfg,
@@ -458,12 +463,12 @@ impl Core {
             match self.links.apply(ev) {
                 Change::Nothing => {}
                 Change::Lost => lost = true,
-                Change::Inactive(vni) => self.garps.inactive(vni),
-                Change::AddressAdded(vni, ifindex) => self.garps.address_added(vni, ifindex, now),
-                Change::RenamedOut(vni, ifindex) => {
-                    if self.owned.contains(&vni) {
-                        warn!(%vni, %ifindex, "owned interface renamed out of the pattern: putting it down, then leaving it alone");
-                        self.links.orphan(ifindex, vni);
+                Change::Inactive(slot) => self.garps.inactive(slot),
+                Change::AddressAdded(slot, ifindex) => self.garps.address_added(slot, ifindex, now),
+                Change::RenamedOut(slot, ifindex) => {
+                    if self.owned.contains(&slot.vni) {
+                        warn!(vni = %slot.vni, family = %slot.family, %ifindex, "owned interface renamed out of the pattern: putting it down, then leaving it alone");
+                        self.links.orphan(ifindex, slot);
                     }
                 }
             }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Core, Phase, Stats};
+use crate::links::LinkState;
 use crate::liveness::PeerState;
 use crate::status::{Change, Gateway, Member, Report, VniState, SCHEMA};
 use crate::types::{vni_ranges, Uid};
@@ -147,20 +148,23 @@ impl Core {
             .filter(|_| per_vni)
             .map(|vni| {
                 let owner = self.owner_of(vni, &candidates, &mine);
-                let link = self.links.get(vni);
-                let active = link.is_some_and(|l| l.active());
+                // A VNI's interfaces (IPv4, IPv6, or both): it is active when any of them is;
+                // the first one that is not as its owner wants it says why.
+                let links: Vec<&LinkState> = self.links.of_vni(vni).map(|(_, l)| l).collect();
+                let active = links.iter().any(|l| l.active());
                 let ours = owner == Some(self.me);
-                let why = match link {
-                    None => Some("missing".to_owned()),
-                    Some(_) if ours == active => None,
-                    Some(_) if self.blocked.contains_key(&vni) => Some(format!(
+                let wrong = links.iter().find(|l| l.active() != ours).copied();
+                let why = match (links.is_empty(), wrong) {
+                    (true, _) => Some("missing".to_owned()),
+                    (false, None) => None,
+                    (false, Some(_)) if self.blocked.contains_key(&vni) => Some(format!(
                         "held down by reason bits {:#x}",
                         self.blocked[&vni]
                     )),
-                    Some(l) if ours && !l.protodown && !(l.carrier && l.running) => {
+                    (false, Some(l)) if ours && !l.protodown && !(l.carrier && l.running) => {
                         Some("no carrier".to_owned())
                     }
-                    Some(_) => Some("being changed".to_owned()),
+                    (false, Some(_)) => Some("being changed".to_owned()),
                 };
                 VniState {
                     vni: vni.0,

@@ -1,4 +1,4 @@
-//! The multicast netlink socket of link and IPv4-address events.
+//! The multicast netlink socket of link and address (IPv4 and IPv6) events.
 //!
 //! A receive error other than ENOBUFS (an overrun, reported as [`KernelEvent::Lost`]) does not end
 //! the stream: the socket is reopened with the same groups and buffer and the batch reports
@@ -22,14 +22,14 @@ use crate::kernel::{EventSource, KernelError, KernelEvent};
 /// Receive buffer for the event socket: a takeover of thousands of VNIs makes thousands of
 /// events at once.
 const EVENT_RCVBUF: usize = 8 << 20;
-/// RTMGRP_LINK | RTMGRP_IPV4_IFADDR.
-const EVENT_GROUPS: u32 = 0x1 | 0x10;
+/// RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR.
+const EVENT_GROUPS: u32 = 0x1 | 0x10 | 0x100;
 const EVENT_BUF: usize = 64 << 10;
 /// Wait before the first retry of a failed reopen; it doubles up to [`REOPEN_BACKOFF_MAX`].
 const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Link and IPv4-address events, read straight from a multicast netlink socket by the daemon's
+/// Link and address events, read straight from a multicast netlink socket by the daemon's
 /// loop, so that "every event queued so far" is well defined: [`EventSource::next_batch`] drains
 /// the socket until it would block. The stream never ends (`next_batch` never returns `None`).
 pub struct NetlinkEvents(Stream<TokioSocket>);
@@ -252,7 +252,7 @@ mod tests {
     fn added() -> KernelEvent {
         KernelEvent::Address {
             ifindex: IfIndex(20),
-            addr: Ipv4Addr::new(10, 9, 1, 1),
+            addr: Ipv4Addr::new(10, 9, 1, 1).into(),
             added: true,
         }
     }

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 mod events;
 #[cfg(test)]
@@ -95,21 +95,28 @@ async fn dump_links<S: transport::Datagrams>(
 impl Kernel for NetlinkKernel {
     async fn snapshot(&self) -> Result<Snapshot, KernelError> {
         let links = dump_links(&self.transport).await?;
-        let addrs = self
-            .transport
-            .dump(
-                msg::dump_ipv4_addresses(),
-                KernelOp::AddressDump,
-                Addresses::default,
-                |addrs, m| {
-                    if let RouteNetlinkMessage::NewAddress(a) = m {
-                        if let Some(v4) = msg::ipv4(&a) {
-                            addrs.entry(IfIndex(a.header.index)).or_default().push(v4);
+        // One dump per family: IPv4, then IPv6 (usable addresses only: not tentative).
+        let mut addrs = Addresses::default();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let found = self
+                .transport
+                .dump(
+                    msg::dump_addresses(family),
+                    KernelOp::AddressDump,
+                    Vec::new,
+                    |found, m| {
+                        if let RouteNetlinkMessage::NewAddress(a) = m {
+                            if let Some((ip, true)) = msg::address(&a) {
+                                found.push((IfIndex(a.header.index), ip));
+                            }
                         }
-                    }
-                },
-            )
-            .await?;
+                    },
+                )
+                .await?;
+            for (ifindex, ip) in found {
+                addrs.entry(ifindex).or_default().push(ip);
+            }
+        }
         Ok(Snapshot { links, addrs })
     }
 
@@ -129,21 +136,26 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn flush_neighbours(&self, ifindexes: &[IfIndex]) -> Result<usize, KernelError> {
-        let doomed = self
-            .transport
-            .dump(
-                msg::dump_ipv4_neighbours(),
-                KernelOp::NeighbourDump,
-                Vec::new,
-                |doomed, m| {
-                    if let RouteNetlinkMessage::NewNeighbour(n) = m {
-                        if msg::flushable(&n, ifindexes) {
-                            doomed.push(n);
-                        }
-                    }
-                },
-            )
-            .await?;
+        // IPv4 (ARP) and IPv6 (neighbour discovery) entries: one dump per family.
+        let mut doomed = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            doomed.extend(
+                self.transport
+                    .dump(
+                        msg::dump_neighbours(family),
+                        KernelOp::NeighbourDump,
+                        Vec::new,
+                        |doomed, m| {
+                            if let RouteNetlinkMessage::NewNeighbour(n) = m {
+                                if msg::flushable(&n, ifindexes) {
+                                    doomed.push(n);
+                                }
+                            }
+                        },
+                    )
+                    .await?,
+            );
+        }
         let n = doomed.len();
         let links: Vec<IfIndex> = doomed.iter().map(|d| IfIndex(d.header.ifindex)).collect();
         let msgs = doomed.into_iter().map(msg::neighbour_delete).collect();

@@ -2,10 +2,12 @@
 //! [`LinkState`], address messages to IPv4 addresses, multicast messages to [`KernelEvent`]s, and
 //! the requests we send (protodown, FDB and neighbour deletes). No sockets here.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use netlink_packet_route::link::{
     LinkAttribute, LinkExtentMask, LinkFlags, LinkMessage, LinkProtocolDownReason,
 };
@@ -79,20 +81,38 @@ pub(super) fn link_kind(msg: &LinkMessage) -> Option<(String, String)> {
     Some((name?, kind?))
 }
 
-/// The IPv4 address of an address message, if it is one.
-pub(super) fn ipv4(msg: &AddressMessage) -> Option<Ipv4Addr> {
-    if msg.header.family != AddressFamily::Inet {
+/// The address of an address message (IPv4 or IPv6; the local one of a point-to-point pair),
+/// and whether it is usable: an IPv6 address whose duplicate address detection still runs
+/// (tentative) or failed is not, and must not be announced.
+pub(super) fn address(msg: &AddressMessage) -> Option<(IpAddr, bool)> {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
         return None;
     }
+    let unusable = AddressFlags::Tentative | AddressFlags::Dadfailed;
+    let mut usable = !msg
+        .header
+        .flags
+        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+    let mut local = None;
     let mut found = None;
     for a in &msg.attributes {
         match a {
-            AddressAttribute::Local(IpAddr::V4(v)) => return Some(*v),
-            AddressAttribute::Address(IpAddr::V4(v)) => found = Some(*v),
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => found = Some(*ip),
+            // The 32-bit flags, when present, are the whole story (the header holds the low 8).
+            AddressAttribute::Flags(f) => usable = !f.intersects(unusable),
             _ => {}
         }
     }
-    found
+    let ip = local.or(found)?;
+    let family_matches = match ip {
+        IpAddr::V4(_) => msg.header.family == AddressFamily::Inet,
+        IpAddr::V6(_) => msg.header.family == AddressFamily::Inet6,
+    };
+    family_matches.then_some((ip, usable))
 }
 
 /// What a message of the event socket means to the daemon, if anything.
@@ -103,16 +123,22 @@ pub(super) fn event(msg: NetlinkMessage<RouteNetlinkMessage>) -> Option<KernelEv
             RouteNetlinkMessage::DelLink(l) => Some(KernelEvent::LinkGone {
                 ifindex: IfIndex(l.header.index),
             }),
-            RouteNetlinkMessage::NewAddress(a) => ipv4(&a).map(|addr| KernelEvent::Address {
-                ifindex: IfIndex(a.header.index),
-                addr,
-                added: true,
-            }),
-            RouteNetlinkMessage::DelAddress(a) => ipv4(&a).map(|addr| KernelEvent::Address {
-                ifindex: IfIndex(a.header.index),
-                addr,
-                added: false,
-            }),
+            // A tentative address is not there yet: its RTM_NEWADDR without the flag follows
+            // when duplicate address detection is done.
+            RouteNetlinkMessage::NewAddress(a) => {
+                address(&a).map(|(addr, usable)| KernelEvent::Address {
+                    ifindex: IfIndex(a.header.index),
+                    addr,
+                    added: usable,
+                })
+            }
+            RouteNetlinkMessage::DelAddress(a) => {
+                address(&a).map(|(addr, _)| KernelEvent::Address {
+                    ifindex: IfIndex(a.header.index),
+                    addr,
+                    added: false,
+                })
+            }
             _ => None,
         },
         NetlinkPayload::Overrun(_) => Some(KernelEvent::Lost),
@@ -130,17 +156,17 @@ pub(super) fn dump_links() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetLink(get)
 }
 
-/// RTM_GETADDR for a dump of every IPv4 address.
-pub(super) fn dump_ipv4_addresses() -> RouteNetlinkMessage {
+/// RTM_GETADDR for a dump of every address of one family (`Inet`, `Inet6`).
+pub(super) fn dump_addresses(family: AddressFamily) -> RouteNetlinkMessage {
     let mut get = AddressMessage::default();
-    get.header.family = AddressFamily::Inet;
+    get.header.family = family;
     RouteNetlinkMessage::GetAddress(get)
 }
 
-/// RTM_GETNEIGH for a dump of every IPv4 neighbour entry.
-pub(super) fn dump_ipv4_neighbours() -> RouteNetlinkMessage {
+/// RTM_GETNEIGH for a dump of every neighbour entry of one family (`Inet`, `Inet6`).
+pub(super) fn dump_neighbours(family: AddressFamily) -> RouteNetlinkMessage {
     let mut get = NeighbourMessage::default();
-    get.header.family = AddressFamily::Inet;
+    get.header.family = family;
     RouteNetlinkMessage::GetNeighbour(get)
 }
 
@@ -192,6 +218,8 @@ pub(super) fn fdb_delete(f: &FdbFlush) -> RouteNetlinkMessage {
 /// UAPI layouts that the kernel accepted.
 #[cfg(all(test, target_endian = "little"))]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
     use super::super::fixtures as fx;
@@ -278,7 +306,7 @@ mod tests {
             event(one(fx::EVENT_NEWADDR)),
             Some(KernelEvent::Address {
                 ifindex: IfIndex(20),
-                addr: v4,
+                addr: v4.into(),
                 added: true
             })
         );
@@ -286,7 +314,7 @@ mod tests {
             event(one(fx::EVENT_DELADDR)),
             Some(KernelEvent::Address {
                 ifindex: IfIndex(20),
-                addr: v4,
+                addr: v4.into(),
                 added: false
             })
         );
@@ -299,17 +327,56 @@ mod tests {
     }
 
     #[test]
-    fn only_ipv4_addresses_are_read() {
+    fn ipv4_and_ipv6_addresses_are_read() {
         let RouteNetlinkMessage::NewAddress(a) = inner(fx::DUMP_ADDR_V4) else {
             panic!("not RTM_NEWADDR");
         };
         assert_eq!(a.header.index, 20);
-        assert_eq!(ipv4(&a), Some(Ipv4Addr::new(10, 9, 1, 1)));
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 9, 1, 1));
+        assert_eq!(address(&a), Some((v4, true)));
         let RouteNetlinkMessage::NewAddress(a) = inner(fx::DUMP_ADDR_V6) else {
             panic!("not RTM_NEWADDR");
         };
-        assert_eq!(ipv4(&a), None);
-        assert_eq!(event(one(fx::DUMP_ADDR_V6)), None);
+        // Added `nodad` (flags 0x82: permanent, nodad): usable at once.
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(address(&a), Some((v6, true)));
+        assert_eq!(
+            event(one(fx::DUMP_ADDR_V6)),
+            Some(KernelEvent::Address {
+                ifindex: IfIndex(20),
+                addr: v6,
+                added: true
+            })
+        );
+    }
+
+    /// The same captured message with the kernel's tentative flag (0x40) in the header and in
+    /// IFA_FLAGS (the last attribute's first byte), then with only the header's (no IFA_FLAGS
+    /// attribute: a kernel before 3.14), and with DAD failed (0x08): not usable.
+    #[test]
+    fn a_tentative_or_dad_failed_ipv6_address_is_not_usable_yet() {
+        let flags_attr = fx::DUMP_ADDR_V6.len() - 4;
+        for bit in [0x40u8, 0x08] {
+            let mut b = fx::DUMP_ADDR_V6.to_vec();
+            b[18] |= bit;
+            b[flags_attr] |= bit;
+            let RouteNetlinkMessage::NewAddress(a) = inner(&b) else {
+                panic!("not RTM_NEWADDR");
+            };
+            assert_eq!(address(&a).map(|(_, u)| u), Some(false), "flag {bit:#x}");
+            assert!(matches!(
+                event(one(&b)),
+                Some(KernelEvent::Address { added: false, .. })
+            ));
+        }
+        // Without IFA_FLAGS (the message shortened by that attribute): the header decides.
+        let mut b = fx::DUMP_ADDR_V6[..fx::DUMP_ADDR_V6.len() - 8].to_vec();
+        b[0] -= 8;
+        b[18] |= 0x40;
+        let RouteNetlinkMessage::NewAddress(a) = inner(&b) else {
+            panic!("not RTM_NEWADDR");
+        };
+        assert_eq!(address(&a).map(|(_, u)| u), Some(false));
     }
 
     #[test]
@@ -323,9 +390,12 @@ mod tests {
     fn the_dump_requests_are_the_ones_the_kernel_answered() {
         let dump = NLM_F_REQUEST | NLM_F_DUMP;
         assert_eq!(bytes(dump_links(), dump, 100), fx::REQ_DUMP_LINKS);
-        assert_eq!(bytes(dump_ipv4_addresses(), dump, 101), fx::REQ_DUMP_ADDRS);
         assert_eq!(
-            bytes(dump_ipv4_neighbours(), dump, 103),
+            bytes(dump_addresses(AddressFamily::Inet), dump, 101),
+            fx::REQ_DUMP_ADDRS
+        );
+        assert_eq!(
+            bytes(dump_neighbours(AddressFamily::Inet), dump, 103),
             fx::REQ_DUMP_NEIGHBOURS
         );
     }
@@ -364,6 +434,7 @@ mod tests {
     fn the_fdb_delete_is_the_one_the_kernel_accepted() {
         let f = FdbFlush {
             vni: crate::types::Vni(100),
+            family: crate::types::Family::V4,
             port: IfIndex(11),
             mac: GW_MAC,
         };
