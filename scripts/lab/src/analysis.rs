@@ -73,6 +73,23 @@ pub fn parse_echo_reply(p: &[u8], id: u16) -> Option<Ipv4Addr> {
         .then(|| Ipv4Addr::new(p[12], p[13], p[14], p[15]))
 }
 
+/// An ICMPv6 echo request (16 bytes: type 128) with identifier `id` and sequence `seq`; the
+/// checksum is left zero: the kernel computes it on a raw ICMPv6 socket (RFC 3542 3.1).
+pub fn echo6_request(id: u16, seq: u16) -> [u8; 16] {
+    let mut p = [0u8; 16];
+    p[0] = 128;
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[6..8].copy_from_slice(&seq.to_be_bytes());
+    p[8..16].copy_from_slice(b"wmgwd2la");
+    p
+}
+
+/// Decodes an ICMPv6 message read from a raw ICMPv6 socket (no IP header): the identifier of an
+/// echo reply (type 129).
+pub fn parse_echo6_reply(p: &[u8]) -> Option<u16> {
+    (p.len() >= 8 && p[0] == 129).then(|| u16::from_be_bytes([p[4], p[5]]))
+}
+
 /// The stamp of an `ip -ts` line, `[2026-12-03T09:26:06.971974] ...` in UTC (run it with
 /// `TZ=UTC`), as microseconds since the Unix epoch, and the rest of the line.
 pub fn parse_ts(line: &str) -> Option<(u64, &str)> {
@@ -570,6 +587,17 @@ mod tests {
         p[20] = 8; // our own request, looped back
         assert_eq!(parse_echo_reply(&p, 0x1234), None);
         assert_eq!(parse_echo_reply(&[], 1), None);
+    }
+
+    #[test]
+    fn echo6_request_and_reply() {
+        let q = echo6_request(0x1234, 7);
+        assert_eq!(&q[..8], &[128, 0, 0, 0, 0x12, 0x34, 0, 7]);
+        let mut r = q;
+        r[0] = 129;
+        assert_eq!(parse_echo6_reply(&r), Some(0x1234));
+        assert_eq!(parse_echo6_reply(&q), None, "our own request");
+        assert_eq!(parse_echo6_reply(&r[..7]), None);
     }
 
     #[test]

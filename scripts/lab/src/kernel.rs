@@ -42,6 +42,12 @@ pub type OwnerMap = BTreeMap<u32, Vec<usize>>;
 
 /// The `vrrp4-<VNI>` links of `ip -j -d link show` output, by VNI.
 pub fn parse_links(json: &str) -> Result<BTreeMap<u32, Iface>> {
+    parse_links_named(json, "vrrp4-")
+}
+
+/// The links named `<prefix><VNI>` of `ip -j -d link show` output, by VNI (`vrrp6-`: the IPv6
+/// gateway interfaces).
+pub fn parse_links_named(json: &str, prefix: &str) -> Result<BTreeMap<u32, Iface>> {
     let links: serde_json::Value = serde_json::from_str(json).map_err(|e| LabError::Parse {
         what: "ip -j -d link show".into(),
         detail: e.to_string(),
@@ -49,7 +55,7 @@ pub fn parse_links(json: &str) -> Result<BTreeMap<u32, Iface>> {
     let mut m = BTreeMap::new();
     for l in links.as_array().into_iter().flatten() {
         let name = l["ifname"].as_str().unwrap_or("");
-        let Some(vni) = name.strip_prefix("vrrp4-").and_then(|s| s.parse().ok()) else {
+        let Some(vni) = name.strip_prefix(prefix).and_then(|s| s.parse().ok()) else {
             continue;
         };
         let lower_up = l["flags"]
@@ -126,6 +132,14 @@ pub fn links(ns: &str) -> Result<BTreeMap<u32, Iface>> {
     retry(|| {
         netns::ip(ns, &["-j", "-d", "link", "show", "type", "macvlan"])
             .and_then(|out| parse_links(&out))
+    })
+}
+
+/// The `vrrp6-<VNI>` links of namespace `ns`, by VNI.
+pub fn links6(ns: &str) -> Result<BTreeMap<u32, Iface>> {
+    retry(|| {
+        netns::ip(ns, &["-j", "-d", "link", "show", "type", "macvlan"])
+            .and_then(|out| parse_links_named(&out, "vrrp6-"))
     })
 }
 

@@ -6,8 +6,11 @@
 //!   gateway IP `10.(100+v/256).(v%256).1/24` (or with [`GatewayIp::Vrrp`] its own `...(128+g)`)
 //! - client, namespace `NAME-cl`: eth0 `10.0.1.250/24`, per VNI `vxlan<v>` with `...100/24`
 //! - UIDs: gateway g runs with `--uid 0x1000+g`
+//! - with [`Spec::ipv6`]: per VNI also the macvlan `vrrp6-<v>` on `vxlan<v>` holding
+//!   `2001:db8:0:<v hex>::1/64` and `fe80::1/64` (the gateway's global and link-local router
+//!   addresses, the same on every gateway), the client `...::100/64` on its `vxlan<v>`
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use crate::{LabError, Result};
@@ -66,6 +69,8 @@ pub struct Spec {
     pub vnis: u32,
     pub mac: MacMode,
     pub gateway_ip: GatewayIp,
+    /// IPv6 gateways too: a `vrrp6-<v>` per VNI (see the module's address plan).
+    pub ipv6: bool,
 }
 
 impl Spec {
@@ -77,6 +82,7 @@ impl Spec {
             vnis,
             mac: MacMode::Distinct,
             gateway_ip: GatewayIp::Shared,
+            ipv6: false,
         }
     }
 
@@ -175,6 +181,35 @@ pub fn ifname(v: u32) -> String {
     format!("vrrp4-{v}")
 }
 
+/// The IPv6 gateway interface of VNI v.
+pub fn ifname6(v: u32) -> String {
+    format!("vrrp6-{v}")
+}
+
+/// The IPv6 gateway address of VNI v: 2001:db8:0:<v>::1 (v < 65536, see [`MAX_VNI`]).
+pub fn gateway6_ip(v: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, v as u16, 0, 0, 0, 1)
+}
+
+/// The link-local router address every gateway's `vrrp6-<v>` holds.
+pub const GATEWAY6_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The client's IPv6 address in VNI v (...::100).
+pub fn client6_ip(v: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, v as u16, 0, 0, 0, 0x100)
+}
+
+/// The shared MAC of VNI v's IPv6 interface: 02:00:5f:HH:MM:LL (a macvlan's MAC must differ from
+/// its siblings' on the same lower device, so not the IPv4 one).
+pub fn shared6_mac(v: u32) -> String {
+    format!(
+        "02:00:5f:{:02x}:{:02x}:{:02x}",
+        (v >> 16) & 255,
+        (v >> 8) & 255,
+        v & 255
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +226,10 @@ mod tests {
         }
         assert_eq!(vni_of_gateway_ip(client_ip(3)), None);
         assert_eq!(gateway_of_uid(uid(7)), 7);
+        assert_eq!(gateway6_ip(300).to_string(), "2001:db8:0:12c::1");
+        assert_eq!(client6_ip(1).to_string(), "2001:db8:0:1::100");
+        assert_eq!(shared6_mac(0x01_02_03), "02:00:5f:01:02:03");
+        assert_eq!(gateway6_ip(MAX_VNI).segments()[3] as u32, MAX_VNI);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! need not be in it.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,6 +276,88 @@ impl Pinger {
 }
 
 impl Drop for Pinger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.sender.take() {
+            let _ = t.join();
+        }
+        self.r.finish();
+    }
+}
+
+/// Pings IPv6 addresses from a namespace every `every` (a raw ICMPv6 socket), and records when
+/// each answered. A raw ICMPv6 socket reads no IP header, so each target has an identifier of its
+/// own.
+pub struct Pinger6 {
+    r: Reader<(Duration, u16)>,
+    targets: Vec<Ipv6Addr>,
+    base: u16,
+    sender: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pinger6 {
+    pub fn start(
+        ns: &str,
+        targets: &[Ipv6Addr],
+        every: Duration,
+        epoch: Instant,
+    ) -> Result<Pinger6> {
+        let base = (std::process::id() as u16) ^ 0xa5a5;
+        let sock = Arc::new(socket_in(ns, || {
+            Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+        })?);
+        let r = Reader::start(sock.clone(), epoch, move |p, at| {
+            analysis::parse_echo6_reply(p).map(|id| (at, id))
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, list) = (stop.clone(), targets.to_vec());
+        let sender = thread::spawn(move || {
+            let mut seq: u16 = 0;
+            let mut next = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                seq = seq.wrapping_add(1);
+                for (i, t) in list.iter().enumerate() {
+                    let id = base.wrapping_add(i as u16);
+                    let _ = sock.send_to(
+                        &analysis::echo6_request(id, seq),
+                        &SockAddr::from(SocketAddrV6::new(*t, 0, 0, 0)),
+                    );
+                }
+                next += every;
+                let now = Instant::now();
+                if next > now {
+                    thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        });
+        Ok(Pinger6 {
+            r,
+            targets: targets.to_vec(),
+            base,
+            sender: Some(sender),
+            stop,
+        })
+    }
+
+    /// The reply times of `target` so far, in order.
+    pub fn replies(&self, target: Ipv6Addr) -> Vec<Duration> {
+        let Some(i) = self.targets.iter().position(|t| *t == target) else {
+            return vec![];
+        };
+        let id = self.base.wrapping_add(i as u16);
+        self.r
+            .records()
+            .into_iter()
+            .filter(|&(_, x)| x == id)
+            .map(|(t, _)| t)
+            .collect()
+    }
+}
+
+impl Drop for Pinger6 {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.sender.take() {

@@ -241,6 +241,11 @@ impl Lab {
         kernel::links(&self.gw(g))
     }
 
+    /// Gateway g's `vrrp6-<VNI>` interfaces (a lab with [`crate::plan::Spec::ipv6`]).
+    pub fn ifaces6(&self, g: usize) -> Result<std::collections::BTreeMap<u32, Iface>> {
+        kernel::links6(&self.gw(g))
+    }
+
     /// The owners of every VNI among the gateways `read`, read in that order.
     pub fn owners(&self, read: &[usize]) -> Result<OwnerMap> {
         kernel::owner_map(&self.spec, read, |g| self.owned(g))

@@ -7,8 +7,12 @@
 //!            every other VTEP) and the macvlan vrrp4-<v> (mode bridge) with the gateway IP;
 //!            admin-up, protodown off (the daemon sets it). arp_ignore=1, arp_announce=2.
 //!  NAME-cl   eth0 10.0.1.250/24; per VNI: vxlan<v> with 10.(100+v/256).(v%256).100/24
-//!  IPv6 is disabled in every namespace (the daemon is IPv4-only; thousands of links doing
-//!  DAD/MLD would only add flood traffic).
+//!  IPv6 is disabled in every namespace (thousands of links doing DAD/MLD would only add flood
+//!  traffic), unless the spec asks for IPv6 gateways: then each gateway also has per VNI the
+//!  macvlan vrrp6-<v> with the IPv6 gateway addresses (added nodad; no link generates a
+//!  link-local address of its own: addr_gen_mode 1), and the client its IPv6 address on vxlan<v>,
+//!  with neighbour entries that stay reachable for an hour (`ip ntable`: so that only an
+//!  advertisement, not neighbour unreachability detection, moves one within a test's bounds).
 //! ```
 //! The sysctls are written before any interface but lo exists, so `default` applies to all.
 
@@ -35,6 +39,20 @@ pub fn sysctl_script(gateway: bool) -> String {
         "for f in all default; do echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6; done\n",
     );
     if gateway {
+        s.push_str("for f in all default; do echo 1 > /proc/sys/net/ipv4/conf/$f/arp_ignore; echo 2 > /proc/sys/net/ipv4/conf/$f/arp_announce; done\n");
+    }
+    s
+}
+
+/// The sysctl script of a namespace of a lab with IPv6 gateways: IPv6 on, and no automatic
+/// link-local addresses on a gateway (docs/operations.md: `addrgenmode none`; the vrrp6
+/// interfaces get fe80::1 by hand).
+pub fn sysctl_script6(gateway: bool) -> String {
+    let mut s = String::new();
+    if gateway {
+        s.push_str(
+            "for f in all default; do echo 1 > /proc/sys/net/ipv6/conf/$f/addr_gen_mode; done\n",
+        );
         s.push_str("for f in all default; do echo 1 > /proc/sys/net/ipv4/conf/$f/arp_ignore; echo 2 > /proc/sys/net/ipv4/conf/$f/arp_announce; done\n");
     }
     s
@@ -86,9 +104,34 @@ pub fn vtep_batch(spec: &Spec, gateway: Option<usize>) -> String {
                     GatewayIp::Vrrp => plan::own_ip(v, g),
                 };
                 let _ = writeln!(s, "addr add {addr}/24 dev {}", plan::ifname(v));
+                if spec.ipv6 {
+                    let mac = match spec.mac {
+                        MacMode::Shared => format!(" address {}", plan::shared6_mac(v)),
+                        MacMode::Distinct => String::new(),
+                    };
+                    let name = plan::ifname6(v);
+                    let _ = writeln!(
+                        s,
+                        "link add link vxlan{v} name {name}{mac} up type macvlan mode bridge\n\
+                         addr add {}/64 dev {name} nodad\n\
+                         addr add {}/64 dev {name} nodad",
+                        plan::gateway6_ip(v),
+                        plan::GATEWAY6_LL
+                    );
+                }
             }
             None => {
                 let _ = writeln!(s, "addr add {}/24 dev vxlan{v}", plan::client_ip(v));
+                if spec.ipv6 {
+                    // Neighbour entries stay reachable for an hour, and a stale one is probed
+                    // an hour later (a namespace has no `neigh/default` sysctls to set this).
+                    let _ = writeln!(
+                        s,
+                        "addr add {}/64 dev vxlan{v} nodad\n\
+                         ntable change name ndisc_cache dev vxlan{v} base_reachable 3600000 delay_probe 3600000",
+                        plan::client6_ip(v)
+                    );
+                }
             }
         }
     }
@@ -160,7 +203,11 @@ impl Topology {
             &ns,
             "sh",
             "-ec",
-            &sysctl_script(gateway),
+            &if self.spec.ipv6 && role != "sw" {
+                sysctl_script6(gateway)
+            } else {
+                sysctl_script(gateway)
+            },
         ]))?;
         Ok(ns)
     }
@@ -266,6 +313,26 @@ mod tests {
         spec.mac = MacMode::Distinct;
         let s = vtep_batch(&spec, Some(2));
         assert!(s.contains("link add link vxlan1 name vrrp4-1 up type macvlan mode bridge\naddr add 10.100.1.130/24 dev vrrp4-1\n"));
+    }
+
+    #[test]
+    fn ipv6_gateways_and_client() {
+        let mut spec = Spec::new(2, 1);
+        spec.ipv6 = true;
+        spec.mac = MacMode::Shared;
+        let s = vtep_batch(&spec, Some(1));
+        assert!(s.ends_with(
+            "link add link vxlan1 name vrrp6-1 address 02:00:5f:00:00:01 up type macvlan mode bridge\n\
+             addr add 2001:db8:0:1::1/64 dev vrrp6-1 nodad\n\
+             addr add fe80::1/64 dev vrrp6-1 nodad\n"
+        ), "{s}");
+        assert!(
+            vtep_batch(&spec, None).contains("addr add 2001:db8:0:1::100/64 dev vxlan1 nodad\n")
+        );
+        assert!(sysctl_script6(true).contains("addr_gen_mode"));
+        assert!(!sysctl_script6(false).contains("disable_ipv6"));
+        spec.ipv6 = false;
+        assert!(!vtep_batch(&spec, Some(1)).contains("vrrp6"));
     }
 
     #[test]
