@@ -274,6 +274,11 @@ impl LinkTable {
         &self.managed
     }
 
+    /// How many VNIs have a managed interface (one or both families).
+    pub fn managed_vnis(&self) -> usize {
+        crate::types::count_vnis(self.managed.keys())
+    }
+
     pub fn get(&self, slot: Slot) -> Option<&LinkState> {
         self.managed.get(&slot)
     }

@@ -57,6 +57,19 @@ impl Slot {
     }
 }
 
+/// How many VNIs the slots (in order) belong to: a VNI with both interfaces counts once.
+pub fn count_vnis<'a>(slots: impl IntoIterator<Item = &'a Slot>) -> usize {
+    let mut last = None;
+    let mut n = 0;
+    for s in slots {
+        if last != Some(s.vni) {
+            n += 1;
+            last = Some(s.vni);
+        }
+    }
+    n
+}
+
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

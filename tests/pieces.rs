@@ -429,6 +429,11 @@ fn link_table_keeps_both_families_of_a_vni() {
         [Slot::v4(Vni(1)), Slot::v6(Vni(1)), Slot::v6(Vni(2))],
         "vrrp6-11 is outside 1-10"
     );
+    assert_eq!(
+        t.managed_vnis(),
+        2,
+        "VNI 1 with both interfaces counts once"
+    );
     let of1: Vec<u32> = t.of_vni(Vni(1)).map(|(_, l)| l.ifindex.0).collect();
     assert_eq!(of1, [5, 6]);
     let of2: Vec<Slot> = t.of_vni(Vni(2)).map(|(s, _)| s).collect();

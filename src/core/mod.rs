@@ -308,9 +308,9 @@ impl Core {
                 .iter()
                 .map(|(uid, p)| format!("{uid}:{:?}@{}", p.state, p.addr))
                 .collect(),
-            managed: self.links.managed().len(),
+            managed: self.links.managed_vnis(),
             owned: self.owned.len(),
-            active: self.garps.active().len(),
+            active: crate::types::count_vnis(self.garps.active().keys()),
             missing: self.missing.len(),
             blocked: self.blocked.len(),
         }
