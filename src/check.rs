@@ -7,8 +7,8 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::cli::Config;
-use crate::links::Snapshot;
-use crate::types::{vni_ranges, Vni};
+use crate::links::{LinkState, Snapshot};
+use crate::types::{vni_ranges, Family, Slot, Vni};
 
 /// How bad a finding is: an error makes `check` exit non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,7 +46,7 @@ pub struct IfAddr {
 /// What `main` found on the host.
 #[derive(Debug, Clone, Default)]
 pub struct Host {
-    /// The kernel's links and their IPv4 addresses (a netlink dump).
+    /// The kernel's links and their addresses (a netlink dump).
     pub snapshot: Snapshot,
     /// The link kind of each interface by name (IFLA_LINKINFO: `macvlan`, …).
     pub kinds: BTreeMap<String, String>,
@@ -81,27 +81,38 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
     let mut foreign: Vec<Vni> = vec![];
     let ours = 1u32 << cfg.protodown_reason;
     for vni in cfg.vnis().iter() {
-        let name = cfg.pattern.name(vni);
-        let Some(l) = by_name.get(name.as_str()) else {
+        // A VNI has an IPv4 interface, an IPv6 one, or both; it is missing with neither.
+        let present: Vec<(Family, String, &&LinkState)> = [Slot::v4(vni), Slot::v6(vni)]
+            .into_iter()
+            .filter_map(|s| {
+                let name = cfg.ifname(s);
+                let l = by_name.get(name.as_str())?;
+                Some((s.family, name, l))
+            })
+            .collect();
+        if present.is_empty() {
             missing.push(vni);
             continue;
+        }
+        let mut flag = |list: &mut Vec<Vni>| {
+            if list.last() != Some(&vni) {
+                list.push(vni);
+            }
         };
-        if host.kinds.get(&name).map(String::as_str) != Some("macvlan") {
-            not_macvlan.push(vni);
-        }
-        if l.lower.is_none_or(|i| !by_index.contains_key(&i)) {
-            no_lower.push(vni);
-        }
-        if host
-            .snapshot
-            .addrs
-            .get(&l.ifindex)
-            .is_none_or(Vec::is_empty)
-        {
-            no_addr.push(vni);
-        }
-        if l.reason & !ours != 0 {
-            foreign.push(vni);
+        for (family, name, l) in present {
+            if host.kinds.get(&name).map(String::as_str) != Some("macvlan") {
+                flag(&mut not_macvlan);
+            }
+            if l.lower.is_none_or(|i| !by_index.contains_key(&i)) {
+                flag(&mut no_lower);
+            }
+            let addrs = host.snapshot.addrs.get(&l.ifindex);
+            if !addrs.is_some_and(|a| a.iter().any(|ip| crate::garp::family(ip) == family)) {
+                flag(&mut no_addr);
+            }
+            if l.reason & !ours != 0 {
+                flag(&mut foreign);
+            }
         }
     }
     let n = cfg.vnis().len();
@@ -109,8 +120,9 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
         out.push(finding(
             Level::Error,
             format!(
-                "no managed interface exists ({} for VNIs {}): check --interface-pattern and --minvni/--maxvni",
+                "no managed interface exists ({} or {} for VNIs {}): check --interface-pattern, --interface6-pattern and --minvni/--maxvni",
                 cfg.pattern.name(cfg.vnis().first()),
+                cfg.pattern6.name(cfg.vnis().first()),
                 cfg.vnis()
             ),
         ));
@@ -143,7 +155,7 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
         ),
         (
             &no_addr,
-            "hold no IPv4 address (nothing to announce when owned)",
+            "hold no address of their family (nothing to announce when owned)",
             Level::Warn,
         ),
         (

@@ -101,7 +101,7 @@ fn each_fault_is_named() {
     for want in [
         "warn  1 managed interfaces missing (VNIs 2)",
         "ERROR 1 of 3 managed interfaces are not macvlans",
-        "warn  1 of 3 managed interfaces hold no IPv4 address",
+        "warn  1 of 3 managed interfaces hold no address of their family",
         "warn  1 of 3 managed interfaces are held down by another program's protodown reason bit",
         "ERROR net.ipv4.conf.all.arp_ignore is 0",
         "ERROR net.ipv4.conf.all.arp_announce is 0",
@@ -131,4 +131,39 @@ fn no_managed_interface_at_all_is_an_error_and_a_missing_uplink_too() {
             .any(|t| t.contains("--bind-interface eth0 does not exist")),
         "{e:?}"
     );
+}
+
+/// IPv6 gateways: a VNI with only its `vrrp6-<V>` is not missing; an IPv6 interface needs an IPv6
+/// address (an IPv4 one on it announces nothing), and is judged like the IPv4 one (a macvlan).
+#[test]
+fn ipv6_interfaces_count_and_need_an_ipv6_address() {
+    let mut h = good();
+    // VNI 2: IPv6 only, as it should be.
+    h.snapshot.links.retain(|l| l.ifname != "vrrp4-2");
+    h.snapshot.links.push(link(202, "vrrp6-2", Some(3)));
+    h.kinds.insert("vrrp6-2".into(), "macvlan".into());
+    h.snapshot.addrs.insert(
+        IfIndex(202),
+        vec!["2001:db8:2::1".parse().unwrap(), "fe80::1".parse().unwrap()],
+    );
+    let f = judge(&cfg(), &h);
+    assert!(errors(&f).is_empty(), "{f:?}");
+    assert!(f.iter().all(|x| x.level == Level::Ok), "{f:?}");
+    // VNI 3: both, the IPv6 one with only an IPv4 address and not a macvlan.
+    h.snapshot.links.push(link(203, "vrrp6-3", Some(3)));
+    h.kinds.insert("vrrp6-3".into(), "veth".into());
+    h.snapshot
+        .addrs
+        .insert(IfIndex(203), vec![Ipv4Addr::new(10, 9, 9, 9).into()]);
+    let text: Vec<String> = judge(&cfg(), &h).iter().map(|x| x.to_string()).collect();
+    let has = |s: &str| text.iter().any(|t| t.contains(s));
+    assert!(
+        has("hold no address of their family (nothing to announce when owned): VNIs 3"),
+        "{text:#?}"
+    );
+    assert!(
+        has("are not macvlans (protodown on them may not take them off the segment): VNIs 3"),
+        "{text:#?}"
+    );
+    assert!(!has("missing"), "{text:#?}");
 }
