@@ -94,7 +94,7 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
             missing.push(vni);
             continue;
         }
-        let mut flag = |list: &mut Vec<Vni>| {
+        let flag = |list: &mut Vec<Vni>| {
             if list.last() != Some(&vni) {
                 list.push(vni);
             }
