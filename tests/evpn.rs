@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use wmgwd2_lab::evpn::{self, EvpnLab};
 use wmgwd2_lab::plan::{self, MacMode};
-use wmgwd2_lab::probe::Pinger;
+use wmgwd2_lab::probe::{Pinger, Pinger6};
 use wmgwd2_lab::DaemonConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wmgwd2");
@@ -31,17 +31,26 @@ fn vtep(g: usize) -> String {
 /// rendezvous hashing over the lab's UIDs); torn down on drop.
 struct Evpn {
     lab: EvpnLab,
+    /// IPv6 gateways too (`vrrp6-<V>`), checked beside the IPv4 ones.
+    ipv6: bool,
+    mac: MacMode,
 }
 
 impl Evpn {
     fn up(test: &str, mac: MacMode) -> Option<Evpn> {
+        Evpn::up_with(test, mac, false)
+    }
+
+    fn up_with(test: &str, mac: MacMode, ipv6: bool) -> Option<Evpn> {
         if let Err(why) = evpn::available() {
             eprintln!("SKIPPED {test}: {why}");
             return None;
         }
         let cfg = DaemonConfig::wmgwd2(BIN, "100ms", &["-v"]);
         Some(Evpn {
-            lab: EvpnLab::up("we", 2, mac, cfg).expect("EVPN lab up"),
+            lab: EvpnLab::up_with("we", 2, mac, ipv6, cfg).expect("EVPN lab up"),
+            ipv6,
+            mac,
         })
     }
 
@@ -92,6 +101,24 @@ impl Evpn {
         false
     }
 
+    /// A ping from the host of VNI `v` to its IPv6 gateway address, answered within a second.
+    fn ping6(&self, v: u32) -> bool {
+        let target = plan::gateway6_ip(v);
+        let ns = self.lab.ns(&format!("h{v}"));
+        let Ok(p) = Pinger6::start(&ns, &[target], Duration::from_millis(100), Instant::now())
+        else {
+            return false;
+        };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(1) {
+            if !p.replies(target).is_empty() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     fn wait(&self, what: &str, mut f: impl FnMut() -> bool) {
         let t0 = Instant::now();
         while !f() {
@@ -114,6 +141,15 @@ impl Evpn {
                 eprintln!("--- leaf: vni {v}, gw{g}'s {mac} goes to (bgp, zebra, kernel) {view:?}");
             }
             eprintln!("--- host h{v}: ARP entry {:?}", self.lab.host_arp(v));
+            if self.ipv6 {
+                for g in 1..=2 {
+                    if let Some(mac) = self.lab.gw6_mac(g, v) {
+                        let view = self.lab.leaf_view(v, &mac);
+                        eprintln!("--- leaf: vni {v}, gw{g}'s IPv6 {mac} goes to {view:?}");
+                    }
+                }
+                eprintln!("--- host h{v}: IPv6 neighbour {:?}", self.lab.host_nd(v));
+            }
         }
     }
 
@@ -137,6 +173,26 @@ impl Evpn {
             &format!("the leaf to send vni {v}'s {mac} to gw{g} ({why})"),
             || self.lab.leaf_view(v, &mac).iter().all(|s| *s == want),
         );
+        if self.ipv6 {
+            // The IPv6 gateway: its MAC advertised by EVPN from the owner's VTEP (learnt by the
+            // owner's bridge from its neighbour advertisements), the host's neighbour entry and
+            // its ping -6.
+            let mac6 = self.lab.gw6_mac(g, v).expect("the owner's IPv6 MAC");
+            if self.mac == MacMode::Shared {
+                assert_eq!(mac6, evpn::shared6_mac(v));
+            }
+            self.wait(&format!("the host's ping -6 in vni {v} ({why})"), || {
+                self.ping6(v)
+            });
+            self.wait(
+                &format!("the host's IPv6 neighbour in vni {v} to name gw{g}'s {mac6} ({why})"),
+                || self.lab.host_nd(v).as_deref() == Some(mac6.as_str()),
+            );
+            self.wait(
+                &format!("the leaf to send vni {v}'s IPv6 {mac6} to gw{g} ({why})"),
+                || self.lab.leaf_view(v, &mac6).iter().all(|s| *s == want),
+            );
+        }
     }
 }
 
@@ -194,6 +250,26 @@ fn evpn_moves_the_shared_gateway_mac_with_the_owner() {
 #[test]
 fn evpn_and_garp_move_a_distinct_gateway_mac_with_the_owner() {
     let Some(mut lab) = Evpn::up("evpn distinct MAC", MacMode::Distinct) else {
+        return;
+    };
+    handovers(&mut lab);
+}
+
+/// The same handovers with IPv6 gateways beside the IPv4 ones (`vrrp6-<V>` on the same veth,
+/// `fe80::1` and the gateway address `nodad`, the host's default route via `fe80::1`): EVPN
+/// advertises the IPv6 gateway's MAC from the owner's VTEP, and the host's neighbour entry and
+/// `ping -6` follow the owner, in both MAC conventions.
+#[test]
+fn evpn_moves_the_ipv6_gateway_with_the_owner_shared_mac() {
+    let Some(mut lab) = Evpn::up_with("evpn IPv6 shared MAC", MacMode::Shared, true) else {
+        return;
+    };
+    handovers(&mut lab);
+}
+
+#[test]
+fn evpn_moves_the_ipv6_gateway_with_the_owner_distinct_mac() {
+    let Some(mut lab) = Evpn::up_with("evpn IPv6 distinct MAC", MacMode::Distinct, true) else {
         return;
     };
     handovers(&mut lab);

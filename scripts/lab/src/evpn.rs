@@ -45,6 +45,11 @@ pub fn shared_mac(v: u32) -> String {
     format!("00:00:5e:00:01:{:02x}", v & 255)
 }
 
+/// The shared MAC of VNI v's IPv6 gateway interface (VRRP's IPv6 style).
+pub fn shared6_mac(v: u32) -> String {
+    format!("00:00:5e:00:02:{:02x}", v & 255)
+}
+
 /// The daemons' view: G gateways, VNIs 100 and 101.
 pub fn spec(gateways: usize, mac: MacMode) -> Spec {
     Spec {
@@ -150,6 +155,39 @@ pub fn host_batch(v: u32) -> String {
         "link set lo up\nlink set eth0 up\naddr add {}/24 dev eth0\nroute add default via {}\n",
         plan::client_ip(v),
         plan::gateway_ip(v)
+    )
+}
+
+/// The IPv6 part of a gateway's `ip -batch` script (a lab with IPv6 gateways): per VNI a
+/// `vrrp6-<V>` on the same veth as `vrrp4-<V>`, with the router's link-local and the gateway
+/// address, both `nodad` (docs/operations.md, "IPv6 gateways"; the gateway namespaces generate no
+/// link-local addresses of their own).
+pub fn gateway6_batch(mac: MacMode) -> String {
+    let mut s = String::new();
+    for v in VNIS {
+        let address = match mac {
+            MacMode::Shared => format!(" address {}", shared6_mac(v)),
+            MacMode::Distinct => String::new(),
+        };
+        let vrrp = plan::ifname6(v);
+        let _ = writeln!(
+            s,
+            "link add link gwl{v} name {vrrp}{address} type macvlan mode bridge\n\
+             addr add {}/64 dev {vrrp} nodad\naddr add {}/64 dev {vrrp} nodad\nlink set {vrrp} up",
+            plan::gateway6_ip(v),
+            plan::GATEWAY6_LL
+        );
+    }
+    s
+}
+
+/// The IPv6 part of the host of VNI v's script: its address, and the default route via the
+/// gateways' shared link-local address.
+pub fn host6_batch(v: u32) -> String {
+    format!(
+        "addr add {}/64 dev eth0 nodad\nroute add default via {} dev eth0\n",
+        plan::client6_ip(v),
+        plan::GATEWAY6_LL
     )
 }
 
@@ -313,6 +351,17 @@ impl EvpnLab {
     /// everywhere, and returns once every BGP session is up and every VTEP knows every other one
     /// for each VNI. It starts no wmgwd2.
     pub fn up(stem: &str, gateways: usize, mac: MacMode, cfg: DaemonConfig) -> Result<EvpnLab> {
+        EvpnLab::up_with(stem, gateways, mac, false, cfg)
+    }
+
+    /// [`EvpnLab::up`], with IPv6 gateways too when `ipv6` ([`gateway6_batch`], [`host6_batch`]).
+    pub fn up_with(
+        stem: &str,
+        gateways: usize,
+        mac: MacMode,
+        ipv6: bool,
+        cfg: DaemonConfig,
+    ) -> Result<EvpnLab> {
         if !(2..=9).contains(&gateways) {
             return Err(LabError::Spec(format!(
                 "gateways must be 2-9, got {gateways}"
@@ -320,7 +369,8 @@ impl EvpnLab {
         }
         let lock = scenario::lab_lock();
         let name = topo::unique_name(stem);
-        let spec = spec(gateways, mac);
+        let mut spec = spec(gateways, mac);
+        spec.ipv6 = ipv6;
         let dir = std::env::temp_dir().join(format!("wmgwd2-lab-{name}"));
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let root = Path::new(STATE).join(&name);
@@ -367,10 +417,11 @@ impl EvpnLab {
         let mut jobs = vec![(lf.clone(), vtep_batch(&name, LEAF_IP, None))];
         for g in 1..=g_n {
             let ip = plan::underlay_ip(g).to_string();
-            jobs.push((
-                self.ns(&format!("gw{g}")),
-                vtep_batch(&name, &ip, Some(mac)),
-            ));
+            let mut script = vtep_batch(&name, &ip, Some(mac));
+            if self.spec.ipv6 {
+                script.push_str(&gateway6_batch(mac));
+            }
+            jobs.push((self.ns(&format!("gw{g}")), script));
         }
         let handles: Vec<_> = jobs
             .into_iter()
@@ -386,7 +437,11 @@ impl EvpnLab {
                 .unwrap_or_else(|_| Err(LabError::Spec("a build thread panicked".into())))?;
         }
         for v in VNIS {
-            netns::batch("ip", &self.ns(&format!("h{v}")), &host_batch(v))?;
+            let mut script = host_batch(v);
+            if self.spec.ipv6 {
+                script.push_str(&host6_batch(v));
+            }
+            netns::batch("ip", &self.ns(&format!("h{v}")), &script)?;
         }
         // FRR: the route reflector first, so the VTEPs' first connects find it listening.
         let example = std::fs::read_to_string(EXAMPLE).map_err(io_err(EXAMPLE))?;
@@ -519,6 +574,23 @@ impl EvpnLab {
     pub fn gw_mac(&self, g: usize, v: u32) -> Option<String> {
         let j = self.json("ip", &format!("gw{g}"), &["link", "show", &plan::ifname(v)])?;
         j[0]["address"].as_str().map(str::to_owned)
+    }
+
+    /// The MAC of gateway g's vrrp6-<v>.
+    pub fn gw6_mac(&self, g: usize, v: u32) -> Option<String> {
+        let j = self.json(
+            "ip",
+            &format!("gw{g}"),
+            &["link", "show", &plan::ifname6(v)],
+        )?;
+        j[0]["address"].as_str().map(str::to_owned)
+    }
+
+    /// The MAC in the host's neighbour entry for its IPv6 gateway address.
+    pub fn host_nd(&self, v: u32) -> Option<String> {
+        let gw = plan::gateway6_ip(v).to_string();
+        let j = self.json("ip", &format!("h{v}"), &["-6", "neigh", "show", &gw])?;
+        j[0]["lladdr"].as_str().map(str::to_owned)
     }
 
     /// The MAC in the host's neighbour entry for its gateway IP.
@@ -683,6 +755,16 @@ mod tests {
             "link add plf mtu 1600 master br0 up type veth peer name eth0 mtu 1600 netns e1-lf\n"
         ));
         assert_eq!(host_batch(100), "link set lo up\nlink set eth0 up\naddr add 10.100.100.100/24 dev eth0\nroute add default via 10.100.100.1\n");
+    }
+
+    #[test]
+    fn ipv6_gateways_and_hosts() {
+        let gw = gateway6_batch(MacMode::Shared);
+        assert!(gw.contains("link add link gwl100 name vrrp6-100 address 00:00:5e:00:02:64 type macvlan mode bridge\naddr add 2001:db8:0:64::1/64 dev vrrp6-100 nodad\naddr add fe80::1/64 dev vrrp6-100 nodad\nlink set vrrp6-100 up\n"), "{gw}");
+        assert_eq!(
+            host6_batch(100),
+            "addr add 2001:db8:0:64::100/64 dev eth0 nodad\nroute add default via fe80::1 dev eth0\n"
+        );
     }
 
     #[test]
