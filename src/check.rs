@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::cli::Config;
 use crate::links::Snapshot;
@@ -57,6 +57,11 @@ pub struct Host {
     /// Whether a UDP socket could bind the heartbeat port without SO_REUSEADDR (false: something
     /// holds it already, maybe a running daemon).
     pub port_free: bool,
+    /// For each `--peer`: the source address the kernel's routing would send from (a UDP
+    /// `connect`, nothing sent), or why it would not send at all.
+    pub peer_routes: Vec<(SocketAddr, Result<IpAddr, String>)>,
+    /// Whether `--key-file` was given (its content is checked when the daemon starts).
+    pub keyed: bool,
 }
 
 fn finding(level: Level, text: impl Into<String>) -> Finding {
@@ -202,36 +207,53 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
             )),
             Some(_) => out.push(finding(Level::Ok, format!("--bind-interface {dev} is up"))),
         },
+        // A routed underlay may reach the peers over several uplinks (ECMP, BGP unnumbered).
+        None if !cfg.peers.is_empty() => out.push(finding(
+            Level::Ok,
+            "no --bind-interface: the peers' frames are accepted on any interface but the gateway interfaces",
+        )),
         None => out.push(finding(
             Level::Warn,
             "no --bind-interface: heartbeats are accepted on any interface but the gateway interfaces",
         )),
     }
-    let on_segment: Vec<&IfAddr> = host
-        .addrs
-        .iter()
-        .filter(|a| broadcast_of(a) == cfg.broadcast || a.addr == cfg.broadcast)
-        .filter(|a| cfg.bind_interface.as_deref().is_none_or(|d| d == a.ifname))
-        .collect();
-    match on_segment.first() {
-        Some(a) => out.push(finding(
+    if !cfg.peers.is_empty() {
+        peers(cfg, host, &mut out);
+    } else if let Some(group) = cfg.group() {
+        out.push(finding(
             Level::Ok,
             format!(
-                "{} ({}) is on the segment of --broadcast {}",
-                a.addr, a.ifname, cfg.broadcast
+                "heartbeats to IPv6 group {group} on {}",
+                cfg.bind_interface.as_deref().unwrap_or("?")
             ),
-        )),
-        None => out.push(finding(
-            Level::Error,
-            format!(
-                "no interface{} holds an address whose broadcast is --broadcast {}: heartbeats would reach no peer",
-                cfg.bind_interface
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default(),
-                cfg.broadcast
-            ),
-        )),
+        ));
+    } else {
+        let on_segment: Vec<&IfAddr> = host
+            .addrs
+            .iter()
+            .filter(|a| broadcast_of(a) == cfg.broadcast || a.addr == cfg.broadcast)
+            .filter(|a| cfg.bind_interface.as_deref().is_none_or(|d| d == a.ifname))
+            .collect();
+        match on_segment.first() {
+            Some(a) => out.push(finding(
+                Level::Ok,
+                format!(
+                    "{} ({}) is on the segment of --broadcast {}",
+                    a.addr, a.ifname, cfg.broadcast
+                ),
+            )),
+            None => out.push(finding(
+                Level::Error,
+                format!(
+                    "no interface{} holds an address whose broadcast is --broadcast {}: heartbeats would reach no peer",
+                    cfg.bind_interface
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default(),
+                    cfg.broadcast
+                ),
+            )),
+        }
     }
     if let Some(dev) = &cfg.bind_interface {
         let rp = sysctl(dev, "rp_filter")
@@ -253,6 +275,43 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// With `--peer`: a route to each peer (this gateway's own address may be listed), and a key.
+fn peers(cfg: &Config, host: &Host, out: &mut Vec<Finding>) {
+    for (peer, route) in &host.peer_routes {
+        match route {
+            Ok(src) if *src == peer.ip() => out.push(finding(
+                Level::Ok,
+                format!("--peer {peer} is this gateway's own address (its frames to itself come back and are ignored)"),
+            )),
+            Ok(src) => out.push(finding(
+                Level::Ok,
+                format!("--peer {peer} is routed, from {src}"),
+            )),
+            Err(e) => out.push(finding(
+                Level::Error,
+                format!(
+                    "--peer {peer} has no route{}: {e}",
+                    match &cfg.bind_interface {
+                        Some(d) => format!(" via --bind-interface {d}"),
+                        None => String::new(),
+                    }
+                ),
+            )),
+        }
+    }
+    if host.keyed {
+        out.push(finding(
+            Level::Ok,
+            "--peer with --key-file: routed frames are proven by the key",
+        ));
+    } else {
+        out.push(finding(
+            Level::Warn,
+            "--peer without --key-file: a routed frame carries no TTL proof; anyone who can send with a peer's source address can move VNIs (docs/security.md)",
+        ));
+    }
 }
 
 /// The broadcast address of an interface address.

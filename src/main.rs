@@ -254,6 +254,12 @@ fn preflight(cfg: &Config) -> ExitCode {
     };
     let mut host = check::Host {
         port_free: std::net::UdpSocket::bind(("0.0.0.0", cfg.port)).is_ok(),
+        peer_routes: cfg
+            .peers
+            .iter()
+            .map(|&p| (p, route_to(p, cfg.bind_interface.as_deref())))
+            .collect(),
+        keyed: cfg.key_file.is_some(),
         kinds,
         ..check::Host::default()
     };
@@ -294,6 +300,24 @@ fn preflight(cfg: &Config) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The source address the kernel would send to `peer` from (bound to `device` when given): a
+/// UDP `connect` does the route lookup and sends nothing.
+fn route_to(peer: std::net::SocketAddr, device: Option<&str>) -> Result<std::net::IpAddr, String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| e.to_string())?;
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| format!("binding to {dev}: {e}"))?;
+    }
+    s.connect(&peer.into()).map_err(|e| e.to_string())?;
+    s.local_addr()
+        .map_err(|e| e.to_string())?
+        .as_socket()
+        .map(|a| a.ip())
+        .ok_or_else(|| "no local address".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -380,18 +404,22 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
     });
 
     let (kernel, events) = NetlinkKernel::open(cfg.protodown_reason).map_err(Fatal::Netlink)?;
-    let socket = heartbeat_socket(cfg.port, cfg.bind_interface.as_deref())?;
+    let socket = heartbeat_socket(&wmgwd2::announce::SocketSpec::of(&cfg))?;
+    let to: Vec<String> = cfg.destinations().iter().map(|d| d.to_string()).collect();
     info!(
         uid = %uid,
         minvni = cfg.minvni,
         maxvni = cfg.maxvni,
-        broadcast = %cfg.broadcast,
+        heartbeats_to = %to.join(","),
         port = cfg.port,
         interval_ms = cfg.interval.as_millis() as u64,
         dead_after = cfg.dead_after,
         hold_down = cfg.hold_down,
         "wmgwd2 starting"
     );
+    if !cfg.peers.is_empty() && keys.is_none() {
+        warn!("--peer without --key-file: frames from the peers' addresses are believed unsigned, and routed frames carry no TTL proof; anyone who can send with a peer's source address can move VNIs (docs/security.md)");
+    }
     let socket_path = cfg.control_socket.clone();
     let metrics_addr = cfg.metrics_listen;
     let mut daemon = Daemon::new(cfg, uid, inc, kernel)
