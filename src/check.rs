@@ -58,8 +58,8 @@ pub struct Host {
     /// holds it already, maybe a running daemon).
     pub port_free: bool,
     /// For each `--peer`: the source address the kernel's routing would send from (a UDP
-    /// `connect`, nothing sent), or why it would not send at all.
-    pub peer_routes: Vec<(SocketAddr, Result<IpAddr, String>)>,
+    /// `connect`, nothing sent) and the interface holding it, or why it would not send at all.
+    pub peer_routes: Vec<(SocketAddr, Result<(IpAddr, Option<String>), String>)>,
     /// Whether `--key-file` was given (its content is checked when the daemon starts).
     pub keyed: bool,
 }
@@ -281,23 +281,30 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
 fn peers(cfg: &Config, host: &Host, out: &mut Vec<Finding>) {
     for (peer, route) in &host.peer_routes {
         match route {
-            Ok(src) if *src == peer.ip() => out.push(finding(
+            Ok((src, _)) if *src == peer.ip() => out.push(finding(
                 Level::Ok,
                 format!("--peer {peer} is this gateway's own address (its frames to itself come back and are ignored)"),
             )),
-            Ok(src) => out.push(finding(
+            // With SO_BINDTODEVICE the heartbeats leave through that interface whatever the
+            // routes say: a source elsewhere means the routes reach the peer another way.
+            Ok((src, Some(dev)))
+                if cfg.bind_interface.as_deref().is_some_and(|d| d != dev) =>
+            {
+                out.push(finding(
+                    Level::Warn,
+                    format!(
+                        "--peer {peer} is routed from {src} on {dev}, not on --bind-interface {}: heartbeats leave through the latter",
+                        cfg.bind_interface.as_deref().unwrap_or_default()
+                    ),
+                ))
+            }
+            Ok((src, _)) => out.push(finding(
                 Level::Ok,
                 format!("--peer {peer} is routed, from {src}"),
             )),
             Err(e) => out.push(finding(
                 Level::Error,
-                format!(
-                    "--peer {peer} has no route{}: {e}",
-                    match &cfg.bind_interface {
-                        Some(d) => format!(" via --bind-interface {d}"),
-                        None => String::new(),
-                    }
-                ),
+                format!("--peer {peer} has no route: {e}"),
             )),
         }
     }

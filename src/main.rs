@@ -302,22 +302,40 @@ fn preflight(cfg: &Config) -> ExitCode {
     }
 }
 
-/// The source address the kernel would send to `peer` from (bound to `device` when given): a
-/// UDP `connect` does the route lookup and sends nothing.
-fn route_to(peer: std::net::SocketAddr, device: Option<&str>) -> Result<std::net::IpAddr, String> {
+/// The source address the kernel would send to `peer` from, and the interface holding it: a
+/// UDP `connect` does the route lookup and sends nothing. Not bound to `device` (a bound socket
+/// takes any destination as on-link), except for an IPv6 link-local peer, which has no route
+/// but its link.
+fn route_to(
+    peer: std::net::SocketAddr,
+    device: Option<&str>,
+) -> Result<(std::net::IpAddr, Option<String>), String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| e.to_string())?;
-    if let Some(dev) = device {
+    let link_local =
+        matches!(peer.ip(), std::net::IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+    if let (true, Some(dev)) = (link_local, device) {
         s.bind_device(Some(dev.as_bytes()))
             .map_err(|e| format!("binding to {dev}: {e}"))?;
     }
     s.connect(&peer.into()).map_err(|e| e.to_string())?;
-    s.local_addr()
+    let src = s
+        .local_addr()
         .map_err(|e| e.to_string())?
         .as_socket()
         .map(|a| a.ip())
-        .ok_or_else(|| "no local address".to_owned())
+        .ok_or_else(|| "no local address".to_owned())?;
+    let holder = nix::ifaddrs::getifaddrs().ok().and_then(|mut all| {
+        all.find(|a| {
+            a.address.is_some_and(|x| {
+                x.as_sockaddr_in().map(|v| std::net::IpAddr::V4(v.ip())) == Some(src)
+                    || x.as_sockaddr_in6().map(|v| std::net::IpAddr::V6(v.ip())) == Some(src)
+            })
+        })
+        .map(|a| a.interface_name)
+    });
+    Ok((src, holder))
 }
 
 fn main() -> ExitCode {

@@ -152,7 +152,7 @@ fn peers_need_a_route_each_and_a_key() {
     h.peer_routes = vec![
         (
             "10.0.2.2:3000".parse().unwrap(),
-            Ok("10.0.1.7".parse().unwrap()),
+            Ok(("10.0.1.7".parse().unwrap(), Some("eth0".into()))),
         ),
         (
             "10.0.3.2:3000".parse().unwrap(),
@@ -160,7 +160,7 @@ fn peers_need_a_route_each_and_a_key() {
         ),
         (
             "10.0.1.7:3000".parse().unwrap(),
-            Ok("10.0.1.7".parse().unwrap()),
+            Ok(("10.0.1.7".parse().unwrap(), Some("eth0".into()))),
         ),
     ];
     let f = judge(&cfg, &h);
@@ -181,18 +181,22 @@ fn peers_need_a_route_each_and_a_key() {
     // Routed everywhere, keyed: nothing to say but ok.
     h.peer_routes.remove(1);
     h.keyed = true;
-    let f = judge(
-        &with(&[
-            "--peer",
-            "10.0.2.2",
-            "--peer",
-            "10.0.1.7",
-            "--bind-interface",
-            "eth0",
-        ]),
-        &h,
-    );
+    let bound = with(&[
+        "--peer",
+        "10.0.2.2",
+        "--peer",
+        "10.0.1.7",
+        "--bind-interface",
+        "eth0",
+    ]);
+    let f = judge(&bound, &h);
     assert!(f.iter().all(|f| f.level == Level::Ok), "{f:#?}");
+    // The routes reach a peer from another interface than the heartbeat one: said.
+    h.peer_routes[0].1 = Ok(("192.0.2.1".parse().unwrap(), Some("eth1".into())));
+    let f = judge(&bound, &h);
+    let all: Vec<String> = f.iter().map(|f| f.to_string()).collect();
+    let want = "warn  --peer 10.0.2.2:3000 is routed from 192.0.2.1 on eth1, not on --bind-interface eth0: heartbeats leave through the latter";
+    assert!(all.iter().any(|l| l == want), "{all:#?}");
 }
 
 #[test]

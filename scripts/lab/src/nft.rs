@@ -130,6 +130,11 @@ pub fn ruleset(own: usize, drops: &[Drop]) -> String {
 /// The packet counters of the table's rules (`nft -j list table ...` or `list ruleset`), by
 /// comment.
 pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>> {
+    parse_table_counters(json, TABLE)
+}
+
+/// The packet counters of table `table`'s rules, by comment.
+pub fn parse_table_counters(json: &str, table: &str) -> Result<BTreeMap<String, u64>> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| LabError::Parse {
         what: "nft -j list".into(),
         detail: e.to_string(),
@@ -137,7 +142,7 @@ pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>> {
     let mut m = BTreeMap::new();
     for item in v["nftables"].as_array().into_iter().flatten() {
         let rule = &item["rule"];
-        if rule["table"].as_str() != Some(TABLE) {
+        if rule["table"].as_str() != Some(table) {
             continue;
         }
         let Some(comment) = rule["comment"].as_str() else {
@@ -220,6 +225,33 @@ fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The table of a routed lab's gateways: broadcast and multicast heartbeats are dropped on
+/// the way in (and counted), unicast ones counted, so a test can show that the daemons live on
+/// unicast alone.
+pub const ROUTE_TABLE: &str = "wmgwd2route";
+
+/// The `nft -f` script of [`ROUTE_TABLE`].
+pub fn block_broadcast_script() -> String {
+    format!(
+        "table ip {ROUTE_TABLE} {{\n  chain input {{\n    type filter hook input priority -20; policy accept;\n    \
+         udp dport {PORT} meta pkttype {{ broadcast, multicast }} counter drop comment \"dropped:broadcast\"\n    \
+         udp dport {PORT} meta pkttype host counter comment \"offered:unicast\"\n  }}\n}}\n"
+    )
+}
+
+/// Installs [`block_broadcast_script`] in namespace `ns`.
+pub fn block_broadcast_heartbeats(ns: &str) -> Result<()> {
+    nft(ns, &["-f", "-"], Some(&block_broadcast_script())).map(drop)
+}
+
+/// The counters of [`ROUTE_TABLE`] in `ns`, by comment (`dropped:broadcast`, `offered:unicast`).
+pub fn route_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
+    parse_table_counters(
+        &nft(ns, &["-j", "list", "table", "ip", ROUTE_TABLE], None)?,
+        ROUTE_TABLE,
+    )
 }
 
 /// Is `nft` there?
