@@ -1737,3 +1737,39 @@ fn a_short_failover_drill_over_routed_peers_passes_every_step() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(passed, "the drill failed:\n{out}");
 }
+
+/// Heartbeats over IPv6 (issue 11): the link-local multicast group on eth0, IPv4 heartbeats
+/// dropped by nftables in every gateway; converged, then the crash case.
+#[test]
+fn ipv6_multicast_heartbeats_converge_and_a_crash_moves_only_the_dead_gateways_vnis() {
+    if !wmgwd2_lab::root_or_skip("ipv6 heartbeats") || !nft::available() {
+        eprintln!("SKIPPED ipv6 heartbeats: needs root and nft");
+        return;
+    }
+    let Some(mut lab) = lab_on("ipv6 heartbeats", &spec().ipv6(), &[]) else {
+        return;
+    };
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("IPv6 heartbeats converge");
+    for g in 1..=G {
+        let c = nft::v6_counters(&lab.gw(g)).expect("nft counters");
+        assert!(
+            c["offered:ipv6"] > 0,
+            "gw{g} received no IPv6 heartbeat: {c:?}"
+        );
+    }
+    crash_then_rejoin(lab);
+}
+
+#[test]
+fn ipv6_multicast_heartbeats_sigterm_hands_over_before_the_dead_interval() {
+    if !wmgwd2_lab::root_or_skip("ipv6 sigterm") || !nft::available() {
+        eprintln!("SKIPPED ipv6 sigterm: needs root and nft");
+        return;
+    }
+    let Some(lab) = lab_on("ipv6 sigterm", &spec().ipv6(), &["--dead-after", "255"]) else {
+        return;
+    };
+    sigterm_then_rejoin(lab);
+}

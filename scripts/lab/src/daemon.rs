@@ -100,6 +100,7 @@ pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<
     // Where the heartbeats go: the segment's broadcast address, or every other gateway.
     let to: Vec<String> = match spec.underlay {
         plan::Underlay::Segment => vec!["--broadcast".to_owned(), plan::BROADCAST.to_string()],
+        plan::Underlay::Ipv6 => vec!["--ipv6".to_owned()],
         plan::Underlay::Routed => spec
             .all_gateways()
             .into_iter()

@@ -254,6 +254,31 @@ pub fn route_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
     )
 }
 
+/// The table of an IPv6-heartbeat lab's gateways: IPv4 heartbeats dropped, IPv6 ones counted.
+pub const V6_TABLE: &str = "wmgwd2v6";
+
+/// The `nft -f` script of [`V6_TABLE`].
+pub fn block_ipv4_script() -> String {
+    format!(
+        "table inet {V6_TABLE} {{\n  chain input {{\n    type filter hook input priority -20; policy accept;\n    \
+         meta nfproto ipv4 udp dport {PORT} counter drop comment \"dropped:ipv4\"\n    \
+         meta nfproto ipv6 udp dport {PORT} counter comment \"offered:ipv6\"\n  }}\n}}\n"
+    )
+}
+
+/// Installs [`block_ipv4_script`] in namespace `ns`.
+pub fn block_ipv4_heartbeats(ns: &str) -> Result<()> {
+    nft(ns, &["-f", "-"], Some(&block_ipv4_script())).map(drop)
+}
+
+/// The counters of [`V6_TABLE`] in `ns`, by comment (`dropped:ipv4`, `offered:ipv6`).
+pub fn v6_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
+    parse_table_counters(
+        &nft(ns, &["-j", "list", "table", "inet", V6_TABLE], None)?,
+        V6_TABLE,
+    )
+}
+
 /// Is `nft` there?
 pub fn available() -> bool {
     Command::new("nft")

@@ -71,6 +71,9 @@ pub enum Underlay {
     Segment,
     /// A subnet per host behind a router namespace, unicast heartbeats (`--peer`).
     Routed,
+    /// The segment, heartbeats over IPv6 (`--ipv6`: the link-local multicast group on eth0,
+    /// IPv6 enabled on eth0 alone), IPv4 heartbeats dropped by nftables. VXLAN stays IPv4.
+    Ipv6,
 }
 
 /// The lab's shape: G gateways, VNIs `vni_base..vni_base+vnis-1`.
@@ -97,6 +100,12 @@ impl Spec {
         }
     }
 
+    /// The same lab, heartbeats over IPv6.
+    pub fn ipv6(mut self) -> Spec {
+        self.underlay = Underlay::Ipv6;
+        self
+    }
+
     /// The same lab, routed.
     pub fn routed(mut self) -> Spec {
         self.underlay = Underlay::Routed;
@@ -106,8 +115,8 @@ impl Spec {
     /// The underlay address of gateway `Some(g)` or of the client (`None`).
     pub fn underlay_of(&self, g: Option<usize>) -> Ipv4Addr {
         match (self.underlay, g) {
-            (Underlay::Segment, Some(g)) => underlay_ip(g),
-            (Underlay::Segment, None) => CLIENT_UNDERLAY,
+            (Underlay::Segment | Underlay::Ipv6, Some(g)) => underlay_ip(g),
+            (Underlay::Segment | Underlay::Ipv6, None) => CLIENT_UNDERLAY,
             (Underlay::Routed, g) => routed_ip(g.unwrap_or(ROUTED_CLIENT), 2),
         }
     }

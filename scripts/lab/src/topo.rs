@@ -16,6 +16,8 @@
 //! holds `10.2.g.1/24` and gateway g's eth0 `10.2.g.2/24` with a default route through it (the
 //! client: `10.2.250.0/24`); VXLAN goes from VTEP to VTEP through the router; each gateway's
 //! nftables table `ip wmgwd2route` drops broadcast and multicast heartbeats it receives.
+//! IPv6 heartbeats ([`Underlay::Ipv6`]): the segment, IPv6 enabled on each gateway's eth0 (a
+//! link-local address), and a table `inet wmgwd2v6` dropping IPv4 heartbeats.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -88,7 +90,7 @@ pub fn switch_batch(spec: &Spec, name: &str) -> String {
 pub fn vtep_batch(spec: &Spec, gateway: Option<usize>) -> String {
     let local = spec.underlay_of(gateway);
     let mut s = match spec.underlay {
-        Underlay::Segment => eth0_batch(&local.to_string()),
+        Underlay::Segment | Underlay::Ipv6 => eth0_batch(&local.to_string()),
         Underlay::Routed => format!(
             "link set lo up\nlink set eth0 up\naddr add {local}/24 dev eth0\nroute add default via {}\n",
             spec.router_of(gateway)
@@ -206,7 +208,9 @@ impl Topology {
             topo.add(&format!("gw{g}"), true)?;
         }
         match spec.underlay {
-            Underlay::Segment => netns::batch("ip", &topo.switch(), &switch_batch(spec, name))?,
+            Underlay::Segment | Underlay::Ipv6 => {
+                netns::batch("ip", &topo.switch(), &switch_batch(spec, name))?
+            }
             Underlay::Routed => {
                 netns::run(Command::new("ip").args([
                     "netns",
@@ -229,12 +233,24 @@ impl Topology {
                     None => topo.client(),
                 };
                 let (ipb, fdb) = (vtep_batch(spec, gw), fdb_batch(spec, gw));
-                let block = gw.is_some() && spec.underlay == Underlay::Routed;
+                let underlay = gw.map(|_| spec.underlay);
                 thread::spawn(move || {
                     netns::batch("ip", &ns, &ipb)?;
                     netns::batch("bridge", &ns, &fdb)?;
-                    if block {
-                        crate::nft::block_broadcast_heartbeats(&ns)?;
+                    match underlay {
+                        Some(Underlay::Routed) => crate::nft::block_broadcast_heartbeats(&ns)?,
+                        Some(Underlay::Ipv6) => {
+                            netns::run(Command::new("ip").args([
+                                "netns",
+                                "exec",
+                                &ns,
+                                "sh",
+                                "-ec",
+                                "echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+                            ]))?;
+                            crate::nft::block_ipv4_heartbeats(&ns)?
+                        }
+                        _ => {}
                     }
                     Ok(())
                 })
