@@ -43,6 +43,10 @@ pub struct IfAddr {
     pub netmask: Ipv4Addr,
 }
 
+/// The source address the routes would send to a peer from and the interface holding it, or
+/// why nothing would be sent.
+pub type PeerRoute = Result<(IpAddr, Option<String>), String>;
+
 /// What `main` found on the host.
 #[derive(Debug, Clone, Default)]
 pub struct Host {
@@ -59,7 +63,7 @@ pub struct Host {
     pub port_free: bool,
     /// For each `--peer`: the source address the kernel's routing would send from (a UDP
     /// `connect`, nothing sent) and the interface holding it, or why it would not send at all.
-    pub peer_routes: Vec<(SocketAddr, Result<(IpAddr, Option<String>), String>)>,
+    pub peer_routes: Vec<(SocketAddr, PeerRoute)>,
     /// Whether `--key-file` was given (its content is checked when the daemon starts).
     pub keyed: bool,
 }

@@ -179,7 +179,7 @@ fn peers_need_a_route_each_and_a_key() {
     assert_eq!(errors(&f).len(), 1, "{all}");
 
     // Routed everywhere, keyed: nothing to say but ok.
-    h.peer_routes.remove(1);
+    let _unrouted = h.peer_routes.remove(1);
     h.keyed = true;
     let bound = with(&[
         "--peer",

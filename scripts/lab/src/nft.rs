@@ -254,6 +254,32 @@ pub fn route_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
     )
 }
 
+/// The (packets, bytes) counters of [`ROUTE_TABLE`] in `ns`, by comment.
+pub fn route_counter_bytes(ns: &str) -> Result<BTreeMap<String, (u64, u64)>> {
+    let json = nft(ns, &["-j", "list", "table", "ip", ROUTE_TABLE], None)?;
+    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| LabError::Parse {
+        what: "nft -j list".into(),
+        detail: e.to_string(),
+    })?;
+    let mut m = BTreeMap::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        let Some(comment) = rule["comment"].as_str() else {
+            continue;
+        };
+        let counter = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|e| e["counter"].as_object().cloned());
+        if let Some(c) = counter {
+            let n = |k: &str| c.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+            m.insert(comment.to_owned(), (n("packets"), n("bytes")));
+        }
+    }
+    Ok(m)
+}
+
 /// The table of an IPv6-heartbeat lab's gateways: IPv4 heartbeats dropped, IPv6 ones counted.
 pub const V6_TABLE: &str = "wmgwd2v6";
 
