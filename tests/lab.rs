@@ -1773,3 +1773,30 @@ fn ipv6_multicast_heartbeats_sigterm_hands_over_before_the_dead_interval() {
     };
     sigterm_then_rejoin(lab);
 }
+
+/// IPv6 unicast peers: the IPv6 lab's gateways with `--peer` for every gateway's global IPv6
+/// address, each its own among them (one list for the whole fleet; its frames to itself come
+/// back and change nothing); IPv4 heartbeats dropped. Converged, then the crash case.
+#[test]
+fn ipv6_unicast_peers_with_one_list_for_the_fleet_converge_and_survive_a_crash() {
+    if !wmgwd2_lab::root_or_skip("ipv6 peers") || !nft::available() {
+        eprintln!("SKIPPED ipv6 peers: needs root and nft");
+        return;
+    }
+    let peers: Vec<String> = (1..=G).map(|g| plan::underlay_ip6(g).to_string()).collect();
+    let list = peers.join(",");
+    let Some(mut lab) = lab_on("ipv6 peers", &spec().ipv6(), &["--peer", &list]) else {
+        return;
+    };
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("IPv6 peers converge");
+    for g in 1..=G {
+        let c = nft::v6_counters(&lab.gw(g)).expect("nft counters");
+        assert!(
+            c["offered:ipv6"] > 0,
+            "gw{g} received no IPv6 heartbeat: {c:?}"
+        );
+    }
+    crash_then_rejoin(lab);
+}

@@ -177,6 +177,11 @@ pub fn gateway_of_uid(uid: u64) -> usize {
     (uid - 0x1000) as usize
 }
 
+/// Gateway g's IPv6 address on eth0 in an [`Underlay::Ipv6`] lab: `2001:db8:1::g`.
+pub fn underlay_ip6(g: usize) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, g as u16)
+}
+
 /// The client's subnet number in a routed lab (10.2.250.0/24).
 pub const ROUTED_CLIENT: usize = 250;
 

@@ -17,7 +17,8 @@
 //! client: `10.2.250.0/24`); VXLAN goes from VTEP to VTEP through the router; each gateway's
 //! nftables table `ip wmgwd2route` drops broadcast and multicast heartbeats it receives.
 //! IPv6 heartbeats ([`Underlay::Ipv6`]): the segment, IPv6 enabled on each gateway's eth0 (a
-//! link-local address), and a table `inet wmgwd2v6` dropping IPv4 heartbeats.
+//! link-local address, and `2001:db8:1::g/64` for IPv6 peers), and a table `inet wmgwd2v6`
+//! dropping IPv4 heartbeats.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -248,6 +249,21 @@ impl Topology {
                                 "-ec",
                                 "echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
                             ]))?;
+                            // A global address too, for IPv6 unicast peers.
+                            let g = gw.unwrap_or_default();
+                            let v6 = plan::underlay_ip6(g).to_string();
+                            netns::ip(
+                                &ns,
+                                &[
+                                    "-6",
+                                    "addr",
+                                    "add",
+                                    &format!("{v6}/64"),
+                                    "dev",
+                                    "eth0",
+                                    "nodad",
+                                ],
+                            )?;
                             crate::nft::block_ipv4_heartbeats(&ns)?
                         }
                         _ => {}
