@@ -1798,5 +1798,21 @@ fn ipv6_unicast_peers_with_one_list_for_the_fleet_converge_and_survive_a_crash()
             "gw{g} received no IPv6 heartbeat: {c:?}"
         );
     }
+    // Its own address in the list costs nothing: no frame rejected, no UID conflict.
+    lab.daemons.signal(1, libc::SIGUSR1);
+    let log = lab.daemons.log(1);
+    let mut status = String::new();
+    wait(&lab, "gw1's status line", || {
+        status = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" status "))
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        !status.is_empty()
+    });
+    assert!(!status.contains("frames_rejected"), "{status}");
+    assert!(!status.contains("uid_conflicts"), "{status}");
     crash_then_rejoin(lab);
 }
