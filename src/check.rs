@@ -54,7 +54,9 @@ pub struct Host {
     pub snapshot: Snapshot,
     /// The link kind of each interface by name (IFLA_LINKINFO: `macvlan`, …).
     pub kinds: BTreeMap<String, String>,
-    /// `net.ipv4.conf.<name>.<key>` values read, by (name, key); name `all` included.
+    /// `net.ipv4.conf.<name>.<key>` values read, by (name, key); name `all` included. For IPv6
+    /// heartbeats also `net.ipv6.conf.<bind interface>.disable_ipv6`, as key `ipv6.disable_ipv6`
+    /// (missing: the host has no IPv6).
     pub sysctls: BTreeMap<(String, String), i64>,
     /// Every IPv4 address with its netmask.
     pub addrs: Vec<IfAddr>,
@@ -224,13 +226,21 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
     if !cfg.peers.is_empty() {
         peers(cfg, host, &mut out);
     } else if let Some(group) = cfg.group() {
-        out.push(finding(
-            Level::Ok,
-            format!(
-                "heartbeats to IPv6 group {group} on {}",
-                cfg.bind_interface.as_deref().unwrap_or("?")
-            ),
-        ));
+        let dev = cfg.bind_interface.as_deref().unwrap_or("?");
+        match sysctl(dev, "ipv6.disable_ipv6") {
+            Some(0) => out.push(finding(
+                Level::Ok,
+                format!("heartbeats to IPv6 group {group} on {dev}"),
+            )),
+            Some(_) => out.push(finding(
+                Level::Error,
+                format!("IPv6 is disabled on {dev} (net.ipv6.conf.{dev}.disable_ipv6): --ipv6 heartbeats need its link-local address"),
+            )),
+            None => out.push(finding(
+                Level::Error,
+                format!("no IPv6 on {dev} (no net.ipv6.conf.{dev}): --ipv6 heartbeats need it"),
+            )),
+        }
     } else {
         let on_segment: Vec<&IfAddr> = host
             .addrs

@@ -276,6 +276,16 @@ fn preflight(cfg: &Config) -> ExitCode {
             }
         }
     }
+    if let (true, Some(dev)) = (cfg.heartbeat_v6(), &cfg.bind_interface) {
+        let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+        let value = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(v) = value {
+            host.sysctls
+                .insert((dev.clone(), "ipv6.disable_ipv6".to_owned()), v);
+        }
+    }
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             let v4 = |s: Option<nix::sys::socket::SockaddrStorage>| {

@@ -203,11 +203,22 @@ fn peers_need_a_route_each_and_a_key() {
 fn ipv6_group_heartbeats_need_no_ipv4_segment() {
     let mut h = good();
     h.addrs.clear();
-    let f = judge(&with(&["--ipv6", "--bind-interface", "eth0"]), &h);
+    h.sysctls
+        .insert(("eth0".into(), "ipv6.disable_ipv6".into()), 0);
+    let v6 = with(&["--ipv6", "--bind-interface", "eth0"]);
+    let f = judge(&v6, &h);
     assert!(f.iter().all(|f| f.level == Level::Ok), "{f:#?}");
     assert!(
         f.iter()
             .any(|f| f.text == "heartbeats to IPv6 group ff02::6d67 on eth0"),
         "{f:#?}"
-    );
+    ); // IPv6 off on the interface, or on the host: the daemon could not join the group.
+    h.sysctls
+        .insert(("eth0".into(), "ipv6.disable_ipv6".into()), 1);
+    let e = errors(&judge(&v6, &h)).join("\n");
+    assert!(e.starts_with("IPv6 is disabled on eth0"), "{e}");
+    h.sysctls
+        .remove(&("eth0".to_owned(), "ipv6.disable_ipv6".to_owned()));
+    let e = errors(&judge(&v6, &h)).join("\n");
+    assert!(e.starts_with("no IPv6 on eth0"), "{e}");
 }

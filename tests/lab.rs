@@ -12,6 +12,9 @@
 //! test runs a short failover drill (`scripts/drill.sh`'s, G = 3, V = 16). The loss labs
 //! (issue 9) drop heartbeats with nftables inside the gateways' namespaces (`wmgwd2_lab::nft`)
 //! and judge the protodown timeline of every gateway (`wmgwd2_lab::stability`).
+//! Issue 11 runs the failover cases again over a routed underlay (unicast `--peer` heartbeats,
+//! every gateway in a subnet of its own behind a router namespace, broadcast heartbeats dropped
+//! by nftables) and over IPv6 heartbeats (the link-local group, and IPv6 peers).
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
@@ -1704,6 +1707,24 @@ fn routed_check_finds_a_route_to_each_peer() {
         out.contains("ERROR --peer 10.2.2.2:3000 has no route: "),
         "{out}"
     );
+    // The routed lab has IPv6 off everywhere: --ipv6 heartbeats could not work there.
+    let (ok, out) = check_v6(&lab, 1);
+    assert!(!ok, "check passed --ipv6 without IPv6:\n{out}");
+    assert!(out.contains("ERROR IPv6 is disabled on eth0"), "{out}");
+}
+
+/// `wmgwd2 check --ipv6 --bind-interface eth0` in gateway g's namespace.
+fn check_v6(lab: &Lab, g: usize) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.gw(g), BIN, "check", "--uid", "0x1001"])
+        .args(["--minvni", "1", "--maxvni", &V.to_string()])
+        .args(["--ipv6", "--bind-interface", "eth0"])
+        .output()
+        .expect("run wmgwd2 check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 /// The drill of `scripts/drill.sh` over the routed lab (G = 3, V = 16): converged to the
@@ -1771,6 +1792,12 @@ fn ipv6_multicast_heartbeats_sigterm_hands_over_before_the_dead_interval() {
     let Some(lab) = lab_on("ipv6 sigterm", &spec().ipv6(), &["--dead-after", "255"]) else {
         return;
     };
+    let (ok, out) = check_v6(&lab, 1);
+    assert!(ok, "check failed on an IPv6 gateway:\n{out}");
+    assert!(
+        out.contains("ok    heartbeats to IPv6 group ff02::6d67 on eth0"),
+        "{out}"
+    );
     sigterm_then_rejoin(lab);
 }
 
