@@ -261,6 +261,11 @@ impl LinkTable {
         self.managed.get(&vni)
     }
 
+    /// Is `ifindex` a managed link? (A lookup, not a scan: every received heartbeat asks.)
+    pub fn is_managed(&self, ifindex: IfIndex) -> bool {
+        self.index.contains_key(&ifindex)
+    }
+
     /// The IPv4 addresses of a link.
     pub fn addrs(&self, ifindex: IfIndex) -> &[Ipv4Addr] {
         self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[])

@@ -326,6 +326,7 @@ impl Run {
     /// Carries out the core's effects as the shell would, with the model for a kernel, and
     /// delivers the model's events, until both are quiet.
     fn settle(&mut self) {
+        self.totals_agree();
         loop {
             while let Some(e) = self.core.poll_effect() {
                 self.execute(e);
@@ -342,6 +343,19 @@ impl Run {
             let events = std::mem::take(&mut self.model.events);
             self.core.handle(Input::Kernel(events), self.now);
         }
+    }
+
+    /// What `/metrics` renders (the report without its lists) is the full report's totals.
+    fn totals_agree(&self) {
+        let stats = Default::default();
+        let mut full = self.core.report(self.now, 1, &stats);
+        let totals = self.core.report_totals(self.now, 1, &stats);
+        full.vnis.clear();
+        full.transitions.clear();
+        assert_eq!(
+            totals, full,
+            "report_totals differs from report beyond its lists"
+        );
     }
 
     fn execute(&mut self, e: Effect) {

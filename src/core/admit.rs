@@ -87,7 +87,7 @@ impl Core {
             return Some("ttl");
         }
         let i = ifindex?;
-        let managed = self.links.managed().values().any(|l| l.ifindex == i);
+        let managed = self.links.is_managed(i);
         let elsewhere = self.links.uplink_index().is_some_and(|u| u != i);
         (managed || elsewhere).then_some("interface")
     }
