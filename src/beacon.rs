@@ -4,7 +4,7 @@
 //! than our hold time (a stalled process or host) and says STARTING from then on, until the
 //! loop has told the core.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,7 +56,8 @@ pub(crate) struct BeaconShared {
 /// keep hearing us while the loop waits on the kernel.
 pub(crate) struct Beacon {
     pub(crate) socket: Arc<UdpSocket>,
-    pub(crate) to: SocketAddrV4,
+    /// Where every heartbeat goes: the broadcast address, the IPv6 group, or each peer.
+    pub(crate) to: Vec<SocketAddr>,
     pub(crate) template: Heartbeat,
     /// Signs every frame when set (`--key-file`).
     pub(crate) keys: Option<Arc<Keys>>,
@@ -89,11 +90,18 @@ impl Beacon {
             },
         };
         let frame = wire::encode_full(&hb, &ext, self.keys.as_deref());
-        let sent = self.socket.send_to(&frame, self.to).await;
-        match sent {
+        // One frame, the same bytes, to every destination: a peer that cannot be reached now
+        // costs a counted error, not the others' heartbeats.
+        for &to in &self.to {
+            self.send_to(&frame, to, sequence, flags).await;
+        }
+    }
+
+    async fn send_to(&self, frame: &[u8], to: SocketAddr, sequence: u64, flags: u8) {
+        match self.socket.send_to(frame, to).await {
             Ok(_) => {
                 self.shared.sent.fetch_add(1, Ordering::Relaxed);
-                trace!(seq = sequence, flags, "heartbeat sent");
+                trace!(seq = sequence, flags, %to, "heartbeat sent");
             }
             Err(e) => {
                 let errors = self.shared.errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -107,7 +115,7 @@ impl Beacon {
                     Err(_) => true,
                 };
                 if log {
-                    warn!(error = %e, to = %self.to, errors, "heartbeat send failed");
+                    warn!(error = %e, %to, errors, "heartbeat send failed");
                 }
             }
         }

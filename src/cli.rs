@@ -3,7 +3,7 @@
 //! Every flag has a `WMGWD2_*` environment equivalent. A bad value is a one-line error naming the
 //! flag, and exit code 2 (clap's usage-error code).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -24,6 +24,9 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_GARP_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Longest heartbeat interval accepted (the hold time must fit the wire's u32 milliseconds).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// The IPv6 link-local multicast group of `--ipv6` heartbeats (docs/protocol.md): `ff02::6d67`,
+/// unassigned in IANA's link-local scope registry ("mg").
+pub const IPV6_GROUP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x6d67);
 
 /// Commands for the running daemon, over its control socket.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -124,6 +127,24 @@ pub struct Args {
     /// single peer.
     #[arg(long, env = "WMGWD2_BROADCAST", default_value = "10.0.1.255")]
     pub broadcast: Ipv4Addr,
+
+    /// Send heartbeats to this peer (IPv4 or IPv6 address, optionally with a port:
+    /// `192.0.2.7`, `192.0.2.7:3001`, `2001:db8::7`, `[2001:db8::7]:3001`) instead of
+    /// broadcasting them, and accept frames only from the listed peers; repeatable (or
+    /// comma-separated). The peers may be routed: no TTL-255 rule for them, so use --key-file
+    /// (docs/security.md). This gateway's own address may be listed (one list for the fleet).
+    #[arg(long = "peer", env = "WMGWD2_PEERS", value_name = "ADDR[:PORT]", value_delimiter = ',', value_parser = parse_peer, conflicts_with = "broadcast")]
+    pub peers: Vec<Peer>,
+
+    /// Heartbeats over IPv6: to the link-local multicast group --ipv6-group on
+    /// --bind-interface (hop limit 255 out, only 255 accepted), for an IPv6-only segment. With
+    /// --peer, IPv6 peers need no flag.
+    #[arg(long, env = "WMGWD2_IPV6", conflicts_with = "broadcast")]
+    pub ipv6: bool,
+
+    /// The IPv6 link-local multicast group (ff02::/16) of --ipv6 heartbeats.
+    #[arg(long, env = "WMGWD2_IPV6_GROUP", default_value_t = IPV6_GROUP, requires = "ipv6")]
+    pub ipv6_group: Ipv6Addr,
 
     /// UDP port heartbeats are sent to and received on.
     #[arg(long, env = "WMGWD2_PORT", default_value_t = 3000, value_parser = clap::value_parser!(u16).range(1..))]
@@ -259,6 +280,12 @@ pub struct Config {
     pub minvni: u32,
     pub maxvni: u32,
     pub broadcast: Ipv4Addr,
+    /// `--peer`: heartbeats go to these addresses, and only frames from them count (empty:
+    /// broadcast, or the IPv6 group).
+    pub peers: Vec<SocketAddr>,
+    /// `--ipv6` (without peers: the IPv6 multicast group on --bind-interface).
+    pub ipv6: bool,
+    pub ipv6_group: Ipv6Addr,
     pub port: u16,
     pub bind_interface: Option<String>,
     pub interval: Duration,
@@ -301,6 +328,36 @@ impl Config {
     /// How long we listen after the uplink regains carrier before owning anything.
     pub fn uplink_hold_down(&self) -> Duration {
         self.hold_down().max(self.uplink_hold_down)
+    }
+
+    /// Where each heartbeat goes: every `--peer`, else the IPv6 group (`--ipv6`), else the
+    /// broadcast address; at the heartbeat port.
+    pub fn destinations(&self) -> Vec<SocketAddr> {
+        if !self.peers.is_empty() {
+            self.peers.clone()
+        } else if self.ipv6 {
+            vec![SocketAddr::new(IpAddr::V6(self.ipv6_group), self.port)]
+        } else {
+            vec![SocketAddr::new(IpAddr::V4(self.broadcast), self.port)]
+        }
+    }
+
+    /// Does the heartbeat socket speak IPv6 (`--ipv6`, or an IPv6 peer)? It then takes IPv4
+    /// too (a dual-stack socket), for IPv4 peers in the same list.
+    pub fn heartbeat_v6(&self) -> bool {
+        self.ipv6 || self.peers.iter().any(SocketAddr::is_ipv6)
+    }
+
+    /// The IPv6 group the heartbeat socket joins on --bind-interface, when it is one.
+    pub fn group(&self) -> Option<Ipv6Addr> {
+        (self.ipv6 && self.peers.is_empty()).then_some(self.ipv6_group)
+    }
+
+    /// Is `ip` a listed peer? (IPv4-mapped IPv6 addresses count as IPv4; a link-local
+    /// address's scope is the --bind-interface and not compared.)
+    pub fn is_peer(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.peers.iter().any(|p| p.ip().to_canonical() == ip)
     }
 
     /// A configuration with the defaults, for tests and examples.
@@ -374,6 +431,32 @@ impl TryFrom<Args> for Config {
         if a.broadcast.is_unspecified() {
             return Err(err("--broadcast 0.0.0.0 is not a destination".into()));
         }
+        let mut peers: Vec<SocketAddr> = Vec::with_capacity(a.peers.len());
+        for p in &a.peers {
+            let addr = SocketAddr::new(p.ip, p.port.unwrap_or(a.port));
+            if peers.iter().any(|q| q.ip() == addr.ip()) {
+                return Err(err(format!("--peer {} is listed twice", p.ip)));
+            }
+            if is_link_local(p.ip) && a.bind_interface.is_none() {
+                return Err(err(format!(
+                    "--peer {} is link-local: give --bind-interface (its link)",
+                    p.ip
+                )));
+            }
+            peers.push(addr);
+        }
+        if a.ipv6 && peers.is_empty() && a.bind_interface.is_none() {
+            return Err(err(
+                "--ipv6 without --peer sends to a link-local multicast group: give --bind-interface (the segment)".into(),
+            ));
+        }
+        let g = a.ipv6_group.segments();
+        if !a.ipv6_group.is_multicast() || g[0] & 0xff0f != 0xff02 {
+            return Err(err(format!(
+                "--ipv6-group {} is not a link-local multicast group (ff02::/16)",
+                a.ipv6_group
+            )));
+        }
         let garp_refresh = match a.garp_refresh {
             d if d.is_zero() => None,
             d if d < Duration::from_secs(1) || d > MAX_GARP_REFRESH => {
@@ -390,6 +473,9 @@ impl TryFrom<Args> for Config {
             minvni: a.minvni,
             maxvni: a.maxvni,
             broadcast: a.broadcast,
+            peers,
+            ipv6: a.ipv6,
+            ipv6_group: a.ipv6_group,
             port: a.port,
             bind_interface: a.bind_interface,
             interval: a.interval,
@@ -413,6 +499,58 @@ impl TryFrom<Args> for Config {
             verbose: a.verbose,
         })
     }
+}
+
+/// One `--peer` as given: an address, and a port when one was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// `192.0.2.7`, `192.0.2.7:3001`, `2001:db8::7`, `[2001:db8::7]` or `[2001:db8::7]:3001`: a
+/// unicast address (an IPv4-mapped IPv6 one counts as IPv4), and a port from 1.
+pub fn parse_peer(s: &str) -> Result<Peer, String> {
+    let s = s.trim();
+    if s.contains('%') {
+        return Err(format!(
+            "'{s}': no zone index; a link-local peer is reached on --bind-interface"
+        ));
+    }
+    let (ip, port) = if let Ok(ip) = s.parse::<IpAddr>() {
+        (ip, None)
+    } else if let Ok(a) = s.parse::<SocketAddr>() {
+        (a.ip(), Some(a.port()))
+    } else if let Some(ip) = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<Ipv6Addr>().ok())
+    {
+        (IpAddr::V6(ip), None)
+    } else {
+        return Err(format!(
+            "'{s}' is not an address (192.0.2.7, 2001:db8::7) with an optional port (192.0.2.7:3001, [2001:db8::7]:3001)"
+        ));
+    };
+    let ip = ip.to_canonical();
+    let bad = match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+    };
+    if bad {
+        return Err(format!("'{s}' is not a peer's unicast address"));
+    }
+    if port == Some(0) {
+        return Err(format!("'{s}': port 0"));
+    }
+    Ok(Peer { ip, port })
 }
 
 /// `0x1a2b` (hex) or `6699` (decimal); 0 is reserved.

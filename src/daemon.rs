@@ -6,7 +6,6 @@
 //! they carry and when to send one at once. See docs/architecture.md.
 
 use std::future::pending;
-use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,8 +103,7 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl<K: Kernel> Daemon<K> {
     pub fn new(cfg: Config, me: Uid, incarnation: u64, kernel: K) -> Self {
-        let port = cfg.port;
-        let device = cfg.bind_interface.clone();
+        let socket_spec = announce::SocketSpec::of(&cfg);
         Daemon {
             core: Core::new(cfg.clone(), me, incarnation),
             cfg,
@@ -116,9 +114,7 @@ impl<K: Kernel> Daemon<K> {
             shared: Arc::default(),
             beacon: None,
             last_recv_log: None,
-            new_socket: Box::new(move || {
-                heartbeat_socket(port, device.as_deref()).map_err(|e| e.to_string())
-            }),
+            new_socket: Box::new(move || heartbeat_socket(&socket_spec).map_err(|e| e.to_string())),
             notifier: Box::new(NoNotifier),
             keys: None,
             control: None,
@@ -476,7 +472,12 @@ impl<K: Kernel> Daemon<K> {
     fn beacon_for(&self, socket: &Arc<UdpSocket>) -> Beacon {
         Beacon {
             socket: socket.clone(),
-            to: SocketAddrV4::new(self.cfg.broadcast, self.cfg.port),
+            to: self
+                .cfg
+                .destinations()
+                .into_iter()
+                .map(|d| announce::destination(d, self.cfg.heartbeat_v6()))
+                .collect(),
             template: Heartbeat {
                 uid: self.me,
                 incarnation: self.incarnation,

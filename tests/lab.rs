@@ -12,6 +12,9 @@
 //! test runs a short failover drill (`scripts/drill.sh`'s, G = 3, V = 16). The loss labs
 //! (issue 9) drop heartbeats with nftables inside the gateways' namespaces (`wmgwd2_lab::nft`)
 //! and judge the protodown timeline of every gateway (`wmgwd2_lab::stability`).
+//! Issue 11 runs the failover cases again over a routed underlay (unicast `--peer` heartbeats,
+//! every gateway in a subnet of its own behind a router namespace, broadcast heartbeats dropped
+//! by nftables) and over IPv6 heartbeats (the link-local group, and IPv6 peers).
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
@@ -45,10 +48,15 @@ fn daemon(extra: &[&str]) -> DaemonConfig {
 
 /// Builds the lab, or returns `None` (after saying so) when not root.
 fn lab_up(test: &str, extra: &[&str]) -> Option<Lab> {
+    lab_on(test, &spec(), extra)
+}
+
+/// Builds the lab of `spec`, or returns `None` (after saying so) when not root.
+fn lab_on(test: &str, spec: &Spec, extra: &[&str]) -> Option<Lab> {
     if !wmgwd2_lab::root_or_skip(test) {
         return None;
     }
-    Some(Lab::up("wt", &spec(), daemon(extra)).expect("lab up"))
+    Some(Lab::up("wt", spec, daemon(extra)).expect("lab up"))
 }
 
 /// The owners the pure assignment predicts when `gws` are the live gateways.
@@ -126,8 +134,14 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
     let Some(mut lab) = lab_up("crash", &[]) else {
         return;
     };
-    let all = [1, 2, 3];
     start_all(&mut lab);
+    crash_then_rejoin(lab);
+}
+
+/// Started: converged, the owner's MAC in the client's neighbour entry; kill -9 of gw2 moves
+/// exactly its VNIs (a GARP each); its restart takes them back with an owner at every sample.
+fn crash_then_rejoin(mut lab: Lab) {
+    let all = [1, 2, 3];
     lab.wait_converged(&all, BOUND).expect("convergence");
 
     // The gateway IP answers from the owner: the client's neighbour entry carries its MAC.
@@ -195,10 +209,16 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
 fn sigterm_hands_over_before_the_dead_interval_and_rejoin_leaves_no_gap() {
     // A dead interval of 255 × 100 ms = 25.5 s: the peers can take over within the bound below
     // only through LEAVING, never by expiry.
-    let dead_interval = Duration::from_millis(25_500);
-    let Some(mut lab) = lab_up("sigterm", &["--dead-after", "255"]) else {
+    let Some(lab) = lab_up("sigterm", &["--dead-after", "255"]) else {
         return;
     };
+    sigterm_then_rejoin(lab);
+}
+
+/// With `--dead-after 255` (a dead interval of 25.5 s at 100 ms): gw1's SIGTERM hands its VNIs
+/// over before that, it exits 0 with every interface down, and its rejoin leaves no gap.
+fn sigterm_then_rejoin(mut lab: Lab) {
+    let dead_interval = Duration::from_millis(25_500);
     let all = [1, 2, 3];
     start_all(&mut lab);
     lab.wait_converged(&all, BOUND).expect("convergence");
@@ -443,9 +463,15 @@ fn drift_is_repaired_protodown_cleared_by_hand_and_lower_device_flap() {
 
 #[test]
 fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_gaps() {
-    let Some(mut lab) = lab_up("cut", &["--uplink-hold-down", "2s"]) else {
+    let Some(lab) = lab_up("cut", &["--uplink-hold-down", "2s"]) else {
         return;
     };
+    cut_then_restore(lab);
+}
+
+/// gw3's link goes down (`--uplink-hold-down 2s`): it releases everything, the others take its
+/// VNIs; the link returns and it takes them back, an owner for every VNI at every sample.
+fn cut_then_restore(mut lab: Lab) {
     let all = [1, 2, 3];
     start_all(&mut lab);
     lab.wait_converged(&all, BOUND).expect("convergence");
@@ -1516,4 +1542,303 @@ fn a_restart_after_a_crash_costs_no_outage_even_when_clients_went_back_to_the_cr
             back.contains(&v)
         );
     }
+}
+
+// Unicast peers over a routed underlay (issue 11): every gateway in a subnet of its own behind a
+// router namespace, heartbeats to `--peer` addresses, nftables in every gateway dropping
+// broadcast and multicast heartbeats; the same failover cases as on the segment, keyed (what
+// replaces the TTL-255 rule for routed frames, docs/security.md).
+
+const ROUTED_KEY: &str = "1 3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c\n";
+
+/// The routed lab with a key on every gateway (and `extra`), and the key's directory.
+fn routed_lab(test: &str, extra: &[&str]) -> Option<(Lab, std::path::PathBuf)> {
+    if !wmgwd2_lab::root_or_skip(test) {
+        return None;
+    }
+    if !nft::available() {
+        eprintln!("SKIPPED {test}: needs nft (apt install nftables)");
+        return None;
+    }
+    let (dir, key) = key_file(&format!("routed-{}", test.replace(' ', "-")), ROUTED_KEY);
+    let mut flags = vec!["--key-file", key.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    let lab = lab_on(test, &spec().routed(), &flags)?;
+    Some((lab, dir))
+}
+
+/// The heartbeats each gateway's nftables table saw: (broadcast or multicast dropped, unicast).
+fn routed_counters(lab: &Lab, g: usize) -> (u64, u64) {
+    let c = nft::route_counters(&lab.gw(g)).expect("nft counters");
+    (c["dropped:broadcast"], c["offered:unicast"])
+}
+
+#[test]
+fn routed_peers_converge_on_unicast_alone_and_a_crash_moves_only_the_dead_gateways_vnis() {
+    let Some((lab, dir)) = routed_lab("routed crash", &[]) else {
+        return;
+    };
+    // The gateways are in different subnets: no broadcast reaches a peer.
+    let eth0 = ip(&lab.gw(1), &["-4", "addr", "show", "dev", "eth0"]);
+    assert!(eth0.contains("10.2.1.2/24"), "{eth0}");
+    let mut lab = lab;
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("routed peers converge");
+    for g in 1..=G {
+        let (_, unicast) = routed_counters(&lab, g);
+        assert!(unicast > 0, "gw{g} received no unicast heartbeat");
+    }
+    crash_then_rejoin(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn routed_peers_sigterm_hands_over_before_the_dead_interval_and_rejoin_leaves_no_gap() {
+    let Some((lab, dir)) = routed_lab("routed sigterm", &["--dead-after", "255"]) else {
+        return;
+    };
+    sigterm_then_rejoin(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn routed_peers_a_gateway_cut_off_releases_everything_and_rejoins_without_gaps() {
+    let Some((lab, dir)) = routed_lab("routed cut", &["--uplink-hold-down", "2s"]) else {
+        return;
+    };
+    cut_then_restore(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Frames from a host that is not a listed peer count for nothing, whatever their TTL, even
+/// unkeyed: the client (routed to every gateway) sends invented UIDs and a forged LEAVING to each
+/// gateway's address, with TTL 255 and with 64; no owner changes, and the daemons count them as
+/// `not_peer`.
+#[test]
+fn routed_peers_ignore_a_host_that_is_not_listed() {
+    if !wmgwd2_lab::root_or_skip("routed not a peer") || !nft::available() {
+        eprintln!("SKIPPED routed not a peer: needs root and nft");
+        return;
+    }
+    let Some(mut lab) = lab_on("routed not a peer", &spec().routed(), &[]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    let before = owners(&lab, &all);
+    let frames: Vec<Vec<u8>> = (0..20u64)
+        .map(|u| v1(0xc000 + u, 1, 1, 0, u32::MAX))
+        .chain([v1(0x1002, 1, u64::MAX / 2, wmgwd2::wire::FLAG_LEAVING, 300)])
+        .collect();
+    let to: Vec<String> = (1..=G)
+        .map(|g| format!("{}:3000", lab.spec.underlay_of(Some(g))))
+        .collect();
+    let sent = netns::spawn_in(&lab.client(), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let mut n = 0;
+        for ttl in [255, 64] {
+            s.set_ttl(ttl).expect("ttl");
+            for _ in 0..5 {
+                for f in &frames {
+                    for t in &to {
+                        n += usize::from(s.send_to(f, t.as_str()).is_ok());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        n
+    })
+    .expect("enter the client namespace")
+    .join()
+    .expect("sender");
+    assert_eq!(sent, 2 * 5 * 21 * G);
+    owners_unchanged(
+        &lab,
+        &all,
+        &before,
+        Duration::from_millis(1000),
+        "frames from a host that is not a peer",
+    );
+    lab.daemons.signal(2, libc::SIGUSR1);
+    let log = lab.daemons.log(2);
+    wait(&lab, "the frames counted as not_peer", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" status ") && l.contains("frames_rejected.not_peer=210"))
+    });
+}
+
+/// `wmgwd2 check` on a routed gateway: a route to each peer; the peer that is not routed is
+/// an error naming it.
+#[test]
+fn routed_check_finds_a_route_to_each_peer() {
+    let Some(lab) = lab_on("routed check", &spec().routed(), &[]) else {
+        return;
+    };
+    let check = |peers: &[&str]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &lab.gw(1), BIN, "check", "--uid", "0x1001"])
+            .args(["--minvni", "1", "--maxvni", &V.to_string()])
+            .args(["--bind-interface", "eth0"]);
+        for p in peers {
+            c.args(["--peer", p]);
+        }
+        let out = c.output().expect("run wmgwd2 check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = check(&["10.2.2.2", "10.2.3.2"]);
+    assert!(ok, "check failed on a routed gateway:\n{out}");
+    assert!(
+        out.contains("ok    --peer 10.2.2.2:3000 is routed, from 10.2.1.2"),
+        "{out}"
+    );
+    assert!(out.contains("warn  --peer without --key-file"), "{out}");
+    ip(&lab.gw(1), &["route", "del", "default"]);
+    let (ok, out) = check(&["10.2.2.2", "10.2.3.2"]);
+    assert!(!ok, "check passed a gateway without routes:\n{out}");
+    assert!(
+        out.contains("ERROR --peer 10.2.2.2:3000 has no route: "),
+        "{out}"
+    );
+    // The routed lab has IPv6 off everywhere: --ipv6 heartbeats could not work there.
+    let (ok, out) = check_v6(&lab, 1);
+    assert!(!ok, "check passed --ipv6 without IPv6:\n{out}");
+    assert!(out.contains("ERROR IPv6 is disabled on eth0"), "{out}");
+}
+
+/// `wmgwd2 check --ipv6 --bind-interface eth0` in gateway g's namespace.
+fn check_v6(lab: &Lab, g: usize) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.gw(g), BIN, "check", "--uid", "0x1001"])
+        .args(["--minvni", "1", "--maxvni", &V.to_string()])
+        .args(["--ipv6", "--bind-interface", "eth0"])
+        .output()
+        .expect("run wmgwd2 check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The drill of `scripts/drill.sh` over the routed lab (G = 3, V = 16): converged to the
+/// oracle's owners after every step, a GARP from every new owner, ping gaps, clean exits.
+#[test]
+fn a_short_failover_drill_over_routed_peers_passes_every_step() {
+    if !wmgwd2_lab::root_or_skip("routed drill") || !nft::available() {
+        eprintln!("SKIPPED routed drill: needs root and nft");
+        return;
+    }
+    let (dir, key) = key_file("routed-drill", ROUTED_KEY);
+    let cfg = drill::Config {
+        spec: spec().routed(),
+        daemon: DaemonConfig::wmgwd2(
+            BIN,
+            "100ms",
+            &[
+                "--uplink-hold-down",
+                "2s",
+                "--key-file",
+                key.to_str().unwrap(),
+            ],
+        ),
+        bound: Duration::from_secs(30),
+        keep_logs: false,
+    };
+    let mut out = Vec::new();
+    let passed = drill::run(&cfg, &mut out).expect("drill");
+    let out = String::from_utf8_lossy(&out);
+    println!("{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(passed, "the drill failed:\n{out}");
+}
+
+/// Heartbeats over IPv6 (issue 11): the link-local multicast group on eth0, IPv4 heartbeats
+/// dropped by nftables in every gateway; converged, then the crash case.
+#[test]
+fn ipv6_multicast_heartbeats_converge_and_a_crash_moves_only_the_dead_gateways_vnis() {
+    if !wmgwd2_lab::root_or_skip("ipv6 heartbeats") || !nft::available() {
+        eprintln!("SKIPPED ipv6 heartbeats: needs root and nft");
+        return;
+    }
+    let Some(mut lab) = lab_on("ipv6 heartbeats", &spec().ipv6(), &[]) else {
+        return;
+    };
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("IPv6 heartbeats converge");
+    for g in 1..=G {
+        let c = nft::v6_counters(&lab.gw(g)).expect("nft counters");
+        assert!(
+            c["offered:ipv6"] > 0,
+            "gw{g} received no IPv6 heartbeat: {c:?}"
+        );
+    }
+    crash_then_rejoin(lab);
+}
+
+#[test]
+fn ipv6_multicast_heartbeats_sigterm_hands_over_before_the_dead_interval() {
+    if !wmgwd2_lab::root_or_skip("ipv6 sigterm") || !nft::available() {
+        eprintln!("SKIPPED ipv6 sigterm: needs root and nft");
+        return;
+    }
+    let Some(lab) = lab_on("ipv6 sigterm", &spec().ipv6(), &["--dead-after", "255"]) else {
+        return;
+    };
+    let (ok, out) = check_v6(&lab, 1);
+    assert!(ok, "check failed on an IPv6 gateway:\n{out}");
+    assert!(
+        out.contains("ok    heartbeats to IPv6 group ff02::6d67 on eth0"),
+        "{out}"
+    );
+    sigterm_then_rejoin(lab);
+}
+
+/// IPv6 unicast peers: the IPv6 lab's gateways with `--peer` for every gateway's global IPv6
+/// address, each its own among them (one list for the whole fleet; its frames to itself come
+/// back and change nothing); IPv4 heartbeats dropped. Converged, then the crash case.
+#[test]
+fn ipv6_unicast_peers_with_one_list_for_the_fleet_converge_and_survive_a_crash() {
+    if !wmgwd2_lab::root_or_skip("ipv6 peers") || !nft::available() {
+        eprintln!("SKIPPED ipv6 peers: needs root and nft");
+        return;
+    }
+    let peers: Vec<String> = (1..=G).map(|g| plan::underlay_ip6(g).to_string()).collect();
+    let list = peers.join(",");
+    let Some(mut lab) = lab_on("ipv6 peers", &spec().ipv6(), &["--peer", &list]) else {
+        return;
+    };
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("IPv6 peers converge");
+    for g in 1..=G {
+        let c = nft::v6_counters(&lab.gw(g)).expect("nft counters");
+        assert!(
+            c["offered:ipv6"] > 0,
+            "gw{g} received no IPv6 heartbeat: {c:?}"
+        );
+    }
+    // Its own address in the list costs nothing: no frame rejected, no UID conflict.
+    lab.daemons.signal(1, libc::SIGUSR1);
+    let log = lab.daemons.log(1);
+    let mut status = String::new();
+    wait(&lab, "gw1's status line", || {
+        status = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .rfind(|l| l.contains(" status "))
+            .unwrap_or_default()
+            .to_owned();
+        !status.is_empty()
+    });
+    assert!(!status.contains("frames_rejected"), "{status}");
+    assert!(!status.contains("uid_conflicts"), "{status}");
+    crash_then_rejoin(lab);
 }

@@ -46,7 +46,7 @@
 //!   hb … sign=<id>[!]         the heartbeat signed with that key (`!`: a MAC that fails)
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
-//! stat <name>=<n>             a counter
+//! stat <name>=<n>             a counter (`frames_rejected.<reason>`: one reason's)
 //! ```
 //!
 //! `<vnis>` is a list of ranges (`1-3,6`). Effects that no `expect` checked before the end of the
@@ -818,6 +818,10 @@ fn run_script(path: &Path) {
                     "frames_stale" => s.frames_stale,
                     "frames_refused" => s.frames_refused.values().sum(),
                     "frames_rejected" => s.frames_rejected.values().sum(),
+                    k if k.starts_with("frames_rejected.") => {
+                        let reason = &k["frames_rejected.".len()..];
+                        s.frames_rejected.get(reason).copied().unwrap_or(0)
+                    }
                     "leaves_refuted" => s.leaves_refuted,
                     "local_stalls" => s.local_stalls,
                     "socket_drops" => s.socket_drops,

@@ -97,6 +97,17 @@ pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<
     if !cfg.extra.iter().any(|x| x == "--uid") {
         a.extend(["--uid".to_owned(), format!("{:#x}", plan::uid(g))]);
     }
+    // Where the heartbeats go: the segment's broadcast address, or every other gateway.
+    let to: Vec<String> = match spec.underlay {
+        plan::Underlay::Segment => vec!["--broadcast".to_owned(), plan::BROADCAST.to_string()],
+        plan::Underlay::Ipv6 => vec!["--ipv6".to_owned()],
+        plan::Underlay::Routed => spec
+            .all_gateways()
+            .into_iter()
+            .filter(|&p| p != g)
+            .flat_map(|p| ["--peer".to_owned(), spec.underlay_of(Some(p)).to_string()])
+            .collect(),
+    };
     a.extend(
         [
             "--minvni".to_owned(),
@@ -105,12 +116,10 @@ pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<
             spec.last().to_string(),
             "--interval".to_owned(),
             cfg.interval.clone(),
-            "--broadcast".to_owned(),
-            plan::BROADCAST.to_string(),
-            "--bind-interface".to_owned(),
-            "eth0".to_owned(),
         ]
         .into_iter()
+        .chain(to)
+        .chain(["--bind-interface".to_owned(), "eth0".to_owned()])
         // `{g}` in an extra flag stands for the gateway's number (a socket path of its own).
         .chain(cfg.extra.iter().map(|x| x.replace("{g}", &g.to_string()))),
     );

@@ -53,6 +53,7 @@ pub fn spec(gateways: usize, mac: MacMode) -> Spec {
         vnis: VNIS.len() as u32,
         mac,
         gateway_ip: GatewayIp::Shared,
+        underlay: crate::plan::Underlay::Segment,
     }
 }
 

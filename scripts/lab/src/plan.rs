@@ -6,6 +6,12 @@
 //!   gateway IP `10.(100+v/256).(v%256).1/24` (or with [`GatewayIp::Vrrp`] its own `...(128+g)`)
 //! - client, namespace `NAME-cl`: eth0 `10.0.1.250/24`, per VNI `vxlan<v>` with `...100/24`
 //! - UIDs: gateway g runs with `--uid 0x1000+g`
+//!
+//! With [`Underlay::Routed`] (issue 11) the switch namespace is a router instead: gateway g's
+//! eth0 is `10.2.g.2/24` behind the router's `p<g>` `10.2.g.1/24` (a subnet per gateway), the
+//! client's `10.2.250.2/24`; every host routes through the router; the daemons get `--peer`
+//! with the other gateways' addresses instead of `--broadcast`, and nftables in every gateway
+//! drops broadcast and multicast heartbeats.
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -58,6 +64,18 @@ impl std::fmt::Display for MacMode {
     }
 }
 
+/// How the gateways (and the client) reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// One L2 segment (a bridge), broadcast heartbeats.
+    Segment,
+    /// A subnet per host behind a router namespace, unicast heartbeats (`--peer`).
+    Routed,
+    /// The segment, heartbeats over IPv6 (`--ipv6`: the link-local multicast group on eth0,
+    /// IPv6 enabled on eth0 alone), IPv4 heartbeats dropped by nftables. VXLAN stays IPv4.
+    Ipv6,
+}
+
 /// The lab's shape: G gateways, VNIs `vni_base..vni_base+vnis-1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -66,6 +84,7 @@ pub struct Spec {
     pub vnis: u32,
     pub mac: MacMode,
     pub gateway_ip: GatewayIp,
+    pub underlay: Underlay,
 }
 
 impl Spec {
@@ -77,7 +96,34 @@ impl Spec {
             vnis,
             mac: MacMode::Distinct,
             gateway_ip: GatewayIp::Shared,
+            underlay: Underlay::Segment,
         }
+    }
+
+    /// The same lab, heartbeats over IPv6.
+    pub fn ipv6(mut self) -> Spec {
+        self.underlay = Underlay::Ipv6;
+        self
+    }
+
+    /// The same lab, routed.
+    pub fn routed(mut self) -> Spec {
+        self.underlay = Underlay::Routed;
+        self
+    }
+
+    /// The underlay address of gateway `Some(g)` or of the client (`None`).
+    pub fn underlay_of(&self, g: Option<usize>) -> Ipv4Addr {
+        match (self.underlay, g) {
+            (Underlay::Segment | Underlay::Ipv6, Some(g)) => underlay_ip(g),
+            (Underlay::Segment | Underlay::Ipv6, None) => CLIENT_UNDERLAY,
+            (Underlay::Routed, g) => routed_ip(g.unwrap_or(ROUTED_CLIENT), 2),
+        }
+    }
+
+    /// The router's address in the subnet of gateway `Some(g)` or of the client.
+    pub fn router_of(&self, g: Option<usize>) -> Ipv4Addr {
+        routed_ip(g.unwrap_or(ROUTED_CLIENT), 1)
     }
 
     pub fn first(&self) -> u32 {
@@ -129,6 +175,20 @@ pub fn uid(g: usize) -> u64 {
 /// The gateway number of a UID from [`uid`].
 pub fn gateway_of_uid(uid: u64) -> usize {
     (uid - 0x1000) as usize
+}
+
+/// Gateway g's IPv6 address on eth0 in an [`Underlay::Ipv6`] lab: `2001:db8:1::g`.
+pub fn underlay_ip6(g: usize) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, g as u16)
+}
+
+/// The client's subnet number in a routed lab (10.2.250.0/24).
+pub const ROUTED_CLIENT: usize = 250;
+
+/// Host `host` of subnet `10.2.n.0/24` (routed lab: n is a gateway's number or
+/// [`ROUTED_CLIENT`]; the router is host 1).
+pub fn routed_ip(n: usize, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 2, n as u8, host)
 }
 
 pub fn underlay_ip(g: usize) -> Ipv4Addr {
@@ -191,6 +251,11 @@ mod tests {
         }
         assert_eq!(vni_of_gateway_ip(client_ip(3)), None);
         assert_eq!(gateway_of_uid(uid(7)), 7);
+        let routed = Spec::new(3, 1).routed();
+        assert_eq!(routed.underlay_of(Some(3)), Ipv4Addr::new(10, 2, 3, 2));
+        assert_eq!(routed.router_of(Some(3)), Ipv4Addr::new(10, 2, 3, 1));
+        assert_eq!(routed.underlay_of(None), Ipv4Addr::new(10, 2, 250, 2));
+        assert_eq!(Spec::new(3, 1).underlay_of(Some(3)), underlay_ip(3));
     }
 
     #[test]
