@@ -217,6 +217,14 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Run beside the Go original, for a rolling upgrade from it (docs/operations.md, "Migrating
+    /// from the Go original"): owners by the original's rule (`fmix64(vni × uid)`), and, while
+    /// this gateway is a candidate, its 8-byte heartbeat to 10.0.1.255:3000 every second as well.
+    /// Every gateway of the fleet must then run the original or this mode. Not with --key-file
+    /// (the original's frames cannot be signed).
+    #[arg(long, env = "WMGWD2_GO_COMPAT", conflicts_with = "key_file")]
+    pub go_compat: bool,
+
     /// Run a command against the running daemon instead of being one.
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -280,6 +288,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub verbose: u8,
+    /// `--go-compat`: the original's assignment rule, its frames sent too, the hand-back stop.
+    pub go_compat: bool,
 }
 
 impl Config {
@@ -291,6 +301,15 @@ impl Config {
     /// How long peers keep us after one heartbeat.
     pub fn hold(&self) -> Duration {
         self.interval * self.dead_after
+    }
+
+    /// The rule that names owners: the Go original's with `--go-compat`, SipHash otherwise.
+    pub fn rule(&self) -> crate::assign::Rule {
+        if self.go_compat {
+            crate::assign::Rule::GoCompat
+        } else {
+            crate::assign::Rule::SipHash
+        }
     }
 
     /// How long we listen at start before owning anything.
@@ -411,6 +430,7 @@ impl TryFrom<Args> for Config {
             metrics_listen: a.metrics_listen,
             log_format: a.log_format,
             verbose: a.verbose,
+            go_compat: a.go_compat,
         })
     }
 }

@@ -64,6 +64,12 @@ pub const AUTH_HMAC_SHA256: u8 = 1;
 pub const SIGNED_LEN: usize = FRAME_LEN + crate::auth::MAC_LEN;
 /// Length of the original program's frame.
 pub const LEGACY_LEN: usize = 8;
+/// Where the Go original listens, and where `--go-compat` sends its 8-byte frames: it binds this
+/// address itself (not 0.0.0.0), so nothing else reaches it.
+pub const LEGACY_DESTINATION: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 1, 255), 3000);
+/// The Go original's heartbeat interval, which `--go-compat`'s 8-byte frames keep.
+pub const LEGACY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The largest datagram worth reading (the UDP payload of one 1500-byte Ethernet frame);
 /// anything longer is truncated by the receiver and rejected.
 pub const MAX_DATAGRAM: usize = 1472;

@@ -245,15 +245,16 @@ impl Core {
                 self.peer_blocked.get(u).is_none_or(|b| !b.contains(&vni))
             }
         });
-        crate::assign::owner(vni, able)
-            .or_else(|| crate::assign::owner(vni, candidates.iter().copied()))
+        let rule = self.cfg.rule();
+        rule.owner(vni, able)
+            .or_else(|| rule.owner(vni, candidates.iter().copied()))
     }
 
     /// What we own among `peers` (ready peers) when we are a candidate.
     pub(super) fn owned_among(&self, peers: &BTreeSet<Uid>) -> BTreeSet<Vni> {
         let mine = self.unservable();
         if mine.is_empty() && self.peer_blocked.is_empty() {
-            return crate::assign::owned(self.me, peers, self.cfg.vnis());
+            return self.cfg.rule().owned(self.me, peers, self.cfg.vnis());
         }
         let mut all = peers.clone();
         all.insert(self.me);
@@ -350,12 +351,13 @@ impl Core {
         let mut all: BTreeSet<Uid> = self.live.ready_peers().collect();
         all.insert(self.me);
         all.insert(uid);
+        let rule = self.cfg.rule();
         let theirs: Vec<Vni> = self
             .garps
             .active()
             .keys()
             .copied()
-            .filter(|&v| crate::assign::owner(v, all.iter().copied()) == Some(uid))
+            .filter(|&v| rule.owner(v, all.iter().copied()) == Some(uid))
             .collect();
         if theirs.is_empty() {
             return;

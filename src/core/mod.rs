@@ -63,6 +63,9 @@ enum Phase {
         deadline: Instant,
         waiting: BTreeSet<Uid>,
         exit: bool,
+        /// `--go-compat` with legacy peers: they cannot confirm, and take over only once they
+        /// have expired us; until then we keep the VNIs that go to them (see `leave.rs`).
+        legacy_until: Option<Instant>,
     },
     /// Putting every managed interface down, each attempt verified by a fresh read.
     Stopping {
@@ -153,7 +156,13 @@ impl Core {
             hold: cfg.hold(),
             last_unservable: Vec::new(),
             advert_dirty: true,
-            live: Liveness::with_max_peers(me, incarnation, cfg.max_peers),
+            live: Liveness::with_max_peers(me, incarnation, cfg.max_peers).with_legacy_start(
+                if cfg.go_compat {
+                    crate::liveness::GO_START
+                } else {
+                    Duration::ZERO
+                },
+            ),
             links: LinkTable::new(cfg.pattern.clone(), cfg.vnis(), cfg.bind_interface.clone()),
             readiness: Readiness::new(cfg.hold_down(), cfg.uplink_hold_down()),
             garps: garp::Schedule::new(policy),
@@ -256,11 +265,15 @@ impl Core {
                 self.yield_until,
             ],
             // Only who is alive and how long we wait for them.
-            Phase::Leaving { deadline, .. } => [
+            Phase::Leaving {
+                deadline,
+                legacy_until,
+                ..
+            } => [
                 self.live.next_deadline(),
                 Some(*deadline),
                 self.watchdog_at,
-                None,
+                *legacy_until,
                 None,
                 None,
                 None,
@@ -372,6 +385,9 @@ impl Core {
         else {
             return;
         };
+        if self.legacy_twin(&frame, from) {
+            return;
+        }
         if signed && !self.fresh(&frame, &ext, own_sequence) {
             self.heard_pending(&frame, now);
             *self.stats.frames_rejected.entry("not_fresh").or_default() += 1;
@@ -423,6 +439,21 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// `--go-compat`: an 8-byte frame that is our own, looped back (from our own address), or
+    /// the twin of a version-1 member's heartbeat (a gateway in this mode sends both): not news.
+    fn legacy_twin(&self, frame: &Frame, from: SocketAddr) -> bool {
+        let Frame::Legacy { uid } = *frame else {
+            return false;
+        };
+        self.cfg.go_compat
+            && ((uid == self.me && self.my_addr == Some(from))
+                || self
+                    .live
+                    .peers()
+                    .get(&uid)
+                    .is_some_and(|p| p.incarnation.is_some()))
     }
 
     /// The kernel dropped datagrams on the heartbeat socket (a flood filled its buffer): any of
@@ -524,8 +555,14 @@ impl Core {
             self.effects.push_back(Effect::HeartbeatNow);
         }
         let gone = self.live.expire(now);
-        if !gone.is_empty() {
+        let promoted = self.live.promote(now);
+        if !gone.is_empty() || !promoted.is_empty() {
             self.advert_dirty = true;
+        }
+        for uid in &promoted {
+            if self.logs.lines.allow(now, &mut self.stats) {
+                info!(peer = %uid, "legacy peer ready (its start-up is over)");
+            }
         }
         for uid in &gone {
             self.unseen_by.remove(uid);
@@ -546,9 +583,13 @@ impl Core {
         if self.phase != Phase::Running {
             return;
         }
-        if !gone.is_empty() {
-            let dead: Vec<String> = gone.iter().map(|u| format!("peer {u} dead")).collect();
-            reassign = Some(dead.join(", "));
+        if !gone.is_empty() || !promoted.is_empty() {
+            let why: Vec<String> = gone
+                .iter()
+                .map(|u| format!("peer {u} dead"))
+                .chain(promoted.iter().map(|u| format!("peer {u} ready")))
+                .collect();
+            reassign = Some(why.join(", "));
             self.effects.push_back(Effect::HeartbeatNow);
         }
         let reassigned = reassign.is_some();
