@@ -312,9 +312,16 @@ impl Config {
         }
     }
 
-    /// How long we listen at start before owning anything.
+    /// How long we listen at start before owning anything. With `--go-compat` at least two of
+    /// the original's intervals (2 s), so that every running original has been heard before we
+    /// take anything (one lost frame allowed).
     pub fn hold_down(&self) -> Duration {
-        self.interval * self.hold_down
+        let d = self.interval * self.hold_down;
+        if self.go_compat {
+            d.max(crate::wire::LEGACY_INTERVAL * 2)
+        } else {
+            d
+        }
     }
 
     /// How long we listen after the uplink regains carrier before owning anything.

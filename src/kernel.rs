@@ -125,8 +125,10 @@ pub trait Kernel {
     /// stop): down, but with no reason bit of ours left behind, so that the Go original, which
     /// never sends a reason, can clear protodown again when it takes the gateway over. One result
     /// per link, in order.
-    fn hand_back(&self, ifindexes: &[IfIndex])
-        -> impl Future<Output = Vec<Result<(), KernelError>>>;
+    fn hand_back(
+        &self,
+        ifindexes: &[IfIndex],
+    ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
     /// Deletes the dynamic IPv4 neighbour entries of these links (entries left unresolved while a
     /// link was protodown delay the first replies after a takeover by a full ARP retry, ~1 s).
     /// Returns how many were deleted.

@@ -275,6 +275,9 @@ pub struct Liveness {
     max_peers: usize,
     /// How long a new legacy peer is kept as starting (0: a candidate at once).
     legacy_start: Duration,
+    /// Until then a legacy peer heard for the first time is presumed to have run before (we
+    /// had no chance to hear its earlier frames): a candidate at once.
+    legacy_presumed_until: Option<Instant>,
     /// New UIDs that may still be admitted now, and when the last token was added.
     join_tokens: usize,
     refilled: Option<Instant>,
@@ -299,6 +302,7 @@ impl Liveness {
             peers: BTreeMap::new(),
             max_peers,
             legacy_start: Duration::ZERO,
+            legacy_presumed_until: None,
             join_tokens: max_peers,
             refilled: None,
             gone: BTreeMap::new(),
@@ -312,6 +316,13 @@ impl Liveness {
     pub fn with_legacy_start(mut self, start: Duration) -> Self {
         self.legacy_start = start;
         self
+    }
+
+    /// Legacy peers first heard before `t` are candidates at once: we started just now, so a
+    /// first frame tells nothing of when its sender started (the core passes its start plus 1.5
+    /// of the original's intervals, by which it has heard every running original once).
+    pub fn presume_legacy_running_until(&mut self, t: Instant) {
+        self.legacy_presumed_until = Some(t);
     }
 
     /// Legacy peers whose start-up is over at `now`: candidates from now on.
@@ -387,7 +398,8 @@ impl Liveness {
                 if let Err(refused) = self.admit(uid, now) {
                     return refused;
                 }
-                let starting = !self.legacy_start.is_zero();
+                let starting = !self.legacy_start.is_zero()
+                    && self.legacy_presumed_until.is_none_or(|t| now >= t);
                 self.peers.insert(
                     uid,
                     Peer {

@@ -329,6 +329,10 @@ impl Core {
             return;
         }
         self.phase = Phase::Running;
+        if self.cfg.go_compat {
+            self.live
+                .presume_legacy_running_until(now + crate::wire::LEGACY_INTERVAL * 3 / 2);
+        }
         self.links.load(snap);
         // The socket was bound to the uplink by name just before this read.
         self.bound_uplink = self.links.uplink_index();
