@@ -126,14 +126,14 @@ impl Beacon {
     /// The Go original's frame (our UID, 8 bytes big-endian), if we send those and are a
     /// candidate now: it takes every UID it hears for a candidate, so a gateway that is not one
     /// (starting, drained, stepped back, stalled, leaving) must fall silent there and let the
-    /// original expire it.
+    /// original expire it. None once the fleet has left `--go-compat` (phase 3).
     async fn send_legacy(&self) {
         let Some(to) = self.legacy else {
             return;
         };
-        if self.shared.flags.load(Ordering::Relaxed) != 0
-            || self.shared.stalled.load(Ordering::Relaxed)
-        {
+        let flags = self.shared.flags.load(Ordering::Relaxed);
+        let left = (flags & wire::COMPAT_PHASE_MASK) >> wire::COMPAT_PHASE_SHIFT == 3;
+        if flags & FLAG_STARTING != 0 || left || self.shared.stalled.load(Ordering::Relaxed) {
             return;
         }
         match self

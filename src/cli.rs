@@ -225,6 +225,12 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_GO_COMPAT", conflicts_with = "key_file")]
     pub go_compat: bool,
 
+    /// With --go-compat: leave it, all gateways together, once no frame of the original has been
+    /// heard for this long (1s to 1h) and every member allows it too (docs/operations.md,
+    /// "Leaving compat mode"). Then owners by SipHash, and no more 8-byte frames.
+    #[arg(long, env = "WMGWD2_GO_COMPAT_EXIT", requires = "go_compat", value_parser = parse_compat_exit)]
+    pub go_compat_exit: Option<Duration>,
+
     /// Run a command against the running daemon instead of being one.
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -290,6 +296,8 @@ pub struct Config {
     pub verbose: u8,
     /// `--go-compat`: the original's assignment rule, its frames sent too, the hand-back stop.
     pub go_compat: bool,
+    /// `--go-compat-exit`: the quiet period after which this gateway allows leaving compat mode.
+    pub go_compat_exit: Option<Duration>,
 }
 
 impl Config {
@@ -438,6 +446,7 @@ impl TryFrom<Args> for Config {
             log_format: a.log_format,
             verbose: a.verbose,
             go_compat: a.go_compat,
+            go_compat_exit: a.go_compat_exit,
         })
     }
 }
@@ -501,6 +510,10 @@ fn parse_resync(s: &str) -> Result<Duration, String> {
 
 fn parse_uplink_hold_down(s: &str) -> Result<Duration, String> {
     duration_in(s, Duration::ZERO, Duration::from_secs(600))
+}
+
+fn parse_compat_exit(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 fn parse_leave_wait(s: &str) -> Result<Duration, String> {

@@ -95,6 +95,8 @@ pub struct Peer {
     /// A legacy peer in its start-up (see [`Liveness::with_legacy_start`]): a candidate from
     /// then on.
     pub ready_at: Option<Instant>,
+    /// Its phase of leaving `--go-compat`, as its last frame said (0 for a legacy peer).
+    pub compat_phase: u8,
 }
 
 /// What a peer's last frame said about us and about the membership (its extensions).
@@ -424,6 +426,7 @@ impl Liveness {
                         indirect: false,
                         about_us: AboutUs::default(),
                         ready_at: starting.then_some(now + self.legacy_start),
+                        compat_phase: 0,
                     },
                 );
                 Observation::Joined { uid, starting }
@@ -473,6 +476,7 @@ impl Liveness {
             indirect: false,
             about_us: AboutUs::default(),
             ready_at: None,
+            compat_phase: hb.compat_phase(),
         };
         if !self.peers.contains_key(&uid) {
             // A frame the table already saw, of a peer it has since dropped: a replay.

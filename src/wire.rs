@@ -41,8 +41,9 @@
 //! Flags: bit 0 `LEAVING` (the sender is stopping: drop it now), bit 1 `STARTING` (the sender is in
 //! its start-up hold-down, or otherwise not a candidate, and owns nothing), bit 2 `SETTLING` (the
 //! sender is applying a change to the kernel right now: this heartbeat does not confirm a
-//! takeover). Other bits are reserved: sent as 0, ignored on receipt so that later versions can
-//! add hints without breaking this one.
+//! takeover), bits 3–4 the sender's phase of leaving `--go-compat` (0: not leaving it, 1: ready
+//! to, 2: owning under both rules, 3: left it; docs/operations.md). Other bits are reserved: sent
+//! as 0, ignored on receipt so that later versions can add hints without breaking this one.
 //!
 //! A datagram of exactly 8 bytes is the original Go wmgwd2's heartbeat (the UID, big-endian) and
 //! decodes as [`Frame::Legacy`].
@@ -104,6 +105,10 @@ pub const FLAG_STARTING: u8 = 0x02;
 /// of the takeover (the sender may not even have read the LEAVING yet).
 pub const FLAG_SETTLING: u8 = 0x04;
 
+/// Bits 3–4: the sender's phase of leaving `--go-compat` (see [`Heartbeat::compat_phase`]).
+pub const COMPAT_PHASE_SHIFT: u8 = 3;
+pub const COMPAT_PHASE_MASK: u8 = 0x18;
+
 /// A version-1 heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -128,6 +133,11 @@ impl Heartbeat {
     }
     pub fn settling(&self) -> bool {
         self.flags & FLAG_SETTLING != 0
+    }
+    /// The sender's phase of leaving `--go-compat`: 0 not leaving (or not in it), 1 ready, 2
+    /// owning under both rules, 3 left.
+    pub fn compat_phase(&self) -> u8 {
+        (self.flags & COMPAT_PHASE_MASK) >> COMPAT_PHASE_SHIFT
     }
     /// The hold time it asks for, clamped to [`MAX_HOLD_MS`].
     pub fn hold(&self) -> std::time::Duration {

@@ -12,6 +12,7 @@
 //! at <ms> <input>             advance to <ms> (firing every timer due on the way), then:
 //!   start                     the first read of the kernel
 //!   hb <uid> [inc=N] [seq=N] [hold=MS] [ttl=N] [via=IFNAME] [leaving] [starting] [settling]
+//!      [phase=N]              (phase: of leaving --go-compat, flag bits 3–4)
 //!                             a heartbeat from <uid> (TTL 255, in through eth0 unless given)
 //!                             (seq defaults to one more than that uid's last)
 //!   legacy <uid>              the Go original's 8-byte frame
@@ -48,6 +49,7 @@
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
 //! reasons <vnis>|none         the kernel's managed links with our protodown reason bit set
+//! phase <n>                   our phase of leaving --go-compat, as our heartbeats carry it
 //! stat <name>=<n>             a counter
 //! ```
 //!
@@ -553,6 +555,10 @@ impl Run {
                                 candidates: members.len() as u16,
                             });
                         }
+                        // `phase=N`: the sender's phase of leaving --go-compat (flag bits 3–4).
+                        Some(("phase", v)) => {
+                            hb.flags |= v.parse::<u8>().unwrap() << wire::COMPAT_PHASE_SHIFT
+                        }
                         Some(("blocked", v)) => {
                             ext.blocked = v.split(',').map(|x| Vni(x.parse().unwrap())).collect()
                         }
@@ -796,6 +802,12 @@ fn run_script(path: &Path) {
                 let got = show_vnis(r.core.owned().iter().map(|v| v.0));
                 let want = show_vnis(parse_vnis(words[1]));
                 assert_eq!(got, want, "{name}:{line}: owned");
+            }
+            // `phase <n>`: our phase of leaving --go-compat, as our heartbeats say it.
+            "phase" => {
+                let got = (r.core.heartbeat_flags() & wire::COMPAT_PHASE_MASK)
+                    >> wire::COMPAT_PHASE_SHIFT;
+                assert_eq!(got, words[1].parse::<u8>().unwrap(), "{name}:{line}: phase");
             }
             // `reasons <vnis>|none`: the managed links with our protodown reason bit set.
             "reasons" => {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 mod admit;
 mod apply;
+mod compat;
 mod evidence;
 mod io;
 mod leave;
@@ -103,6 +104,10 @@ pub struct Core {
     last_unservable: Vec<Vni>,
     /// The advert for the heartbeat task changed.
     advert_dirty: bool,
+    /// Our phase of leaving `--go-compat` (see `compat.rs`), and when a frame of an original was
+    /// last heard (our start until one is).
+    compat_phase: u8,
+    last_legacy: Option<Instant>,
     live: Liveness,
     links: LinkTable,
     readiness: Readiness,
@@ -156,6 +161,8 @@ impl Core {
             hold: cfg.hold(),
             last_unservable: Vec::new(),
             advert_dirty: true,
+            compat_phase: 0,
+            last_legacy: None,
             live: Liveness::with_max_peers(me, incarnation, cfg.max_peers).with_legacy_start(
                 if cfg.go_compat {
                     crate::liveness::GO_START
@@ -263,6 +270,7 @@ impl Core {
                 self.rebind_after,
                 self.watchdog_at,
                 self.yield_until,
+                self.compat_deadline(),
             ],
             // Only who is alive and how long we wait for them.
             Phase::Leaving {
@@ -278,6 +286,7 @@ impl Core {
                 None,
                 None,
                 None,
+                None,
             ],
             _ => return None,
         };
@@ -286,10 +295,11 @@ impl Core {
 
     /// The flags of the periodic heartbeats now.
     pub fn heartbeat_flags(&self) -> u8 {
+        let phase = self.compat_phase << crate::wire::COMPAT_PHASE_SHIFT;
         if self.candidate() {
-            0
+            phase
         } else {
-            FLAG_STARTING
+            phase | FLAG_STARTING
         }
     }
 
@@ -332,6 +342,7 @@ impl Core {
         if self.cfg.go_compat {
             self.live
                 .presume_legacy_running_until(now + crate::wire::LEGACY_INTERVAL * 3 / 2);
+            self.last_legacy = Some(now);
         }
         self.links.load(snap);
         // The socket was bound to the uplink by name just before this read.
@@ -400,6 +411,9 @@ impl Core {
             }
             return;
         }
+        if matches!(frame, Frame::Legacy { .. }) {
+            self.last_legacy = Some(now);
+        }
         let obs = self.live.observe(&frame, from, now);
         trace!(from = %from, ?obs, "heartbeat");
         self.note(obs, from, now);
@@ -443,6 +457,7 @@ impl Core {
             }
             _ => {}
         }
+        self.compat_step(now);
     }
 
     /// `--go-compat`: an 8-byte frame that is our own, looped back (from our own address), or
@@ -619,5 +634,6 @@ impl Core {
             self.next_resync = Some(now + self.cfg.resync);
             self.effects.push_back(Effect::Resync);
         }
+        self.compat_step(now);
     }
 }
