@@ -1736,6 +1736,62 @@ fn go_fleet_rolling_upgrade_crashes_and_rollback() {
         !log[logged..].contains("device or resource busy"),
         "the original could not clear protodown after our stop"
     );
+
+    // The way out of compat mode, without an outage: gw1 ours again, then every gateway
+    // restarted with --go-compat-exit, one at a time. Until all allow it, the original's rule;
+    // then all switch to SipHash together (owning under both rules in between), and at no
+    // sampled moment is a VNI without an owner. The quiet period (20 s) outlasts the restarts,
+    // so that all three are members when the barrier opens.
+    let exit = daemon(&["--go-compat", "--go-compat-exit", "20s"]);
+    let logged: Vec<usize> = all
+        .iter()
+        .map(|&g| {
+            std::fs::read_to_string(lab.daemons.log(g))
+                .unwrap_or_default()
+                .len()
+        })
+        .collect();
+    let acted = lab.act(Event::Stop, 1).expect("SIGTERM the original");
+    assert!(acted.exit.expect("exit").0.success());
+    lab.start_as(1, &exit).expect("start ours");
+    settle_exactly_one_owner(&lab, &all, "gw1 ours again, exit allowed");
+    let acted = lab.act(Event::Stop, 2).expect("SIGTERM gw2");
+    assert!(acted.exit.expect("exit").0.success());
+    lab.start_as(2, &exit).expect("restart gw2");
+    settle_exactly_one_owner(&lab, &all, "gw2 allows the exit too");
+    let t0 = Instant::now();
+    let acted = lab.act(Event::Stop, 3).expect("SIGTERM gw3");
+    assert!(acted.exit.expect("exit").0.success());
+    lab.start_as(3, &exit).expect("restart gw3");
+    lab.oracle = oracle::Oracle::Assign;
+    let mut samples = 0;
+    lab.wait("every gateway on SipHash", Duration::from_secs(60), || {
+        samples += 1;
+        let now = owners(&lab, &all);
+        for (vni, o) in &now {
+            assert!(
+                !o.is_empty(),
+                "vni {vni} had no owner while leaving go-compat"
+            );
+        }
+        Ok(now == lab.expected(&all))
+    })
+    .expect("the fleet left go-compat");
+    assert!(samples > 10, "too few samples to say anything: {samples}");
+    eprintln!(
+        "FIGURE go-compat exit: gw3 stopped -> every VNI on its SipHash owner {:?}",
+        t0.elapsed()
+    );
+    // Each went through the barrier itself (its own log; the kernels above are the proof).
+    for g in all {
+        let log = std::fs::read_to_string(lab.daemons.log(g)).unwrap_or_default();
+        let log = &log[logged[g - 1]..];
+        assert!(
+            log.contains("owning under both rules") && log.contains("go-compat left"),
+            "gw{g} did not pass the phases"
+        );
+    }
+    settle_exactly_one_owner(&lab, &all, "left go-compat");
     for g in all {
         assert!(lab.daemons.alive(g), "gw{g} died");
     }
