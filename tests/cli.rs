@@ -147,6 +147,12 @@ fn go_compat() {
     assert_eq!(c.hold_down(), s(2));
     assert_eq!(ok(&["--go-compat", "--hold-down=5"]).hold_down(), s(5));
     rejected(&["--go-compat", "--key-file=/dev/null"], "--key-file");
+    assert_eq!(c.go_compat_exit, None);
+    let e = ok(&["--go-compat", "--go-compat-exit=60s"]);
+    assert_eq!(e.go_compat_exit, Some(s(60)));
+    rejected(&["--go-compat-exit=60s"], "--go-compat");
+    rejected(&["--go-compat", "--go-compat-exit=500ms"], "--go-compat-exit");
+    rejected(&["--go-compat", "--go-compat-exit=2h"], "--go-compat-exit");
 }
 
 #[test]
