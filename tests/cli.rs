@@ -151,7 +151,10 @@ fn go_compat() {
     let e = ok(&["--go-compat", "--go-compat-exit=60s"]);
     assert_eq!(e.go_compat_exit, Some(s(60)));
     rejected(&["--go-compat-exit=60s"], "--go-compat");
-    rejected(&["--go-compat", "--go-compat-exit=500ms"], "--go-compat-exit");
+    rejected(
+        &["--go-compat", "--go-compat-exit=500ms"],
+        "--go-compat-exit",
+    );
     rejected(&["--go-compat", "--go-compat-exit=2h"], "--go-compat-exit");
 }
 
