@@ -1656,7 +1656,11 @@ fn go_fleet_rolling_upgrade_crashes_and_rollback() {
         return;
     };
     let go = DaemonConfig::go_original(&go_bin);
-    let rust = daemon(&["--go-compat"]);
+    let dir = std::env::temp_dir().join(format!("wmgwd2-go-compat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_arg = format!("{}/gw{{g}}.sock", dir.display());
+    let sock = |g: usize| format!("{}/gw{g}.sock", dir.display());
+    let rust = daemon(&["--go-compat", "--control-socket", &sock_arg]);
     let mut lab = Lab::up("wgo", &spec(), rust.clone()).expect("lab up");
     lab.oracle = oracle::Oracle::GoCompat;
     let all = [1, 2, 3];
@@ -1689,6 +1693,21 @@ fn go_fleet_rolling_upgrade_crashes_and_rollback() {
             let of = |gw: usize| *e.iter().find(|(_, o)| o == &&vec![gw]).expect("a vni").0;
             client_reaches_owner(&lab, of(1));
             client_reaches_owner(&lab, of(2));
+            // A drained gateway of ours is no candidate, so it falls silent to the original,
+            // which drops it: its VNIs go to gw1 (the original) and gw3 (ours), make before
+            // break, and come back on undrain.
+            for (command, live) in [("drain", vec![1, 3]), ("undrain", vec![1, 2, 3])] {
+                cli_json(&sock(2), &[command]);
+                let want = lab.expected(&live);
+                wait(&lab, &format!("{command} of gw2"), || {
+                    let now = owners(&lab, &all);
+                    for (vni, o) in &now {
+                        assert!(!o.is_empty(), "vni {vni} had no owner during the {command}");
+                    }
+                    now == want
+                });
+                settle_exactly_one_owner(&lab, &live, &format!("{fleet}, gw2 {command}ed"));
+            }
         }
         // A crash of one gateway of each kind still present.
         for c in [g, 1] {
@@ -1759,29 +1778,47 @@ fn go_fleet_rolling_upgrade_crashes_and_rollback() {
     assert!(acted.exit.expect("exit").0.success());
     lab.start_as(2, &exit).expect("restart gw2");
     settle_exactly_one_owner(&lab, &all, "gw2 allows the exit too");
-    let t0 = Instant::now();
     let acted = lab.act(Event::Stop, 3).expect("SIGTERM gw3");
     assert!(acted.exit.expect("exit").0.success());
-    lab.start_as(3, &exit).expect("restart gw3");
+    let t0 = lab.start_as(3, &exit).expect("restart gw3").at;
+    settle_exactly_one_owner(&lab, &all, "gw3 allows the exit too");
+    // The switch, seen by the client: every gateway IP pinged every 20 ms (a handover between two
+    // gateways shows as a gap in its replies; reading three kernels one after the other cannot
+    // tell a make-before-break handover from a gap).
+    let targets: Vec<_> = spec().vni_range().map(plan::gateway_ip).collect();
+    let pinger = Pinger::start(
+        &lab.client(),
+        &targets,
+        Duration::from_millis(20),
+        lab.epoch,
+    )
+    .expect("pinger");
+    wait(&lab, "a reply from every gateway IP", || {
+        targets.iter().all(|&t| !pinger.replies(t).is_empty())
+    });
+    let e0 = lab.since_epoch(Instant::now());
     lab.oracle = oracle::Oracle::Assign;
-    let mut samples = 0;
     lab.wait("every gateway on SipHash", Duration::from_secs(60), || {
-        samples += 1;
-        let now = owners(&lab, &all);
-        for (vni, o) in &now {
-            assert!(
-                !o.is_empty(),
-                "vni {vni} had no owner while leaving go-compat"
-            );
-        }
-        Ok(now == lab.expected(&all))
+        Ok(owners(&lab, &all) == lab.expected(&all))
     })
     .expect("the fleet left go-compat");
-    assert!(samples > 10, "too few samples to say anything: {samples}");
     eprintln!(
-        "FIGURE go-compat exit: gw3 stopped -> every VNI on its SipHash owner {:?}",
+        "FIGURE go-compat exit: gw3 restarted -> every VNI on its SipHash owner {:?}",
         t0.elapsed()
     );
+    std::thread::sleep(Duration::from_secs(1));
+    let e1 = lab.since_epoch(Instant::now());
+    let mut worst = Duration::ZERO;
+    for &t in &targets {
+        let gap = wmgwd2_lab::analysis::max_gap(&pinger.replies(t), e0, e1);
+        worst = worst.max(gap);
+        assert!(
+            gap < Duration::from_millis(300),
+            "{t}: a ping gap of {gap:?} while leaving go-compat"
+        );
+    }
+    drop(pinger);
+    eprintln!("FIGURE go-compat exit: longest ping gap of 16 gateway IPs at 20 ms: {worst:?}");
     // Each went through the barrier itself (its own log; the kernels above are the proof).
     for g in all {
         let log = std::fs::read_to_string(lab.daemons.log(g)).unwrap_or_default();
@@ -1795,4 +1832,5 @@ fn go_fleet_rolling_upgrade_crashes_and_rollback() {
     for g in all {
         assert!(lab.daemons.alive(g), "gw{g} died");
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
