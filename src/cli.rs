@@ -238,6 +238,21 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Run beside the Go original, for a rolling upgrade from it (docs/operations.md, "Migrating
+    /// from the Go original"): owners by the original's rule (`fmix64(vni × uid)`), and, while
+    /// this gateway is a candidate, its 8-byte heartbeat to 10.0.1.255:3000 every second as well.
+    /// Every gateway of the fleet must then run the original or this mode. Not with --key-file
+    /// (the original's frames cannot be signed), nor with --peer or --ipv6 (the original hears
+    /// only IPv4 broadcast to 10.0.1.255:3000).
+    #[arg(long, env = "WMGWD2_GO_COMPAT", conflicts_with_all = ["key_file", "peers", "ipv6"])]
+    pub go_compat: bool,
+
+    /// With --go-compat: leave it, all gateways together, once no frame of the original has been
+    /// heard for this long (1s to 1h) and every member allows it too (docs/operations.md,
+    /// "Leaving compat mode"). Then owners by SipHash, and no more 8-byte frames.
+    #[arg(long, env = "WMGWD2_GO_COMPAT_EXIT", requires = "go_compat", value_parser = parse_compat_exit)]
+    pub go_compat_exit: Option<Duration>,
+
     /// Run a command against the running daemon instead of being one.
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -307,6 +322,10 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub verbose: u8,
+    /// `--go-compat`: the original's assignment rule, its frames sent too, the hand-back stop.
+    pub go_compat: bool,
+    /// `--go-compat-exit`: the quiet period after which this gateway allows leaving compat mode.
+    pub go_compat_exit: Option<Duration>,
 }
 
 impl Config {
@@ -320,9 +339,25 @@ impl Config {
         self.interval * self.dead_after
     }
 
-    /// How long we listen at start before owning anything.
+    /// The rule that names owners: the Go original's with `--go-compat`, SipHash otherwise.
+    pub fn rule(&self) -> crate::assign::Rule {
+        if self.go_compat {
+            crate::assign::Rule::GoCompat
+        } else {
+            crate::assign::Rule::SipHash
+        }
+    }
+
+    /// How long we listen at start before owning anything. With `--go-compat` at least two of
+    /// the original's intervals (2 s), so that every running original has been heard before we
+    /// take anything (one lost frame allowed).
     pub fn hold_down(&self) -> Duration {
-        self.interval * self.hold_down
+        let d = self.interval * self.hold_down;
+        if self.go_compat {
+            d.max(crate::wire::LEGACY_INTERVAL * 2)
+        } else {
+            d
+        }
     }
 
     /// How long we listen after the uplink regains carrier before owning anything.
@@ -497,6 +532,8 @@ impl TryFrom<Args> for Config {
             metrics_listen: a.metrics_listen,
             log_format: a.log_format,
             verbose: a.verbose,
+            go_compat: a.go_compat,
+            go_compat_exit: a.go_compat_exit,
         })
     }
 }
@@ -612,6 +649,10 @@ fn parse_resync(s: &str) -> Result<Duration, String> {
 
 fn parse_uplink_hold_down(s: &str) -> Result<Duration, String> {
     duration_in(s, Duration::ZERO, Duration::from_secs(600))
+}
+
+fn parse_compat_exit(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 fn parse_leave_wait(s: &str) -> Result<Duration, String> {

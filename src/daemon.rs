@@ -349,6 +349,11 @@ impl<K: Kernel> Daemon<K> {
                     self.facts.last_reconcile = now().saturating_duration_since(started);
                     self.core.handle(Input::Applied { changes, results }, now());
                 }
+                Effect::HandBack(changes) => {
+                    let req: Vec<IfIndex> = changes.iter().map(|c| c.ifindex).collect();
+                    let results = self.kernel.hand_back(&req).await;
+                    self.core.handle(Input::Applied { changes, results }, now());
+                }
                 Effect::FlushFdb(flushes) => {
                     let results = self.kernel.flush_fdb(&flushes).await;
                     self.core
@@ -489,6 +494,7 @@ impl<K: Kernel> Daemon<K> {
             interval: self.cfg.interval,
             keys: self.keys.clone(),
             shared: self.shared.clone(),
+            legacy: self.cfg.go_compat.then_some(wire::LEGACY_DESTINATION),
         }
     }
 }

@@ -132,6 +132,37 @@ fn every_flag_is_read() {
     assert_eq!(c.verbose, 2);
 }
 
+/// `--go-compat`: the original's rule, a hold-down of at least two of its intervals, and no key
+/// (its frames cannot be signed).
+#[test]
+fn go_compat() {
+    use wmgwd2::assign::Rule;
+    let plain = ok(&["--interval=100ms"]);
+    assert!(!plain.go_compat);
+    assert_eq!(plain.rule(), Rule::SipHash);
+    assert_eq!(plain.hold_down(), ms(300));
+    let c = ok(&["--go-compat", "--interval=100ms"]);
+    assert!(c.go_compat);
+    assert_eq!(c.rule(), Rule::GoCompat);
+    assert_eq!(c.hold_down(), s(2));
+    assert_eq!(ok(&["--go-compat", "--hold-down=5"]).hold_down(), s(5));
+    rejected(&["--go-compat", "--key-file=/dev/null"], "--key-file");
+    rejected(&["--go-compat", "--peer=10.0.2.1"], "--peer");
+    rejected(
+        &["--go-compat", "--ipv6", "--bind-interface=eth0"],
+        "--ipv6",
+    );
+    assert_eq!(c.go_compat_exit, None);
+    let e = ok(&["--go-compat", "--go-compat-exit=60s"]);
+    assert_eq!(e.go_compat_exit, Some(s(60)));
+    rejected(&["--go-compat-exit=60s"], "--go-compat");
+    rejected(
+        &["--go-compat", "--go-compat-exit=500ms"],
+        "--go-compat-exit",
+    );
+    rejected(&["--go-compat", "--go-compat-exit=2h"], "--go-compat-exit");
+}
+
 #[test]
 fn uid_hex_and_decimal() {
     assert_eq!(ok(&["--uid", "6699"]).uid, Some(Uid(0x1a2b)));

@@ -216,6 +216,46 @@ fn a_foreign_reason_bit_is_reported_busy_and_ours_is_still_cleared() {
     assert_eq!(j["proto_down_reason"], serde_json::json!(["7"]), "{j}");
 }
 
+/// `--go-compat`'s stop: protodown on with our reason bit cleared, so that a program that never
+/// sends a reason (the Go original: a plain IFLA_PROTO_DOWN 0) can clear protodown afterwards;
+/// another program's bit is left as it was.
+#[test]
+fn hand_back_leaves_protodown_on_without_our_reason_bit() {
+    let Some(ns) = Netns::new("handback") else {
+        return;
+    };
+    macvlans(&ns.0, 2);
+    ip(&ns.0, "link set m2 protodown_reason 7 on");
+    let results = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let names = by_name(&snap.links);
+            let (m1, m2) = (names["m1"].ifindex, names["m2"].ifindex);
+            // As the daemon leaves them while running: down with our bit; m1 also owned (up) once.
+            for r in k.set_protodown(&[(m1, true), (m2, true)]).await {
+                r.expect("on");
+            }
+            k.hand_back(&[m1, m2, IfIndex(999_999)]).await
+        })
+    });
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(KernelError::NoDevice { .. })),
+        "{results:?}"
+    );
+    let j = link_json(&ns.0, "m1");
+    assert_eq!(j["proto_down"], true, "{j}");
+    assert!(j.get("proto_down_reason").is_none(), "{j}");
+    let j = link_json(&ns.0, "m2");
+    assert_eq!(j["proto_down"], true, "{j}");
+    assert_eq!(j["proto_down_reason"], serde_json::json!(["7"]), "{j}");
+    // What the original does to take it over: a plain clear, no reason. It works on m1.
+    ip(&ns.0, "link set m1 protodown off");
+    let j = link_json(&ns.0, "m1");
+    assert_ne!(j["proto_down"], true, "{j}");
+}
+
 #[test]
 fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
     let Some(ns) = Netns::new("fdb") else {

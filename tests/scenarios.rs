@@ -12,6 +12,7 @@
 //! at <ms> <input>             advance to <ms> (firing every timer due on the way), then:
 //!   start                     the first read of the kernel
 //!   hb <uid> [inc=N] [seq=N] [hold=MS] [ttl=N] [via=IFNAME] [leaving] [starting] [settling]
+//!      [phase=N]              (phase: of leaving --go-compat, flag bits 3–4)
 //!                             a heartbeat from <uid> (TTL 255, in through eth0 unless given)
 //!                             (seq defaults to one more than that uid's last)
 //!   legacy <uid>              the Go original's 8-byte frame
@@ -35,7 +36,8 @@
 //! expect <effect>             the effects since the last check, one line each, in order:
 //!                             protodown on|off <vnis> · flush-fdb <vnis> · flush-neigh <vnis> ·
 //!                             garp <vnis> · resync · rebind · heartbeat-now · stop-beacon ·
-//!                             heartbeat <flags> · exit clean | exit still-up <vnis>
+//!                             heartbeat <flags> · hand-back <vnis> ·
+//!                             exit clean | exit still-up <vnis>
 //! expect nothing              no effect since the last check
 //! notices on                  notices to the service manager are effects too: notify ready,
 //!                             notify status <line>, notify stopping, notify watchdog
@@ -46,6 +48,8 @@
 //!   hb … sign=<id>[!]         the heartbeat signed with that key (`!`: a MAC that fails)
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
+//! reasons <vnis>|none         the kernel's managed links with our protodown reason bit set
+//! phase <n>                   our phase of leaving --go-compat, as our heartbeats carry it
 //! stat <name>=<n>             a counter (`frames_rejected.<reason>`: one reason's)
 //! ```
 //!
@@ -173,6 +177,27 @@ impl Model {
             links: self.links.values().cloned().collect(),
             addrs: self.addrs.clone(),
         }
+    }
+
+    /// `--go-compat`'s stop: our reason bit cleared and protodown set, in one request (Linux
+    /// applies the reason first); protodown drops carrier.
+    fn hand_back(&mut self, i: IfIndex) -> Result<(), KernelError> {
+        if let Some(&errno) = self.failing.get(&i) {
+            return Err(KernelError::Errno {
+                op: KernelOp::Protodown,
+                ifindex: i,
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        if !self.links.contains_key(&i) {
+            return Err(KernelError::NoDevice { ifindex: i });
+        }
+        self.edit(i, |l| {
+            l.reason &= !OURS;
+            l.protodown = true;
+            l.carrier = false;
+        });
+        Ok(())
     }
 
     /// Linux's rules: our reason bit follows the request; protodown can only be cleared when no
@@ -379,6 +404,15 @@ impl Run {
                     .collect();
                 self.core.handle(Input::Applied { changes, results }, now);
             }
+            Effect::HandBack(changes) => {
+                let v = changes.iter().map(|c| self.model.vni_of(c.ifindex));
+                self.log.push(format!("hand-back {}", show_vnis(v)));
+                let results = changes
+                    .iter()
+                    .map(|c| self.model.hand_back(c.ifindex))
+                    .collect();
+                self.core.handle(Input::Applied { changes, results }, now);
+            }
             Effect::FlushFdb(flushes) => {
                 self.log.push(format!(
                     "flush-fdb {}",
@@ -534,6 +568,10 @@ impl Run {
                                 digest: wire::view_digest(members.iter().copied()),
                                 candidates: members.len() as u16,
                             });
+                        }
+                        // `phase=N`: the sender's phase of leaving --go-compat (flag bits 3–4).
+                        Some(("phase", v)) => {
+                            hb.flags |= v.parse::<u8>().unwrap() << wire::COMPAT_PHASE_SHIFT
                         }
                         Some(("blocked", v)) => {
                             ext.blocked = v.split(',').map(|x| Vni(x.parse().unwrap())).collect()
@@ -778,6 +816,24 @@ fn run_script(path: &Path) {
                 let got = show_vnis(r.core.owned().iter().map(|v| v.0));
                 let want = show_vnis(parse_vnis(words[1]));
                 assert_eq!(got, want, "{name}:{line}: owned");
+            }
+            // `phase <n>`: our phase of leaving --go-compat, as our heartbeats say it.
+            "phase" => {
+                let got = (r.core.heartbeat_flags() & wire::COMPAT_PHASE_MASK)
+                    >> wire::COMPAT_PHASE_SHIFT;
+                assert_eq!(got, words[1].parse::<u8>().unwrap(), "{name}:{line}: phase");
+            }
+            // `reasons <vnis>|none`: the managed links with our protodown reason bit set.
+            "reasons" => {
+                let got = show_vnis(
+                    r.model
+                        .links
+                        .values()
+                        .filter(|l| l.ifname.starts_with("vrrp4-") && l.reason & OURS != 0)
+                        .map(|l| r.model.vni_of(l.ifindex)),
+                );
+                let want = show_vnis(parse_vnis(words[1]));
+                assert_eq!(got, want, "{name}:{line}: our reason bit in the kernel");
             }
             "active" => {
                 let got = show_vnis(r.model.active());

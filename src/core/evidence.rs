@@ -238,6 +238,17 @@ impl Core {
         candidates: &BTreeSet<Uid>,
         mine: &[Vni],
     ) -> Option<Uid> {
+        self.owner_by(self.rule(), vni, candidates, mine)
+    }
+
+    /// [`Core::owner_of`] under `rule`.
+    fn owner_by(
+        &self,
+        rule: crate::assign::Rule,
+        vni: Vni,
+        candidates: &BTreeSet<Uid>,
+        mine: &[Vni],
+    ) -> Option<Uid> {
         let able = candidates.iter().copied().filter(|u| {
             if *u == self.me {
                 !mine.contains(&vni)
@@ -245,22 +256,32 @@ impl Core {
                 self.peer_blocked.get(u).is_none_or(|b| !b.contains(&vni))
             }
         });
-        crate::assign::owner(vni, able)
-            .or_else(|| crate::assign::owner(vni, candidates.iter().copied()))
+        rule.owner(vni, able)
+            .or_else(|| rule.owner(vni, candidates.iter().copied()))
     }
 
-    /// What we own among `peers` (ready peers) when we are a candidate.
+    /// What we own among `peers` (ready peers) when we are a candidate: under both rules while
+    /// leaving `--go-compat` (its phase 2, make before break).
     pub(super) fn owned_among(&self, peers: &BTreeSet<Uid>) -> BTreeSet<Vni> {
+        if self.compat_phase == super::compat::UNION {
+            let mut both = self.owned_by(crate::assign::Rule::GoCompat, peers);
+            both.extend(self.owned_by(crate::assign::Rule::SipHash, peers));
+            return both;
+        }
+        self.owned_by(self.rule(), peers)
+    }
+
+    fn owned_by(&self, rule: crate::assign::Rule, peers: &BTreeSet<Uid>) -> BTreeSet<Vni> {
         let mine = self.unservable();
         if mine.is_empty() && self.peer_blocked.is_empty() {
-            return crate::assign::owned(self.me, peers, self.cfg.vnis());
+            return rule.owned(self.me, peers, self.cfg.vnis());
         }
         let mut all = peers.clone();
         all.insert(self.me);
         self.cfg
             .vnis()
             .iter()
-            .filter(|&v| self.owner_of(v, &all, &mine) == Some(self.me))
+            .filter(|&v| self.owner_by(rule, v, &all, &mine) == Some(self.me))
             .collect()
     }
 
@@ -350,12 +371,13 @@ impl Core {
         let mut all: BTreeSet<Uid> = self.live.ready_peers().collect();
         all.insert(self.me);
         all.insert(uid);
+        let rule = self.rule();
         let theirs: Vec<Vni> = self
             .garps
             .active()
             .keys()
             .copied()
-            .filter(|&v| crate::assign::owner(v, all.iter().copied()) == Some(uid))
+            .filter(|&v| rule.owner(v, all.iter().copied()) == Some(uid))
             .collect();
         if theirs.is_empty() {
             return;

@@ -72,7 +72,7 @@ impl Core {
             then.remove(u);
         }
         then.extend(with.iter().copied());
-        crate::status::plan(self.cfg.vnis(), &now, &then)
+        crate::status::plan(self.rule(), self.cfg.vnis(), &now, &then)
     }
 
     /// This gateway's view at `now`. `extra` are counters the shell keeps (heartbeats sent).

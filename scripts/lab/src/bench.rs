@@ -268,6 +268,7 @@ fn name(kind: DaemonKind) -> &'static str {
     match kind {
         DaemonKind::Wmgwd2 => "wmgwd2",
         DaemonKind::Keepalived => "keepalived",
+        DaemonKind::GoOriginal => "wmgwd2-go",
     }
 }
 
@@ -287,6 +288,11 @@ fn run_config(
         DaemonKind::Keepalived => {
             spec.gateway_ip = GatewayIp::Vrrp;
             cfg.keepalived.clone()
+        }
+        DaemonKind::GoOriginal => {
+            return Err(crate::LabError::Spec(
+                "the benchmark compares wmgwd2 with keepalived only".into(),
+            ))
         }
     };
     let daemon = DaemonConfig {
