@@ -106,6 +106,8 @@ pub struct AboutUs {
     pub echoes: bool,
     /// Its frames in a row (up to 255) whose ECHO did not list us: it does not count us alive.
     pub missing_us: u8,
+    /// When the first of those frames came in.
+    pub missing_since: Option<Instant>,
     /// Its ECHO listed us: heard by it directly (not only through others), the share of our
     /// frames it lost, and the sequence number of ours it knows.
     pub direct: bool,
@@ -654,6 +656,7 @@ impl Liveness {
         let Some(echo) = &ext.echo else {
             about.echoes = false;
             about.missing_us = 0;
+            about.missing_since = None;
             return out;
         };
         about.echoes = true;
@@ -665,17 +668,20 @@ impl Liveness {
             // Heard, not a member there yet (it waits for our proof of freshness).
             Some(e) if e.age_ms == u32::MAX => {
                 about.missing_us = 0;
+                about.missing_since = None;
                 about.direct = false;
                 about.our_sequence = None;
             }
             Some(e) => {
                 about.missing_us = 0;
+                about.missing_since = None;
                 about.direct = e.direct;
                 about.our_loss_permille = e.loss_permille;
                 about.our_sequence = Some((e.incarnation, e.sequence));
             }
             None if !echo.truncated => {
                 about.missing_us = about.missing_us.saturating_add(1);
+                about.missing_since.get_or_insert(now);
                 about.direct = false;
                 about.our_sequence = None;
             }

@@ -17,7 +17,8 @@ use crate::types::{Uid, Vni};
 use crate::wire::{self, Extensions, Frame, Heartbeat};
 
 /// A peer's frames in a row that do not list us before we take it that it does not count us
-/// alive (one alone may be the first frame after it heard us).
+/// alive (one alone may be the first frame after it heard us). They must also span our hold
+/// time (see [`Core::unseen`]).
 pub const UNSEEN_AFTER: u8 = 2;
 /// Views that differ for this many of the peer's intervals are a split.
 pub const SPLIT_AFTER_INTERVALS: u32 = 4;
@@ -145,7 +146,7 @@ impl Core {
         let about = peer.about_us.clone();
         let mut changed = false;
         // Does it count us alive?
-        if ready && about.echoes && about.missing_us >= UNSEEN_AFTER && self.readiness.ready() {
+        if ready && self.unseen(&about, now) && self.readiness.ready() {
             if self.unseen_by.insert(uid) {
                 self.stats.one_way_out += 1;
                 warn!(peer = %uid, addr = %peer.addr, "one-way loss: peer does not hear us (it counts us dead): stepping back until it does");
@@ -183,6 +184,20 @@ impl Core {
             self.reassign(now, &format!("peer {uid}'s view of us"));
             self.reconcile(now);
         }
+    }
+
+    /// Does a peer that said `about` in its frames not hear us? Its ECHO has left us out for
+    /// [`UNSEEN_AFTER`] frames in a row, and for at least our hold time: it has dropped us and,
+    /// for as long as it took it to drop us, heard none of the heartbeats we kept sending: the
+    /// one-way loss it expired us for, not a late frame of ours that it has since heard (a peer
+    /// that expired us over one delay lists us again one interval after our next frame; on a
+    /// busy host at 10 ms, stepping back for that made every gateway step back in turn).
+    fn unseen(&self, about: &crate::liveness::AboutUs, now: Instant) -> bool {
+        about.echoes
+            && about.missing_us >= UNSEEN_AFTER
+            && about
+                .missing_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.hold)
     }
 
     /// Compares `uid`'s VIEW with ours; a difference that lasts [`SPLIT_AFTER_INTERVALS`] of its
