@@ -259,7 +259,7 @@ def section(rows, meta):
           "once, so this is the number sent. keepalived's adverts are per VNI and go as BUM "
           "traffic by head-end replication to every other VTEP: on the wire of this lab each is "
           "G copies.",
-          f"- **CPU**: utime + stime from `/proc/PID/stat` (10 ms ticks) over the steady window "
+          f"- **CPU**: the scheduler's run time of every thread (`/proc/PID/task/*/schedstat`, ns) over the steady window "
           f"({steady_s} s), per gateway (keepalived: parent + VRRP child); **cores** = CPU s / "
           f"window. **RSS**: `VmRSS` at the end of the window (keepalived: both processes).",
           "- **moved VNIs**: VNIs whose owner changed between the owner maps before and after.",

@@ -4,7 +4,8 @@
 # arguments given. `scripts/drill.sh -h` lists the options, the steps and the columns.
 #
 # Usage (as root; on a fresh Debian 12 it apt-get installs iproute2 when missing):
-#   scripts/drill.sh [-g G] [-v V] [-i INTERVAL] [-m distinct|shared] [-b BIN] [-- DAEMON-ARGS...]
+#   scripts/drill.sh [-g G] [-v V] [-i INTERVAL] [-m distinct|shared] [-u segment|routed|ipv6]
+#                    [-b BIN] [-- DAEMON-ARGS...]
 #   Environment: DRILL_BOUND (seconds, default 30): the longest wait for any condition.
 #   Exit status 0 when every step passed, 1 when one failed, 2 on a usage error.
 set -euo pipefail

@@ -4,7 +4,7 @@
 //! than our hold time (a stalled process or host) and says STARTING from then on, until the
 //! loop has told the core.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,12 +56,23 @@ pub(crate) struct BeaconShared {
 /// keep hearing us while the loop waits on the kernel.
 pub(crate) struct Beacon {
     pub(crate) socket: Arc<UdpSocket>,
-    pub(crate) to: SocketAddrV4,
+    /// Where every heartbeat goes: the broadcast address, the IPv6 group, or each peer.
+    pub(crate) to: Vec<SocketAddr>,
     pub(crate) template: Heartbeat,
     /// Signs every frame when set (`--key-file`).
     pub(crate) keys: Option<Arc<Keys>>,
     pub(crate) interval: Duration,
     pub(crate) shared: Arc<BeaconShared>,
+    /// `--go-compat`: also the Go original's 8-byte frame to here, every
+    /// [`wire::LEGACY_INTERVAL`], while we are a candidate.
+    pub(crate) legacy: Option<SocketAddrV4>,
+}
+
+/// What woke the heartbeat task.
+enum Wake {
+    Tick,
+    Now,
+    Legacy,
 }
 
 impl Beacon {
@@ -89,11 +100,18 @@ impl Beacon {
             },
         };
         let frame = wire::encode_full(&hb, &ext, self.keys.as_deref());
-        let sent = self.socket.send_to(&frame, self.to).await;
-        match sent {
+        // One frame, the same bytes, to every destination: a peer that cannot be reached now
+        // costs a counted error, not the others' heartbeats.
+        for &to in &self.to {
+            self.send_to(&frame, to, sequence, flags).await;
+        }
+    }
+
+    async fn send_to(&self, frame: &[u8], to: SocketAddr, sequence: u64, flags: u8) {
+        match self.socket.send_to(frame, to).await {
             Ok(_) => {
                 self.shared.sent.fetch_add(1, Ordering::Relaxed);
-                trace!(seq = sequence, flags, "heartbeat sent");
+                trace!(seq = sequence, flags, %to, "heartbeat sent");
             }
             Err(e) => {
                 let errors = self.shared.errors.fetch_add(1, Ordering::Relaxed) + 1;
@@ -107,8 +125,34 @@ impl Beacon {
                     Err(_) => true,
                 };
                 if log {
-                    warn!(error = %e, to = %self.to, errors, "heartbeat send failed");
+                    warn!(error = %e, %to, errors, "heartbeat send failed");
                 }
+            }
+        }
+    }
+
+    /// The Go original's frame (our UID, 8 bytes big-endian), if we send those and are a
+    /// candidate now: it takes every UID it hears for a candidate, so a gateway that is not one
+    /// (starting, drained, stepped back, stalled, leaving) must fall silent there and let the
+    /// original expire it. None once the fleet has left `--go-compat` (phase 3).
+    async fn send_legacy(&self) {
+        let Some(to) = self.legacy else {
+            return;
+        };
+        let flags = self.shared.flags.load(Ordering::Relaxed);
+        let left = (flags & wire::COMPAT_PHASE_MASK) >> wire::COMPAT_PHASE_SHIFT == 3;
+        if flags & FLAG_STARTING != 0 || left || self.shared.stalled.load(Ordering::Relaxed) {
+            return;
+        }
+        match self
+            .socket
+            .send_to(&self.template.uid.0.to_be_bytes(), to)
+            .await
+        {
+            Ok(_) => trace!(%to, "legacy heartbeat sent"),
+            Err(e) => {
+                let errors = self.shared.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                warn!(error = %e, %to, errors, "legacy heartbeat send failed");
             }
         }
     }
@@ -117,13 +161,31 @@ impl Beacon {
     /// later ones back); a tick missed entirely is skipped, not sent in a burst.
     pub(crate) async fn run(self) {
         let mut next = now();
+        let mut next_legacy = next;
         let mut last: Option<Instant> = None;
         let hold = Duration::from_millis(u64::from(self.template.hold_ms));
         loop {
-            let woken = tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => false,
-                _ = self.shared.now.notified() => true,
+            let legacy_due = async {
+                match self.legacy {
+                    Some(_) => tokio::time::sleep_until(next_legacy.into()).await,
+                    None => std::future::pending().await,
+                }
             };
+            let wake = tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => Wake::Tick,
+                _ = self.shared.now.notified() => Wake::Now,
+                _ = legacy_due => Wake::Legacy,
+            };
+            if let Wake::Legacy = wake {
+                self.send_legacy().await;
+                let t = now();
+                next_legacy += wire::LEGACY_INTERVAL;
+                if next_legacy <= t {
+                    next_legacy = t + wire::LEGACY_INTERVAL;
+                }
+                continue;
+            }
+            let woken = matches!(wake, Wake::Now);
             let t = now();
             if !woken {
                 let lag = u64::try_from(t.saturating_duration_since(next).as_micros())
@@ -145,6 +207,10 @@ impl Beacon {
                 flags |= FLAG_STARTING;
             }
             self.send(flags).await;
+            if woken {
+                // A change (we became a candidate, say): the original hears it at once too.
+                self.send_legacy().await;
+            }
             last = Some(t);
             let t = now();
             next = if woken {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::cli::Config;
 use crate::links::{LinkState, Snapshot};
@@ -43,6 +43,10 @@ pub struct IfAddr {
     pub netmask: Ipv4Addr,
 }
 
+/// The source address the routes would send to a peer from and the interface holding it, or
+/// why nothing would be sent.
+pub type PeerRoute = Result<(IpAddr, Option<String>), String>;
+
 /// What `main` found on the host.
 #[derive(Debug, Clone, Default)]
 pub struct Host {
@@ -50,13 +54,20 @@ pub struct Host {
     pub snapshot: Snapshot,
     /// The link kind of each interface by name (IFLA_LINKINFO: `macvlan`, …).
     pub kinds: BTreeMap<String, String>,
-    /// `net.ipv4.conf.<name>.<key>` values read, by (name, key); name `all` included.
+    /// `net.ipv4.conf.<name>.<key>` values read, by (name, key); name `all` included. For IPv6
+    /// heartbeats also `net.ipv6.conf.<bind interface>.disable_ipv6`, as key `ipv6.disable_ipv6`
+    /// (missing: the host has no IPv6).
     pub sysctls: BTreeMap<(String, String), i64>,
     /// Every IPv4 address with its netmask.
     pub addrs: Vec<IfAddr>,
     /// Whether a UDP socket could bind the heartbeat port without SO_REUSEADDR (false: something
     /// holds it already, maybe a running daemon).
     pub port_free: bool,
+    /// For each `--peer`: the source address the kernel's routing would send from (a UDP
+    /// `connect`, nothing sent) and the interface holding it, or why it would not send at all.
+    pub peer_routes: Vec<(SocketAddr, PeerRoute)>,
+    /// Whether `--key-file` was given (its content is checked when the daemon starts).
+    pub keyed: bool,
 }
 
 fn finding(level: Level, text: impl Into<String>) -> Finding {
@@ -214,36 +225,61 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
             )),
             Some(_) => out.push(finding(Level::Ok, format!("--bind-interface {dev} is up"))),
         },
+        // A routed underlay may reach the peers over several uplinks (ECMP, BGP unnumbered).
+        None if !cfg.peers.is_empty() => out.push(finding(
+            Level::Ok,
+            "no --bind-interface: the peers' frames are accepted on any interface but the gateway interfaces",
+        )),
         None => out.push(finding(
             Level::Warn,
             "no --bind-interface: heartbeats are accepted on any interface but the gateway interfaces",
         )),
     }
-    let on_segment: Vec<&IfAddr> = host
-        .addrs
-        .iter()
-        .filter(|a| broadcast_of(a) == cfg.broadcast || a.addr == cfg.broadcast)
-        .filter(|a| cfg.bind_interface.as_deref().is_none_or(|d| d == a.ifname))
-        .collect();
-    match on_segment.first() {
-        Some(a) => out.push(finding(
-            Level::Ok,
-            format!(
-                "{} ({}) is on the segment of --broadcast {}",
-                a.addr, a.ifname, cfg.broadcast
-            ),
-        )),
-        None => out.push(finding(
-            Level::Error,
-            format!(
-                "no interface{} holds an address whose broadcast is --broadcast {}: heartbeats would reach no peer",
-                cfg.bind_interface
-                    .as_deref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default(),
-                cfg.broadcast
-            ),
-        )),
+    if !cfg.peers.is_empty() {
+        peers(cfg, host, &mut out);
+    } else if let Some(group) = cfg.group() {
+        let dev = cfg.bind_interface.as_deref().unwrap_or("?");
+        match sysctl(dev, "ipv6.disable_ipv6") {
+            Some(0) => out.push(finding(
+                Level::Ok,
+                format!("heartbeats to IPv6 group {group} on {dev}"),
+            )),
+            Some(_) => out.push(finding(
+                Level::Error,
+                format!("IPv6 is disabled on {dev} (net.ipv6.conf.{dev}.disable_ipv6): --ipv6 heartbeats need its link-local address"),
+            )),
+            None => out.push(finding(
+                Level::Error,
+                format!("no IPv6 on {dev} (no net.ipv6.conf.{dev}): --ipv6 heartbeats need it"),
+            )),
+        }
+    } else {
+        let on_segment: Vec<&IfAddr> = host
+            .addrs
+            .iter()
+            .filter(|a| broadcast_of(a) == cfg.broadcast || a.addr == cfg.broadcast)
+            .filter(|a| cfg.bind_interface.as_deref().is_none_or(|d| d == a.ifname))
+            .collect();
+        match on_segment.first() {
+            Some(a) => out.push(finding(
+                Level::Ok,
+                format!(
+                    "{} ({}) is on the segment of --broadcast {}",
+                    a.addr, a.ifname, cfg.broadcast
+                ),
+            )),
+            None => out.push(finding(
+                Level::Error,
+                format!(
+                    "no interface{} holds an address whose broadcast is --broadcast {}: heartbeats would reach no peer",
+                    cfg.bind_interface
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default(),
+                    cfg.broadcast
+                ),
+            )),
+        }
     }
     if let Some(dev) = &cfg.bind_interface {
         let rp = sysctl(dev, "rp_filter")
@@ -265,6 +301,50 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// With `--peer`: a route to each peer (this gateway's own address may be listed), and a key.
+fn peers(cfg: &Config, host: &Host, out: &mut Vec<Finding>) {
+    for (peer, route) in &host.peer_routes {
+        match route {
+            Ok((src, _)) if *src == peer.ip() => out.push(finding(
+                Level::Ok,
+                format!("--peer {peer} is this gateway's own address (its frames to itself come back and are ignored)"),
+            )),
+            // With SO_BINDTODEVICE the heartbeats leave through that interface whatever the
+            // routes say: a source elsewhere means the routes reach the peer another way.
+            Ok((src, Some(dev)))
+                if cfg.bind_interface.as_deref().is_some_and(|d| d != dev) =>
+            {
+                out.push(finding(
+                    Level::Warn,
+                    format!(
+                        "--peer {peer} is routed from {src} on {dev}, not on --bind-interface {}: heartbeats leave through the latter",
+                        cfg.bind_interface.as_deref().unwrap_or_default()
+                    ),
+                ))
+            }
+            Ok((src, _)) => out.push(finding(
+                Level::Ok,
+                format!("--peer {peer} is routed, from {src}"),
+            )),
+            Err(e) => out.push(finding(
+                Level::Error,
+                format!("--peer {peer} has no route: {e}"),
+            )),
+        }
+    }
+    if host.keyed {
+        out.push(finding(
+            Level::Ok,
+            "--peer with --key-file: routed frames are proven by the key",
+        ));
+    } else {
+        out.push(finding(
+            Level::Warn,
+            "--peer without --key-file: a routed frame carries no TTL proof; anyone who can send with a peer's source address can move VNIs (docs/security.md)",
+        ));
+    }
 }
 
 /// The broadcast address of an interface address.

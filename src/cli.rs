@@ -3,7 +3,7 @@
 //! Every flag has a `WMGWD2_*` environment equivalent. A bad value is a one-line error naming the
 //! flag, and exit code 2 (clap's usage-error code).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -24,6 +24,9 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_GARP_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Longest heartbeat interval accepted (the hold time must fit the wire's u32 milliseconds).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// The IPv6 link-local multicast group of `--ipv6` heartbeats (docs/protocol.md): `ff02::6d67`,
+/// unassigned in IANA's link-local scope registry ("mg").
+pub const IPV6_GROUP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x6d67);
 
 /// Commands for the running daemon, over its control socket.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -126,6 +129,24 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_BROADCAST", default_value = "10.0.1.255")]
     pub broadcast: Ipv4Addr,
 
+    /// Send heartbeats to this peer (IPv4 or IPv6 address, optionally with a port:
+    /// `192.0.2.7`, `192.0.2.7:3001`, `2001:db8::7`, `[2001:db8::7]:3001`) instead of
+    /// broadcasting them, and accept frames only from the listed peers; repeatable (or
+    /// comma-separated). The peers may be routed: no TTL-255 rule for them, so use --key-file
+    /// (docs/security.md). This gateway's own address may be listed (one list for the fleet).
+    #[arg(long = "peer", env = "WMGWD2_PEERS", value_name = "ADDR[:PORT]", value_delimiter = ',', value_parser = parse_peer, conflicts_with = "broadcast")]
+    pub peers: Vec<Peer>,
+
+    /// Heartbeats over IPv6: to the link-local multicast group --ipv6-group on
+    /// --bind-interface (hop limit 255 out, only 255 accepted), for an IPv6-only segment. With
+    /// --peer, IPv6 peers need no flag.
+    #[arg(long, env = "WMGWD2_IPV6", conflicts_with = "broadcast")]
+    pub ipv6: bool,
+
+    /// The IPv6 link-local multicast group (ff02::/16) of --ipv6 heartbeats.
+    #[arg(long, env = "WMGWD2_IPV6_GROUP", default_value_t = IPV6_GROUP, requires = "ipv6")]
+    pub ipv6_group: Ipv6Addr,
+
     /// UDP port heartbeats are sent to and received on.
     #[arg(long, env = "WMGWD2_PORT", default_value_t = 3000, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
@@ -224,6 +245,21 @@ pub struct Args {
     #[arg(long, env = "WMGWD2_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Run beside the Go original, for a rolling upgrade from it (docs/operations.md, "Migrating
+    /// from the Go original"): owners by the original's rule (`fmix64(vni × uid)`), and, while
+    /// this gateway is a candidate, its 8-byte heartbeat to 10.0.1.255:3000 every second as well.
+    /// Every gateway of the fleet must then run the original or this mode. Not with --key-file
+    /// (the original's frames cannot be signed), nor with --peer or --ipv6 (the original hears
+    /// only IPv4 broadcast to 10.0.1.255:3000).
+    #[arg(long, env = "WMGWD2_GO_COMPAT", conflicts_with_all = ["key_file", "peers", "ipv6"])]
+    pub go_compat: bool,
+
+    /// With --go-compat: leave it, all gateways together, once no frame of the original has been
+    /// heard for this long (1s to 1h) and every member allows it too (docs/operations.md,
+    /// "Leaving compat mode"). Then owners by SipHash, and no more 8-byte frames.
+    #[arg(long, env = "WMGWD2_GO_COMPAT_EXIT", requires = "go_compat", value_parser = parse_compat_exit)]
+    pub go_compat_exit: Option<Duration>,
+
     /// Run a command against the running daemon instead of being one.
     #[command(subcommand)]
     pub command: Option<Sub>,
@@ -266,6 +302,12 @@ pub struct Config {
     pub minvni: u32,
     pub maxvni: u32,
     pub broadcast: Ipv4Addr,
+    /// `--peer`: heartbeats go to these addresses, and only frames from them count (empty:
+    /// broadcast, or the IPv6 group).
+    pub peers: Vec<SocketAddr>,
+    /// `--ipv6` (without peers: the IPv6 multicast group on --bind-interface).
+    pub ipv6: bool,
+    pub ipv6_group: Ipv6Addr,
     pub port: u16,
     pub bind_interface: Option<String>,
     pub interval: Duration,
@@ -289,6 +331,10 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     pub verbose: u8,
+    /// `--go-compat`: the original's assignment rule, its frames sent too, the hand-back stop.
+    pub go_compat: bool,
+    /// `--go-compat-exit`: the quiet period after which this gateway allows leaving compat mode.
+    pub go_compat_exit: Option<Duration>,
 }
 
 impl Config {
@@ -310,14 +356,60 @@ impl Config {
         self.interval * self.dead_after
     }
 
-    /// How long we listen at start before owning anything.
+    /// The rule that names owners: the Go original's with `--go-compat`, SipHash otherwise.
+    pub fn rule(&self) -> crate::assign::Rule {
+        if self.go_compat {
+            crate::assign::Rule::GoCompat
+        } else {
+            crate::assign::Rule::SipHash
+        }
+    }
+
+    /// How long we listen at start before owning anything. With `--go-compat` at least two of
+    /// the original's intervals (2 s), so that every running original has been heard before we
+    /// take anything (one lost frame allowed).
     pub fn hold_down(&self) -> Duration {
-        self.interval * self.hold_down
+        let d = self.interval * self.hold_down;
+        if self.go_compat {
+            d.max(crate::wire::LEGACY_INTERVAL * 2)
+        } else {
+            d
+        }
     }
 
     /// How long we listen after the uplink regains carrier before owning anything.
     pub fn uplink_hold_down(&self) -> Duration {
         self.hold_down().max(self.uplink_hold_down)
+    }
+
+    /// Where each heartbeat goes: every `--peer`, else the IPv6 group (`--ipv6`), else the
+    /// broadcast address; at the heartbeat port.
+    pub fn destinations(&self) -> Vec<SocketAddr> {
+        if !self.peers.is_empty() {
+            self.peers.clone()
+        } else if self.ipv6 {
+            vec![SocketAddr::new(IpAddr::V6(self.ipv6_group), self.port)]
+        } else {
+            vec![SocketAddr::new(IpAddr::V4(self.broadcast), self.port)]
+        }
+    }
+
+    /// Does the heartbeat socket speak IPv6 (`--ipv6`, or an IPv6 peer)? It then takes IPv4
+    /// too (a dual-stack socket), for IPv4 peers in the same list.
+    pub fn heartbeat_v6(&self) -> bool {
+        self.ipv6 || self.peers.iter().any(SocketAddr::is_ipv6)
+    }
+
+    /// The IPv6 group the heartbeat socket joins on --bind-interface, when it is one.
+    pub fn group(&self) -> Option<Ipv6Addr> {
+        (self.ipv6 && self.peers.is_empty()).then_some(self.ipv6_group)
+    }
+
+    /// Is `ip` a listed peer? (IPv4-mapped IPv6 addresses count as IPv4; a link-local
+    /// address's scope is the --bind-interface and not compared.)
+    pub fn is_peer(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.peers.iter().any(|p| p.ip().to_canonical() == ip)
     }
 
     /// A configuration with the defaults, for tests and examples.
@@ -378,6 +470,32 @@ impl TryFrom<Args> for Config {
         if a.broadcast.is_unspecified() {
             return Err(err("--broadcast 0.0.0.0 is not a destination".into()));
         }
+        let mut peers: Vec<SocketAddr> = Vec::with_capacity(a.peers.len());
+        for p in &a.peers {
+            let addr = SocketAddr::new(p.ip, p.port.unwrap_or(a.port));
+            if peers.iter().any(|q| q.ip() == addr.ip()) {
+                return Err(err(format!("--peer {} is listed twice", p.ip)));
+            }
+            if is_link_local(p.ip) && a.bind_interface.is_none() {
+                return Err(err(format!(
+                    "--peer {} is link-local: give --bind-interface (its link)",
+                    p.ip
+                )));
+            }
+            peers.push(addr);
+        }
+        if a.ipv6 && peers.is_empty() && a.bind_interface.is_none() {
+            return Err(err(
+                "--ipv6 without --peer sends to a link-local multicast group: give --bind-interface (the segment)".into(),
+            ));
+        }
+        let g = a.ipv6_group.segments();
+        if !a.ipv6_group.is_multicast() || g[0] & 0xff0f != 0xff02 {
+            return Err(err(format!(
+                "--ipv6-group {} is not a link-local multicast group (ff02::/16)",
+                a.ipv6_group
+            )));
+        }
         let garp_refresh = match a.garp_refresh {
             d if d.is_zero() => None,
             d if d < Duration::from_secs(1) || d > MAX_GARP_REFRESH => {
@@ -394,6 +512,9 @@ impl TryFrom<Args> for Config {
             minvni: a.minvni,
             maxvni: a.maxvni,
             broadcast: a.broadcast,
+            peers,
+            ipv6: a.ipv6,
+            ipv6_group: a.ipv6_group,
             port: a.port,
             bind_interface: a.bind_interface,
             interval: a.interval,
@@ -416,6 +537,8 @@ impl TryFrom<Args> for Config {
             metrics_listen: a.metrics_listen,
             log_format: a.log_format,
             verbose: a.verbose,
+            go_compat: a.go_compat,
+            go_compat_exit: a.go_compat_exit,
         })
     }
 }
@@ -444,6 +567,58 @@ fn name_pattern(flag: &str, text: &str, maxvni: u32) -> Result<NamePattern, Stri
         ));
     }
     Ok(pattern)
+}
+
+/// One `--peer` as given: an address, and a port when one was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// `192.0.2.7`, `192.0.2.7:3001`, `2001:db8::7`, `[2001:db8::7]` or `[2001:db8::7]:3001`: a
+/// unicast address (an IPv4-mapped IPv6 one counts as IPv4), and a port from 1.
+pub fn parse_peer(s: &str) -> Result<Peer, String> {
+    let s = s.trim();
+    if s.contains('%') {
+        return Err(format!(
+            "'{s}': no zone index; a link-local peer is reached on --bind-interface"
+        ));
+    }
+    let (ip, port) = if let Ok(ip) = s.parse::<IpAddr>() {
+        (ip, None)
+    } else if let Ok(a) = s.parse::<SocketAddr>() {
+        (a.ip(), Some(a.port()))
+    } else if let Some(ip) = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse::<Ipv6Addr>().ok())
+    {
+        (IpAddr::V6(ip), None)
+    } else {
+        return Err(format!(
+            "'{s}' is not an address (192.0.2.7, 2001:db8::7) with an optional port (192.0.2.7:3001, [2001:db8::7]:3001)"
+        ));
+    };
+    let ip = ip.to_canonical();
+    let bad = match ip {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast(),
+    };
+    if bad {
+        return Err(format!("'{s}' is not a peer's unicast address"));
+    }
+    if port == Some(0) {
+        return Err(format!("'{s}': port 0"));
+    }
+    Ok(Peer { ip, port })
 }
 
 /// `0x1a2b` (hex) or `6699` (decimal); 0 is reserved.
@@ -505,6 +680,10 @@ fn parse_resync(s: &str) -> Result<Duration, String> {
 
 fn parse_uplink_hold_down(s: &str) -> Result<Duration, String> {
     duration_in(s, Duration::ZERO, Duration::from_secs(600))
+}
+
+fn parse_compat_exit(s: &str) -> Result<Duration, String> {
+    duration_in(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 fn parse_leave_wait(s: &str) -> Result<Duration, String> {

@@ -6,7 +6,6 @@
 //! they carry and when to send one at once. See docs/architecture.md.
 
 use std::future::pending;
-use std::net::SocketAddrV4;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,8 +103,7 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl<K: Kernel> Daemon<K> {
     pub fn new(cfg: Config, me: Uid, incarnation: u64, kernel: K) -> Self {
-        let port = cfg.port;
-        let device = cfg.bind_interface.clone();
+        let socket_spec = announce::SocketSpec::of(&cfg);
         Daemon {
             core: Core::new(cfg.clone(), me, incarnation),
             cfg,
@@ -116,9 +114,7 @@ impl<K: Kernel> Daemon<K> {
             shared: Arc::default(),
             beacon: None,
             last_recv_log: None,
-            new_socket: Box::new(move || {
-                heartbeat_socket(port, device.as_deref()).map_err(|e| e.to_string())
-            }),
+            new_socket: Box::new(move || heartbeat_socket(&socket_spec).map_err(|e| e.to_string())),
             notifier: Box::new(NoNotifier),
             keys: None,
             control: None,
@@ -353,6 +349,11 @@ impl<K: Kernel> Daemon<K> {
                     self.facts.last_reconcile = now().saturating_duration_since(started);
                     self.core.handle(Input::Applied { changes, results }, now());
                 }
+                Effect::HandBack(changes) => {
+                    let req: Vec<IfIndex> = changes.iter().map(|c| c.ifindex).collect();
+                    let results = self.kernel.hand_back(&req).await;
+                    self.core.handle(Input::Applied { changes, results }, now());
+                }
                 Effect::FlushFdb(flushes) => {
                     let results = self.kernel.flush_fdb(&flushes).await;
                     self.core
@@ -473,7 +474,12 @@ impl<K: Kernel> Daemon<K> {
     fn beacon_for(&self, socket: &Arc<UdpSocket>) -> Beacon {
         Beacon {
             socket: socket.clone(),
-            to: SocketAddrV4::new(self.cfg.broadcast, self.cfg.port),
+            to: self
+                .cfg
+                .destinations()
+                .into_iter()
+                .map(|d| announce::destination(d, self.cfg.heartbeat_v6()))
+                .collect(),
             template: Heartbeat {
                 uid: self.me,
                 incarnation: self.incarnation,
@@ -485,6 +491,7 @@ impl<K: Kernel> Daemon<K> {
             interval: self.cfg.interval,
             keys: self.keys.clone(),
             shared: self.shared.clone(),
+            legacy: self.cfg.go_compat.then_some(wire::LEGACY_DESTINATION),
         }
     }
 }

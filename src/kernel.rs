@@ -121,6 +121,14 @@ pub trait Kernel {
         &self,
         changes: &[(IfIndex, bool)],
     ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
+    /// For every link: protodown **on**, our protodown reason bit **cleared** (`--go-compat`'s
+    /// stop): down, but with no reason bit of ours left behind, so that the Go original, which
+    /// never sends a reason, can clear protodown again when it takes the gateway over. One result
+    /// per link, in order.
+    fn hand_back(
+        &self,
+        ifindexes: &[IfIndex],
+    ) -> impl Future<Output = Vec<Result<(), KernelError>>>;
     /// Deletes the dynamic IPv4 neighbour entries of these links (entries left unresolved while a
     /// link was protodown delay the first replies after a takeover by a full ARP retry, ~1 s).
     /// Returns how many were deleted.
@@ -239,6 +247,24 @@ impl Kernel for FakeKernel {
         changes
             .iter()
             .map(|&(ifindex, on)| self.set_one(ifindex, on))
+            .collect()
+    }
+
+    async fn hand_back(&self, ifindexes: &[IfIndex]) -> Vec<Result<(), KernelError>> {
+        let ours = 1u32 << self.reason_bit;
+        ifindexes
+            .iter()
+            .map(|&ifindex| {
+                if self.link(ifindex).is_none() {
+                    return Err(KernelError::NoDevice { ifindex });
+                }
+                self.edit_link(ifindex, |l| {
+                    l.reason &= !ours;
+                    l.protodown = true;
+                    l.carrier = false;
+                });
+                Ok(())
+            })
             .collect()
     }
 

@@ -288,6 +288,11 @@ impl LinkTable {
         self.managed.range(Slot::both(vni)).map(|(&s, l)| (s, l))
     }
 
+    /// Is `ifindex` a managed link? (A lookup, not a scan: every received heartbeat asks.)
+    pub fn is_managed(&self, ifindex: IfIndex) -> bool {
+        self.index.contains_key(&ifindex)
+    }
+
     /// Every address of a link.
     pub fn addrs(&self, ifindex: IfIndex) -> &[IpAddr] {
         self.addrs.get(&ifindex).map(Vec::as_slice).unwrap_or(&[])

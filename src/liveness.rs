@@ -22,6 +22,10 @@ use crate::wire::{self, Frame, Heartbeat};
 
 /// How long a legacy (Go wmgwd2) peer lives after a frame: the original's 3 × 1 s.
 pub const LEGACY_HOLD: Duration = Duration::from_secs(3);
+/// How long after its first frame a new legacy peer starts serving: the original's 3 s start-up
+/// less the 1 s before its first frame, plus up to 1 s until its next `Assign()` (see
+/// [`Liveness::with_legacy_start`]).
+pub const GO_START: Duration = Duration::from_secs(3);
 /// The default cap on the peer table (`--max-peers`): far above any real gateway fleet on one
 /// segment, far below what a flood could make of an unbounded table.
 pub const DEFAULT_MAX_PEERS: usize = 64;
@@ -88,6 +92,11 @@ pub struct Peer {
     pub indirect: bool,
     /// What its last frame's extensions said about us and about the membership.
     pub about_us: AboutUs,
+    /// A legacy peer in its start-up (see [`Liveness::with_legacy_start`]): a candidate from
+    /// then on.
+    pub ready_at: Option<Instant>,
+    /// Its phase of leaving `--go-compat`, as its last frame said (0 for a legacy peer).
+    pub compat_phase: u8,
 }
 
 /// What a peer's last frame said about us and about the membership (its extensions).
@@ -97,6 +106,8 @@ pub struct AboutUs {
     pub echoes: bool,
     /// Its frames in a row (up to 255) whose ECHO did not list us: it does not count us alive.
     pub missing_us: u8,
+    /// When the first of those frames came in.
+    pub missing_since: Option<Instant>,
     /// Its ECHO listed us: heard by it directly (not only through others), the share of our
     /// frames it lost, and the sequence number of ours it knows.
     pub direct: bool,
@@ -266,6 +277,11 @@ pub struct Liveness {
     my_incarnation: u64,
     peers: BTreeMap<Uid, Peer>,
     max_peers: usize,
+    /// How long a new legacy peer is kept as starting (0: a candidate at once).
+    legacy_start: Duration,
+    /// Until then a legacy peer heard for the first time is presumed to have run before (we
+    /// had no chance to hear its earlier frames): a candidate at once.
+    legacy_presumed_until: Option<Instant>,
     /// New UIDs that may still be admitted now, and when the last token was added.
     join_tokens: usize,
     refilled: Option<Instant>,
@@ -289,10 +305,41 @@ impl Liveness {
             my_incarnation,
             peers: BTreeMap::new(),
             max_peers,
+            legacy_start: Duration::ZERO,
+            legacy_presumed_until: None,
             join_tokens: max_peers,
             refilled: None,
             gone: BTreeMap::new(),
         }
+    }
+
+    /// A new legacy (Go original) peer is alive but not a candidate for `start` after its first
+    /// frame: the original sends its first frame 1 s after it starts and owns nothing for its
+    /// first 3 s, so a receiver that counted it at once would hand it VNIs it does not serve yet.
+    /// `--go-compat` uses [`GO_START`]; without it, legacy peers are candidates at once.
+    pub fn with_legacy_start(mut self, start: Duration) -> Self {
+        self.legacy_start = start;
+        self
+    }
+
+    /// Legacy peers first heard before `t` are candidates at once: we started just now, so a
+    /// first frame tells nothing of when its sender started (the core passes its start plus 1.5
+    /// of the original's intervals, by which it has heard every running original once).
+    pub fn presume_legacy_running_until(&mut self, t: Instant) {
+        self.legacy_presumed_until = Some(t);
+    }
+
+    /// Legacy peers whose start-up is over at `now`: candidates from now on.
+    pub fn promote(&mut self, now: Instant) -> Vec<Uid> {
+        let mut ready = Vec::new();
+        for (&uid, p) in self.peers.iter_mut() {
+            if p.state == PeerState::Starting && p.ready_at.is_some_and(|t| t <= now) {
+                p.state = PeerState::Ready;
+                p.ready_at = None;
+                ready.push(uid);
+            }
+        }
+        ready
     }
 
     /// May a new UID enter the table at `now`? Takes a token if so.
@@ -355,6 +402,8 @@ impl Liveness {
                 if let Err(refused) = self.admit(uid, now) {
                     return refused;
                 }
+                let starting = !self.legacy_start.is_zero()
+                    && self.legacy_presumed_until.is_none_or(|t| now >= t);
                 self.peers.insert(
                     uid,
                     Peer {
@@ -362,7 +411,11 @@ impl Liveness {
                         sequence: 0,
                         alive_sequence: 0,
                         refutations: 0,
-                        state: PeerState::Ready,
+                        state: if starting {
+                            PeerState::Starting
+                        } else {
+                            PeerState::Ready
+                        },
                         deadline,
                         addr,
                         interval: Duration::from_secs(1),
@@ -374,12 +427,11 @@ impl Liveness {
                         loss: LossMeter::default(),
                         indirect: false,
                         about_us: AboutUs::default(),
+                        ready_at: starting.then_some(now + self.legacy_start),
+                        compat_phase: 0,
                     },
                 );
-                Observation::Joined {
-                    uid,
-                    starting: false,
-                }
+                Observation::Joined { uid, starting }
             }
         }
     }
@@ -425,6 +477,8 @@ impl Liveness {
             loss: LossMeter::default(),
             indirect: false,
             about_us: AboutUs::default(),
+            ready_at: None,
+            compat_phase: hb.compat_phase(),
         };
         if !self.peers.contains_key(&uid) {
             // A frame the table already saw, of a peer it has since dropped: a replay.
@@ -602,6 +656,7 @@ impl Liveness {
         let Some(echo) = &ext.echo else {
             about.echoes = false;
             about.missing_us = 0;
+            about.missing_since = None;
             return out;
         };
         about.echoes = true;
@@ -613,17 +668,20 @@ impl Liveness {
             // Heard, not a member there yet (it waits for our proof of freshness).
             Some(e) if e.age_ms == u32::MAX => {
                 about.missing_us = 0;
+                about.missing_since = None;
                 about.direct = false;
                 about.our_sequence = None;
             }
             Some(e) => {
                 about.missing_us = 0;
+                about.missing_since = None;
                 about.direct = e.direct;
                 about.our_loss_permille = e.loss_permille;
                 about.our_sequence = Some((e.incarnation, e.sequence));
             }
             None if !echo.truncated => {
                 about.missing_us = about.missing_us.saturating_add(1);
+                about.missing_since.get_or_insert(now);
                 about.direct = false;
                 about.our_sequence = None;
             }
@@ -718,7 +776,10 @@ impl Liveness {
 
     /// The earliest deadline in the table: when `expire` has something to do next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.deadline).min()
+        self.peers
+            .values()
+            .flat_map(|p| [Some(p.deadline), p.ready_at].into_iter().flatten())
+            .min()
     }
 
     /// Candidate owners other than ourselves, in ascending UID order.

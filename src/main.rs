@@ -254,6 +254,12 @@ fn preflight(cfg: &Config) -> ExitCode {
     };
     let mut host = check::Host {
         port_free: std::net::UdpSocket::bind(("0.0.0.0", cfg.port)).is_ok(),
+        peer_routes: cfg
+            .peers
+            .iter()
+            .map(|&p| (p, route_to(p, cfg.bind_interface.as_deref())))
+            .collect(),
+        keyed: cfg.key_file.is_some(),
         kinds,
         ..check::Host::default()
     };
@@ -268,6 +274,16 @@ fn preflight(cfg: &Config) -> ExitCode {
             if let Some(v) = value {
                 host.sysctls.insert((name.clone(), key.to_owned()), v);
             }
+        }
+    }
+    if let (true, Some(dev)) = (cfg.heartbeat_v6(), &cfg.bind_interface) {
+        let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+        let value = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(v) = value {
+            host.sysctls
+                .insert((dev.clone(), "ipv6.disable_ipv6".to_owned()), v);
         }
     }
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
@@ -294,6 +310,42 @@ fn preflight(cfg: &Config) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The source address the kernel would send to `peer` from, and the interface holding it: a
+/// UDP `connect` does the route lookup and sends nothing. Not bound to `device` (a bound socket
+/// takes any destination as on-link), except for an IPv6 link-local peer, which has no route
+/// but its link.
+fn route_to(
+    peer: std::net::SocketAddr,
+    device: Option<&str>,
+) -> Result<(std::net::IpAddr, Option<String>), String> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| e.to_string())?;
+    let link_local =
+        matches!(peer.ip(), std::net::IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+    if let (true, Some(dev)) = (link_local, device) {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| format!("binding to {dev}: {e}"))?;
+    }
+    s.connect(&peer.into()).map_err(|e| e.to_string())?;
+    let src = s
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .as_socket()
+        .map(|a| a.ip())
+        .ok_or_else(|| "no local address".to_owned())?;
+    let holder = nix::ifaddrs::getifaddrs().ok().and_then(|mut all| {
+        all.find(|a| {
+            a.address.is_some_and(|x| {
+                x.as_sockaddr_in().map(|v| std::net::IpAddr::V4(v.ip())) == Some(src)
+                    || x.as_sockaddr_in6().map(|v| std::net::IpAddr::V6(v.ip())) == Some(src)
+            })
+        })
+        .map(|a| a.interface_name)
+    });
+    Ok((src, holder))
 }
 
 fn main() -> ExitCode {
@@ -380,18 +432,22 @@ async fn run(cfg: Config) -> Result<(), Fatal> {
     });
 
     let (kernel, events) = NetlinkKernel::open(cfg.protodown_reason).map_err(Fatal::Netlink)?;
-    let socket = heartbeat_socket(cfg.port, cfg.bind_interface.as_deref())?;
+    let socket = heartbeat_socket(&wmgwd2::announce::SocketSpec::of(&cfg))?;
+    let to: Vec<String> = cfg.destinations().iter().map(|d| d.to_string()).collect();
     info!(
         uid = %uid,
         minvni = cfg.minvni,
         maxvni = cfg.maxvni,
-        broadcast = %cfg.broadcast,
+        heartbeats_to = %to.join(","),
         port = cfg.port,
         interval_ms = cfg.interval.as_millis() as u64,
         dead_after = cfg.dead_after,
         hold_down = cfg.hold_down,
         "wmgwd2 starting"
     );
+    if !cfg.peers.is_empty() && keys.is_none() {
+        warn!("--peer without --key-file: frames from the peers' addresses are believed unsigned, and routed frames carry no TTL proof; anyone who can send with a peer's source address can move VNIs (docs/security.md)");
+    }
     let socket_path = cfg.control_socket.clone();
     let metrics_addr = cfg.metrics_listen;
     let mut daemon = Daemon::new(cfg, uid, inc, kernel)

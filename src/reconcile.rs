@@ -102,6 +102,31 @@ pub fn plan(
     p
 }
 
+/// `--go-compat`'s stop: every managed interface that is not yet protodown **without** our reason
+/// bit, as changes with `on` (carried out with [`crate::kernel::Kernel::hand_back`]). The Go
+/// original never sends a reason, and the kernel refuses to clear protodown while any reason bit
+/// is set: one of ours left behind would keep it from serving this gateway's VNIs after a
+/// rollback. Other programs' bits are theirs, left alone.
+pub fn hand_back(
+    managed: VniRange,
+    links: &BTreeMap<Slot, LinkState>,
+    reason_bit: u8,
+) -> Vec<Protodown> {
+    let ours = 1u32 << reason_bit;
+    links
+        .iter()
+        .filter(|(slot, _)| managed.contains(slot.vni))
+        .filter_map(|(slot, link)| {
+            (!link.protodown || link.reason & ours != 0).then_some(Protodown {
+                vni: slot.vni,
+                family: slot.family,
+                ifindex: link.ifindex,
+                on: true,
+            })
+        })
+        .collect()
+}
+
 /// For every interface that `done` put into protodown, the removal of its MAC from the bridge it
 /// feeds (`port_of`: the bridge port of a VNI's link). A released gateway MAC left in the bridge
 /// keeps FRR advertising it (EVPN type-2) from the old owner; with a shared virtual MAC that

@@ -268,17 +268,20 @@ impl PlanReport {
     }
 }
 
-/// The moves from candidates `now` to candidates `then` over `vnis`.
+/// The moves from candidates `now` to candidates `then` over `vnis`, under `rule`.
 pub fn plan(
+    rule: crate::assign::Rule,
     vnis: crate::types::VniRange,
     now: &std::collections::BTreeSet<crate::types::Uid>,
     then: &std::collections::BTreeSet<crate::types::Uid>,
 ) -> PlanReport {
-    use crate::assign::owner;
+    let owner = |vni, set: &std::collections::BTreeSet<crate::types::Uid>| {
+        rule.owner(vni, set.iter().copied())
+    };
     let mut groups: std::collections::BTreeMap<(String, String), Vec<u32>> = Default::default();
     for vni in vnis.iter() {
-        let a = owner(vni, now.iter().copied());
-        let b = owner(vni, then.iter().copied());
+        let a = owner(vni, now);
+        let b = owner(vni, then);
         if a != b {
             let name = |u: Option<crate::types::Uid>| u.map_or("none".into(), |u| u.to_string());
             groups.entry((name(a), name(b))).or_default().push(vni.0);

@@ -41,8 +41,9 @@
 //! Flags: bit 0 `LEAVING` (the sender is stopping: drop it now), bit 1 `STARTING` (the sender is in
 //! its start-up hold-down, or otherwise not a candidate, and owns nothing), bit 2 `SETTLING` (the
 //! sender is applying a change to the kernel right now: this heartbeat does not confirm a
-//! takeover). Other bits are reserved: sent as 0, ignored on receipt so that later versions can
-//! add hints without breaking this one.
+//! takeover), bits 3–4 the sender's phase of leaving `--go-compat` (0: not leaving it, 1: ready
+//! to, 2: owning under both rules, 3: left it; docs/operations.md). Other bits are reserved: sent
+//! as 0, ignored on receipt so that later versions can add hints without breaking this one.
 //!
 //! A datagram of exactly 8 bytes is the original Go wmgwd2's heartbeat (the UID, big-endian) and
 //! decodes as [`Frame::Legacy`].
@@ -64,6 +65,12 @@ pub const AUTH_HMAC_SHA256: u8 = 1;
 pub const SIGNED_LEN: usize = FRAME_LEN + crate::auth::MAC_LEN;
 /// Length of the original program's frame.
 pub const LEGACY_LEN: usize = 8;
+/// Where the Go original listens, and where `--go-compat` sends its 8-byte frames: it binds this
+/// address itself (not 0.0.0.0), so nothing else reaches it.
+pub const LEGACY_DESTINATION: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 0, 1, 255), 3000);
+/// The Go original's heartbeat interval, which `--go-compat`'s 8-byte frames keep.
+pub const LEGACY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The largest datagram worth reading (the UDP payload of one 1500-byte Ethernet frame);
 /// anything longer is truncated by the receiver and rejected.
 pub const MAX_DATAGRAM: usize = 1472;
@@ -98,6 +105,10 @@ pub const FLAG_STARTING: u8 = 0x02;
 /// of the takeover (the sender may not even have read the LEAVING yet).
 pub const FLAG_SETTLING: u8 = 0x04;
 
+/// Bits 3–4: the sender's phase of leaving `--go-compat` (see [`Heartbeat::compat_phase`]).
+pub const COMPAT_PHASE_SHIFT: u8 = 3;
+pub const COMPAT_PHASE_MASK: u8 = 0x18;
+
 /// A version-1 heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -122,6 +133,11 @@ impl Heartbeat {
     }
     pub fn settling(&self) -> bool {
         self.flags & FLAG_SETTLING != 0
+    }
+    /// The sender's phase of leaving `--go-compat`: 0 not leaving (or not in it), 1 ready, 2
+    /// owning under both rules, 3 left.
+    pub fn compat_phase(&self) -> u8 {
+        (self.flags & COMPAT_PHASE_MASK) >> COMPAT_PHASE_SHIFT
     }
     /// The hold time it asks for, clamped to [`MAX_HOLD_MS`].
     pub fn hold(&self) -> std::time::Duration {

@@ -62,6 +62,8 @@ fn good() -> Host {
             netmask: Ipv4Addr::new(255, 255, 255, 0),
         }],
         port_free: true,
+        peer_routes: vec![],
+        keyed: false,
     }
 }
 
@@ -166,4 +168,95 @@ fn ipv6_interfaces_count_and_need_an_ipv6_address() {
         "{text:#?}"
     );
     assert!(!has("missing"), "{text:#?}");
+}
+
+fn with(args: &[&str]) -> Config {
+    Config::parse_from(
+        ["wmgwd2", "--minvni", "1", "--maxvni", "4"]
+            .iter()
+            .chain(args),
+    )
+    .unwrap()
+}
+
+#[test]
+fn peers_need_a_route_each_and_a_key() {
+    let cfg = with(&[
+        "--peer", "10.0.2.2", "--peer", "10.0.3.2", "--peer", "10.0.1.7",
+    ]);
+    let mut h = good();
+    // The broadcast segment does not matter with peers: eth0 has no address on it.
+    h.addrs[0].addr = Ipv4Addr::new(192, 0, 2, 7);
+    h.peer_routes = vec![
+        (
+            "10.0.2.2:3000".parse().unwrap(),
+            Ok(("10.0.1.7".parse().unwrap(), Some("eth0".into()))),
+        ),
+        (
+            "10.0.3.2:3000".parse().unwrap(),
+            Err("Network is unreachable (os error 101)".into()),
+        ),
+        (
+            "10.0.1.7:3000".parse().unwrap(),
+            Ok(("10.0.1.7".parse().unwrap(), Some("eth0".into()))),
+        ),
+    ];
+    let f = judge(&cfg, &h);
+    let all: Vec<String> = f.iter().map(|f| f.to_string()).collect();
+    let all = all.join("\n");
+    for want in [
+        "ok    --peer 10.0.2.2:3000 is routed, from 10.0.1.7",
+        "ERROR --peer 10.0.3.2:3000 has no route: Network is unreachable",
+        "ok    --peer 10.0.1.7:3000 is this gateway's own address",
+        "warn  --peer without --key-file",
+        "ok    no --bind-interface: the peers' frames are accepted on any interface",
+    ] {
+        assert!(all.contains(want), "no {want:?} in\n{all}");
+    }
+    assert!(!all.contains("--broadcast"), "{all}");
+    assert_eq!(errors(&f).len(), 1, "{all}");
+
+    // Routed everywhere, keyed: nothing to say but ok.
+    let _unrouted = h.peer_routes.remove(1);
+    h.keyed = true;
+    let bound = with(&[
+        "--peer",
+        "10.0.2.2",
+        "--peer",
+        "10.0.1.7",
+        "--bind-interface",
+        "eth0",
+    ]);
+    let f = judge(&bound, &h);
+    assert!(f.iter().all(|f| f.level == Level::Ok), "{f:#?}");
+    // The routes reach a peer from another interface than the heartbeat one: said.
+    h.peer_routes[0].1 = Ok(("192.0.2.1".parse().unwrap(), Some("eth1".into())));
+    let f = judge(&bound, &h);
+    let all: Vec<String> = f.iter().map(|f| f.to_string()).collect();
+    let want = "warn  --peer 10.0.2.2:3000 is routed from 192.0.2.1 on eth1, not on --bind-interface eth0: heartbeats leave through the latter";
+    assert!(all.iter().any(|l| l == want), "{all:#?}");
+}
+
+#[test]
+fn ipv6_group_heartbeats_need_no_ipv4_segment() {
+    let mut h = good();
+    h.addrs.clear();
+    h.sysctls
+        .insert(("eth0".into(), "ipv6.disable_ipv6".into()), 0);
+    let v6 = with(&["--ipv6", "--bind-interface", "eth0"]);
+    let f = judge(&v6, &h);
+    assert!(f.iter().all(|f| f.level == Level::Ok), "{f:#?}");
+    assert!(
+        f.iter()
+            .any(|f| f.text == "heartbeats to IPv6 group ff02::6d67 on eth0"),
+        "{f:#?}"
+    ); // IPv6 off on the interface, or on the host: the daemon could not join the group.
+    h.sysctls
+        .insert(("eth0".into(), "ipv6.disable_ipv6".into()), 1);
+    let e = errors(&judge(&v6, &h)).join("\n");
+    assert!(e.starts_with("IPv6 is disabled on eth0"), "{e}");
+    h.sysctls
+        .remove(&("eth0".to_owned(), "ipv6.disable_ipv6".to_owned()));
+    let e = errors(&judge(&v6, &h)).join("\n");
+    assert!(e.starts_with("no IPv6 on eth0"), "{e}");
 }

@@ -135,6 +135,37 @@ fn every_flag_is_read() {
     assert_eq!(c.verbose, 2);
 }
 
+/// `--go-compat`: the original's rule, a hold-down of at least two of its intervals, and no key
+/// (its frames cannot be signed).
+#[test]
+fn go_compat() {
+    use wmgwd2::assign::Rule;
+    let plain = ok(&["--interval=100ms"]);
+    assert!(!plain.go_compat);
+    assert_eq!(plain.rule(), Rule::SipHash);
+    assert_eq!(plain.hold_down(), ms(300));
+    let c = ok(&["--go-compat", "--interval=100ms"]);
+    assert!(c.go_compat);
+    assert_eq!(c.rule(), Rule::GoCompat);
+    assert_eq!(c.hold_down(), s(2));
+    assert_eq!(ok(&["--go-compat", "--hold-down=5"]).hold_down(), s(5));
+    rejected(&["--go-compat", "--key-file=/dev/null"], "--key-file");
+    rejected(&["--go-compat", "--peer=10.0.2.1"], "--peer");
+    rejected(
+        &["--go-compat", "--ipv6", "--bind-interface=eth0"],
+        "--ipv6",
+    );
+    assert_eq!(c.go_compat_exit, None);
+    let e = ok(&["--go-compat", "--go-compat-exit=60s"]);
+    assert_eq!(e.go_compat_exit, Some(s(60)));
+    rejected(&["--go-compat-exit=60s"], "--go-compat");
+    rejected(
+        &["--go-compat", "--go-compat-exit=500ms"],
+        "--go-compat-exit",
+    );
+    rejected(&["--go-compat", "--go-compat-exit=2h"], "--go-compat-exit");
+}
+
 #[test]
 fn uid_hex_and_decimal() {
     assert_eq!(ok(&["--uid", "6699"]).uid, Some(Uid(0x1a2b)));
@@ -433,4 +464,120 @@ fn uplink_hold_down_is_never_shorter_than_the_start_up_hold_down() {
     assert_eq!(c.uplink_hold_down(), s(6));
     let c = ok(&["--uplink-hold-down", "1m"]);
     assert_eq!(c.uplink_hold_down(), s(60));
+}
+
+#[test]
+fn peers_ipv4_ipv6_with_and_without_ports() {
+    use std::net::SocketAddr;
+    let c = ok(&[
+        "--port",
+        "3005",
+        "--peer",
+        "192.0.2.7",
+        "--peer",
+        "192.0.2.8:3001",
+        "--peer",
+        "2001:db8::7,[2001:db8::8]:3002,[2001:db8::9]",
+        "--peer",
+        "::ffff:198.51.100.1",
+    ]);
+    let want: Vec<SocketAddr> = [
+        "192.0.2.7:3005",
+        "192.0.2.8:3001",
+        "[2001:db8::7]:3005",
+        "[2001:db8::8]:3002",
+        "[2001:db8::9]:3005",
+        "198.51.100.1:3005",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    assert_eq!(c.peers, want);
+    assert_eq!(c.destinations(), want);
+    assert!(c.heartbeat_v6(), "an IPv6 peer makes the socket IPv6");
+    assert_eq!(c.group(), None);
+    assert!(c.is_peer("::ffff:192.0.2.7".parse().unwrap()));
+    assert!(c.is_peer("2001:db8::8".parse().unwrap()));
+    assert!(!c.is_peer("192.0.2.9".parse().unwrap()));
+
+    let v4 = ok(&["--peer", "192.0.2.7"]);
+    assert!(!v4.heartbeat_v6(), "IPv4 peers alone: an IPv4 socket");
+    // No peers: the broadcast address, as before.
+    assert_eq!(
+        ok(&[]).destinations(),
+        vec!["10.0.1.255:3000".parse::<SocketAddr>().unwrap()]
+    );
+}
+
+#[test]
+fn bad_peers_are_refused_naming_the_flag() {
+    for bad in [
+        "0.0.0.0",
+        "::",
+        "224.0.0.18",
+        "255.255.255.255",
+        "ff02::12",
+        "10.0.0.1:0",
+        "fe80::1%eth0",
+        "10.0.0",
+        "[2001:db8::1",
+        "host.example",
+    ] {
+        rejected(&["--peer", bad], "--peer");
+    }
+    rejected(&["--peer", "10.0.0.1", "--peer", "10.0.0.1:3001"], "--peer");
+    // A link-local peer is reached on the heartbeat interface.
+    rejected(&["--peer", "fe80::2"], "--peer");
+    let c = ok(&["--peer", "fe80::2", "--bind-interface", "eth0"]);
+    assert!(c.heartbeat_v6());
+    // --broadcast and --peer say different things.
+    rejected(
+        &["--peer", "10.0.0.1", "--broadcast", "10.0.1.255"],
+        "--broadcast",
+    );
+}
+
+#[test]
+fn ipv6_heartbeats_go_to_a_link_local_group_on_the_bind_interface() {
+    let c = ok(&["--ipv6", "--bind-interface", "eth0"]);
+    assert!(c.heartbeat_v6());
+    assert_eq!(c.group(), Some(wmgwd2::cli::IPV6_GROUP));
+    assert_eq!(
+        c.destinations(),
+        vec!["[ff02::6d67]:3000".parse::<std::net::SocketAddr>().unwrap()]
+    );
+    let c = ok(&[
+        "--ipv6",
+        "--bind-interface",
+        "eth0",
+        "--ipv6-group",
+        "ff02::1:7",
+    ]);
+    assert_eq!(c.group(), Some("ff02::1:7".parse().unwrap()));
+    // With peers, the peers.
+    let c = ok(&["--ipv6", "--peer", "2001:db8::1"]);
+    assert_eq!(c.group(), None);
+    rejected(&["--ipv6"], "--bind-interface");
+    rejected(
+        &[
+            "--ipv6",
+            "--bind-interface",
+            "eth0",
+            "--ipv6-group",
+            "ff05::1",
+        ],
+        "--ipv6-group",
+    );
+    rejected(
+        &[
+            "--ipv6",
+            "--bind-interface",
+            "eth0",
+            "--ipv6-group",
+            "2001:db8::1",
+        ],
+        "--ipv6-group",
+    );
+    rejected(&["--ipv6-group", "ff02::1:7"], "--ipv6");
+    rejected(&["--ipv6", "--broadcast", "10.0.1.255"], "--broadcast");
 }

@@ -119,6 +119,10 @@ impl Kernel for Probe {
         self.0.fake.set_protodown(changes).await
     }
 
+    async fn hand_back(&self, ifindexes: &[IfIndex]) -> Vec<Result<(), KernelError>> {
+        self.0.fake.hand_back(ifindexes).await
+    }
+
     async fn flush_neighbours(&self, ifindexes: &[IfIndex]) -> Result<usize, KernelError> {
         self.0.fake.flush_neighbours(ifindexes).await
     }

@@ -12,6 +12,9 @@
 //! test runs a short failover drill (`scripts/drill.sh`'s, G = 3, V = 16). The loss labs
 //! (issue 9) drop heartbeats with nftables inside the gateways' namespaces (`wmgwd2_lab::nft`)
 //! and judge the protodown timeline of every gateway (`wmgwd2_lab::stability`).
+//! Issue 11 runs the failover cases again over a routed underlay (unicast `--peer` heartbeats,
+//! every gateway in a subnet of its own behind a router namespace, broadcast heartbeats dropped
+//! by nftables) and over IPv6 heartbeats (the link-local group, and IPv6 peers).
 
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
@@ -45,10 +48,15 @@ fn daemon(extra: &[&str]) -> DaemonConfig {
 
 /// Builds the lab, or returns `None` (after saying so) when not root.
 fn lab_up(test: &str, extra: &[&str]) -> Option<Lab> {
+    lab_on(test, &spec(), extra)
+}
+
+/// Builds the lab of `spec`, or returns `None` (after saying so) when not root.
+fn lab_on(test: &str, spec: &Spec, extra: &[&str]) -> Option<Lab> {
     if !wmgwd2_lab::root_or_skip(test) {
         return None;
     }
-    Some(Lab::up("wt", &spec(), daemon(extra)).expect("lab up"))
+    Some(Lab::up("wt", spec, daemon(extra)).expect("lab up"))
 }
 
 /// The owners the pure assignment predicts when `gws` are the live gateways.
@@ -126,8 +134,14 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
     let Some(mut lab) = lab_up("crash", &[]) else {
         return;
     };
-    let all = [1, 2, 3];
     start_all(&mut lab);
+    crash_then_rejoin(lab);
+}
+
+/// Started: converged, the owner's MAC in the client's neighbour entry; kill -9 of gw2 moves
+/// exactly its VNIs (a GARP each); its restart takes them back with an owner at every sample.
+fn crash_then_rejoin(mut lab: Lab) {
+    let all = [1, 2, 3];
     lab.wait_converged(&all, BOUND).expect("convergence");
 
     // The gateway IP answers from the owner: the client's neighbour entry carries its MAC.
@@ -195,10 +209,16 @@ fn converges_then_crash_moves_only_the_dead_gateways_vnis_then_rejoins() {
 fn sigterm_hands_over_before_the_dead_interval_and_rejoin_leaves_no_gap() {
     // A dead interval of 255 × 100 ms = 25.5 s: the peers can take over within the bound below
     // only through LEAVING, never by expiry.
-    let dead_interval = Duration::from_millis(25_500);
-    let Some(mut lab) = lab_up("sigterm", &["--dead-after", "255"]) else {
+    let Some(lab) = lab_up("sigterm", &["--dead-after", "255"]) else {
         return;
     };
+    sigterm_then_rejoin(lab);
+}
+
+/// With `--dead-after 255` (a dead interval of 25.5 s at 100 ms): gw1's SIGTERM hands its VNIs
+/// over before that, it exits 0 with every interface down, and its rejoin leaves no gap.
+fn sigterm_then_rejoin(mut lab: Lab) {
+    let dead_interval = Duration::from_millis(25_500);
     let all = [1, 2, 3];
     start_all(&mut lab);
     lab.wait_converged(&all, BOUND).expect("convergence");
@@ -443,9 +463,15 @@ fn drift_is_repaired_protodown_cleared_by_hand_and_lower_device_flap() {
 
 #[test]
 fn a_gateway_cut_off_from_the_segment_releases_everything_and_rejoins_without_gaps() {
-    let Some(mut lab) = lab_up("cut", &["--uplink-hold-down", "2s"]) else {
+    let Some(lab) = lab_up("cut", &["--uplink-hold-down", "2s"]) else {
         return;
     };
+    cut_then_restore(lab);
+}
+
+/// gw3's link goes down (`--uplink-hold-down 2s`): it releases everything, the others take its
+/// VNIs; the link returns and it takes them back, an owner for every VNI at every sample.
+fn cut_then_restore(mut lab: Lab) {
     let all = [1, 2, 3];
     start_all(&mut lab);
     lab.wait_converged(&all, BOUND).expect("convergence");
@@ -1516,4 +1542,625 @@ fn a_restart_after_a_crash_costs_no_outage_even_when_clients_went_back_to_the_cr
             back.contains(&v)
         );
     }
+}
+
+// Unicast peers over a routed underlay (issue 11): every gateway in a subnet of its own behind a
+// router namespace, heartbeats to `--peer` addresses, nftables in every gateway dropping
+// broadcast and multicast heartbeats; the same failover cases as on the segment, keyed (what
+// replaces the TTL-255 rule for routed frames, docs/security.md).
+
+const ROUTED_KEY: &str = "1 3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c\n";
+
+/// The routed lab with a key on every gateway (and `extra`), and the key's directory.
+fn routed_lab(test: &str, extra: &[&str]) -> Option<(Lab, std::path::PathBuf)> {
+    if !wmgwd2_lab::root_or_skip(test) {
+        return None;
+    }
+    if !nft::available() {
+        eprintln!("SKIPPED {test}: needs nft (apt install nftables)");
+        return None;
+    }
+    let (dir, key) = key_file(&format!("routed-{}", test.replace(' ', "-")), ROUTED_KEY);
+    let mut flags = vec!["--key-file", key.to_str().unwrap()];
+    flags.extend_from_slice(extra);
+    let lab = lab_on(test, &spec().routed(), &flags)?;
+    Some((lab, dir))
+}
+
+/// The heartbeats each gateway's nftables table saw: (broadcast or multicast dropped, unicast).
+fn routed_counters(lab: &Lab, g: usize) -> (u64, u64) {
+    let c = nft::route_counters(&lab.gw(g)).expect("nft counters");
+    (c["dropped:broadcast"], c["offered:unicast"])
+}
+
+#[test]
+fn routed_peers_converge_on_unicast_alone_and_a_crash_moves_only_the_dead_gateways_vnis() {
+    let Some((lab, dir)) = routed_lab("routed crash", &[]) else {
+        return;
+    };
+    // The gateways are in different subnets: no broadcast reaches a peer.
+    let eth0 = ip(&lab.gw(1), &["-4", "addr", "show", "dev", "eth0"]);
+    assert!(eth0.contains("10.2.1.2/24"), "{eth0}");
+    let mut lab = lab;
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("routed peers converge");
+    for g in 1..=G {
+        let (_, unicast) = routed_counters(&lab, g);
+        assert!(unicast > 0, "gw{g} received no unicast heartbeat");
+    }
+    crash_then_rejoin(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn routed_peers_sigterm_hands_over_before_the_dead_interval_and_rejoin_leaves_no_gap() {
+    let Some((lab, dir)) = routed_lab("routed sigterm", &["--dead-after", "255"]) else {
+        return;
+    };
+    sigterm_then_rejoin(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn routed_peers_a_gateway_cut_off_releases_everything_and_rejoins_without_gaps() {
+    let Some((lab, dir)) = routed_lab("routed cut", &["--uplink-hold-down", "2s"]) else {
+        return;
+    };
+    cut_then_restore(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Frames from a host that is not a listed peer count for nothing, whatever their TTL, even
+/// unkeyed: the client (routed to every gateway) sends invented UIDs and a forged LEAVING to each
+/// gateway's address, with TTL 255 and with 64; no owner changes, and the daemons count them as
+/// `not_peer`.
+#[test]
+fn routed_peers_ignore_a_host_that_is_not_listed() {
+    if !wmgwd2_lab::root_or_skip("routed not a peer") || !nft::available() {
+        eprintln!("SKIPPED routed not a peer: needs root and nft");
+        return;
+    }
+    let Some(mut lab) = lab_on("routed not a peer", &spec().routed(), &[]) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    start_all(&mut lab);
+    lab.wait_converged(&all, BOUND).expect("convergence");
+    let before = owners(&lab, &all);
+    let frames: Vec<Vec<u8>> = (0..20u64)
+        .map(|u| v1(0xc000 + u, 1, 1, 0, u32::MAX))
+        .chain([v1(0x1002, 1, u64::MAX / 2, wmgwd2::wire::FLAG_LEAVING, 300)])
+        .collect();
+    let to: Vec<String> = (1..=G)
+        .map(|g| format!("{}:3000", lab.spec.underlay_of(Some(g))))
+        .collect();
+    let sent = netns::spawn_in(&lab.client(), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        let mut n = 0;
+        for ttl in [255, 64] {
+            s.set_ttl(ttl).expect("ttl");
+            for _ in 0..5 {
+                for f in &frames {
+                    for t in &to {
+                        n += usize::from(s.send_to(f, t.as_str()).is_ok());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        n
+    })
+    .expect("enter the client namespace")
+    .join()
+    .expect("sender");
+    assert_eq!(sent, 2 * 5 * 21 * G);
+    owners_unchanged(
+        &lab,
+        &all,
+        &before,
+        Duration::from_millis(1000),
+        "frames from a host that is not a peer",
+    );
+    lab.daemons.signal(2, libc::SIGUSR1);
+    let log = lab.daemons.log(2);
+    wait(&lab, "the frames counted as not_peer", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(" status ") && l.contains("frames_rejected.not_peer=210"))
+    });
+}
+
+/// `wmgwd2 check` on a routed gateway: a route to each peer; the peer that is not routed is
+/// an error naming it.
+#[test]
+fn routed_check_finds_a_route_to_each_peer() {
+    let Some(lab) = lab_on("routed check", &spec().routed(), &[]) else {
+        return;
+    };
+    let check = |peers: &[&str]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &lab.gw(1), BIN, "check", "--uid", "0x1001"])
+            .args(["--minvni", "1", "--maxvni", &V.to_string()])
+            .args(["--bind-interface", "eth0"]);
+        for p in peers {
+            c.args(["--peer", p]);
+        }
+        let out = c.output().expect("run wmgwd2 check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = check(&["10.2.2.2", "10.2.3.2"]);
+    assert!(ok, "check failed on a routed gateway:\n{out}");
+    assert!(
+        out.contains("ok    --peer 10.2.2.2:3000 is routed, from 10.2.1.2"),
+        "{out}"
+    );
+    assert!(out.contains("warn  --peer without --key-file"), "{out}");
+    ip(&lab.gw(1), &["route", "del", "default"]);
+    let (ok, out) = check(&["10.2.2.2", "10.2.3.2"]);
+    assert!(!ok, "check passed a gateway without routes:\n{out}");
+    assert!(
+        out.contains("ERROR --peer 10.2.2.2:3000 has no route: "),
+        "{out}"
+    );
+    // The routed lab has IPv6 off everywhere: --ipv6 heartbeats could not work there.
+    let (ok, out) = check_v6(&lab, 1);
+    assert!(!ok, "check passed --ipv6 without IPv6:\n{out}");
+    assert!(out.contains("ERROR IPv6 is disabled on eth0"), "{out}");
+}
+
+/// `wmgwd2 check --ipv6 --bind-interface eth0` in gateway g's namespace.
+fn check_v6(lab: &Lab, g: usize) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.gw(g), BIN, "check", "--uid", "0x1001"])
+        .args(["--minvni", "1", "--maxvni", &V.to_string()])
+        .args(["--ipv6", "--bind-interface", "eth0"])
+        .output()
+        .expect("run wmgwd2 check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The drill of `scripts/drill.sh` over the routed lab (G = 3, V = 16): converged to the
+/// oracle's owners after every step, a GARP from every new owner, ping gaps, clean exits.
+#[test]
+fn a_short_failover_drill_over_routed_peers_passes_every_step() {
+    if !wmgwd2_lab::root_or_skip("routed drill") || !nft::available() {
+        eprintln!("SKIPPED routed drill: needs root and nft");
+        return;
+    }
+    let (dir, key) = key_file("routed-drill", ROUTED_KEY);
+    let cfg = drill::Config {
+        spec: spec().routed(),
+        daemon: DaemonConfig::wmgwd2(
+            BIN,
+            "100ms",
+            &[
+                "--uplink-hold-down",
+                "2s",
+                "--key-file",
+                key.to_str().unwrap(),
+            ],
+        ),
+        bound: Duration::from_secs(30),
+        keep_logs: false,
+    };
+    let mut out = Vec::new();
+    let passed = drill::run(&cfg, &mut out).expect("drill");
+    let out = String::from_utf8_lossy(&out);
+    println!("{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(passed, "the drill failed:\n{out}");
+}
+
+/// Heartbeats over IPv6 (issue 11): the link-local multicast group on eth0, IPv4 heartbeats
+/// dropped by nftables in every gateway; converged, then the crash case.
+#[test]
+fn ipv6_multicast_heartbeats_converge_and_a_crash_moves_only_the_dead_gateways_vnis() {
+    if !wmgwd2_lab::root_or_skip("ipv6 heartbeats") || !nft::available() {
+        eprintln!("SKIPPED ipv6 heartbeats: needs root and nft");
+        return;
+    }
+    let Some(mut lab) = lab_on("ipv6 heartbeats", &spec().ipv6(), &[]) else {
+        return;
+    };
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("IPv6 heartbeats converge");
+    for g in 1..=G {
+        let c = nft::v6_counters(&lab.gw(g)).expect("nft counters");
+        assert!(
+            c["offered:ipv6"] > 0,
+            "gw{g} received no IPv6 heartbeat: {c:?}"
+        );
+    }
+    crash_then_rejoin(lab);
+}
+
+#[test]
+fn ipv6_multicast_heartbeats_sigterm_hands_over_before_the_dead_interval() {
+    if !wmgwd2_lab::root_or_skip("ipv6 sigterm") || !nft::available() {
+        eprintln!("SKIPPED ipv6 sigterm: needs root and nft");
+        return;
+    }
+    let Some(lab) = lab_on("ipv6 sigterm", &spec().ipv6(), &["--dead-after", "255"]) else {
+        return;
+    };
+    let (ok, out) = check_v6(&lab, 1);
+    assert!(ok, "check failed on an IPv6 gateway:\n{out}");
+    assert!(
+        out.contains("ok    heartbeats to IPv6 group ff02::6d67 on eth0"),
+        "{out}"
+    );
+    sigterm_then_rejoin(lab);
+}
+
+/// IPv6 unicast peers: the IPv6 lab's gateways with `--peer` for every gateway's global IPv6
+/// address, each its own among them (one list for the whole fleet; its frames to itself come
+/// back and change nothing); IPv4 heartbeats dropped. Converged, then the crash case.
+#[test]
+fn ipv6_unicast_peers_with_one_list_for_the_fleet_converge_and_survive_a_crash() {
+    if !wmgwd2_lab::root_or_skip("ipv6 peers") || !nft::available() {
+        eprintln!("SKIPPED ipv6 peers: needs root and nft");
+        return;
+    }
+    let peers: Vec<String> = (1..=G).map(|g| plan::underlay_ip6(g).to_string()).collect();
+    let list = peers.join(",");
+    let Some(mut lab) = lab_on("ipv6 peers", &spec().ipv6(), &["--peer", &list]) else {
+        return;
+    };
+    start_all(&mut lab);
+    lab.wait_converged(&[1, 2, 3], BOUND)
+        .expect("IPv6 peers converge");
+    for g in 1..=G {
+        let c = nft::v6_counters(&lab.gw(g)).expect("nft counters");
+        assert!(
+            c["offered:ipv6"] > 0,
+            "gw{g} received no IPv6 heartbeat: {c:?}"
+        );
+    }
+    // Its own address in the list costs nothing: no frame rejected, no UID conflict.
+    lab.daemons.signal(1, libc::SIGUSR1);
+    let log = lab.daemons.log(1);
+    let mut status = String::new();
+    wait(&lab, "gw1's status line", || {
+        status = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .rfind(|l| l.contains(" status "))
+            .unwrap_or_default()
+            .to_owned();
+        !status.is_empty()
+    });
+    assert!(!status.contains("frames_rejected"), "{status}");
+    assert!(!status.contains("uid_conflicts"), "{status}");
+    crash_then_rejoin(lab);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rolling upgrade from the Go original (`--go-compat`, issue 11): the real Go binary from
+// ../shared/interop/ beside ours, gateway by gateway.
+
+/// The Go original, next to the repository (as CI has it). Missing: a failure under CI=true,
+/// otherwise the test says it was skipped.
+fn go_original(test: &str) -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/interop/wmgwd2-go");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true and the Go original is not at {}",
+        p.display()
+    );
+    eprintln!("SKIPPED {test}: the Go original is not at {}", p.display());
+    None
+}
+
+/// How long a settled owner map must stay as it is: longer than the original's dead interval,
+/// so that nothing that would expire someone is still under way.
+const SETTLED_FOR: Duration = Duration::from_secs(4);
+
+/// Waits until every VNI has exactly the owner the original's rule names among `live` (read from
+/// the kernels of `live`), then checks that it stays so for [`SETTLED_FOR`]. Returns how long
+/// the convergence took.
+fn settle_exactly_one_owner(lab: &Lab, live: &[usize], what: &str) -> Duration {
+    let took = lab
+        .wait(&format!("{what}: one owner per VNI"), BOUND, || {
+            Ok(owners(lab, live) == lab.expected(live))
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{what}: {e}; owners {:?}, expected {:?}",
+                owners(lab, live),
+                lab.expected(live)
+            )
+        });
+    let t0 = Instant::now();
+    while t0.elapsed() < SETTLED_FOR {
+        let now = owners(lab, live);
+        assert_eq!(
+            now,
+            lab.expected(live),
+            "{what}: the settled owners changed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    took
+}
+
+/// kill -9 of gateway `c`: the survivors take exactly its VNIs (no other VNI changes hands on the
+/// way); then it is started again as it was, and everything settles back. Returns the takeover
+/// time.
+fn crash_moves_only_its_vnis(
+    lab: &mut Lab,
+    all: &[usize],
+    c: usize,
+    cfg: &DaemonConfig,
+) -> Duration {
+    let before = lab.expected(all);
+    let moved: BTreeSet<u32> = before
+        .iter()
+        .filter(|(_, o)| o == &&vec![c])
+        .map(|(&v, _)| v)
+        .collect();
+    assert!(!moved.is_empty(), "gw{c} owns nothing to move");
+    let survivors: Vec<usize> = all.iter().copied().filter(|&g| g != c).collect();
+    lab.act(Event::Crash, c).expect("kill -9");
+    let took = wait(lab, &format!("takeover after gw{c} crashed"), || {
+        let now = owners(lab, &survivors);
+        for (vni, o) in &now {
+            if !moved.contains(vni) {
+                assert_eq!(o, &before[vni], "vni {vni} moved but gw{c} did not own it");
+            }
+        }
+        now == lab.expected(&survivors)
+    });
+    lab.start_as(c, cfg).expect("restart");
+    settle_exactly_one_owner(lab, all, &format!("gw{c} restarted"));
+    took
+}
+
+/// The client reaches VNI `vni`'s gateway IP, and its neighbour entry is the owner's MAC.
+fn client_reaches_owner(lab: &Lab, vni: u32) {
+    let owner = lab.expected(&[1, 2, 3])[&vni][0];
+    let mac = lab.ifaces(owner).expect("links")[&vni].mac.clone();
+    let target = plan::gateway_ip(vni);
+    let pinger = Pinger::start(
+        &lab.client(),
+        &[target],
+        Duration::from_millis(100),
+        lab.epoch,
+    )
+    .expect("pinger");
+    wait(lab, &format!("a ping reply from {target}"), || {
+        !pinger.replies(target).is_empty()
+    });
+    drop(pinger);
+    let neigh = ip(&lab.client(), &["neigh", "show", &target.to_string()]);
+    assert!(
+        neigh.contains(&mac),
+        "vni {vni}: neighbour {neigh:?}, owner gw{owner}'s mac {mac}"
+    );
+}
+
+/// The protodown reason bits of gateway g's `vrrp4-*` links, by VNI (only those with any).
+fn reasons(lab: &Lab, g: usize) -> std::collections::BTreeMap<u32, serde_json::Value> {
+    let json = ip(&lab.gw(g), &["-j", "-d", "link", "show"]);
+    let links: serde_json::Value = serde_json::from_str(&json).expect("ip -j");
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let vni = l["ifname"].as_str()?.strip_prefix("vrrp4-")?.parse().ok()?;
+            let r = l.get("proto_down_reason")?;
+            Some((vni, r.clone()))
+        })
+        .collect()
+}
+
+/// Go-Go-Go → Go-Go-Rust → Go-Rust-Rust → Rust-Rust-Rust, one gateway at a time (the original
+/// stopped with SIGTERM, ours started at once with --go-compat): at every step, once settled,
+/// every VNI has exactly the owner the original's rule names, and a kill -9 of any one gateway
+/// (Go or Rust) moves only its VNIs. Then the rollback of one gateway, Rust → Go: our stop leaves
+/// protodown on without our reason bit, and the original serves that gateway's VNIs again.
+#[test]
+fn go_fleet_rolling_upgrade_crashes_and_rollback() {
+    let test = "go_fleet_rolling_upgrade";
+    if !wmgwd2_lab::root_or_skip(test) {
+        return;
+    }
+    let Some(go_bin) = go_original(test) else {
+        return;
+    };
+    let go = DaemonConfig::go_original(&go_bin);
+    let dir = std::env::temp_dir().join(format!("wmgwd2-go-compat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_arg = format!("{}/gw{{g}}.sock", dir.display());
+    let sock = |g: usize| format!("{}/gw{g}.sock", dir.display());
+    let rust = daemon(&["--go-compat", "--control-socket", &sock_arg]);
+    let mut lab = Lab::up("wgo", &spec(), rust.clone()).expect("lab up");
+    lab.oracle = oracle::Oracle::GoCompat;
+    let all = [1, 2, 3];
+    let mut kinds = ["go", "go", "go"];
+    for g in all {
+        lab.start_as(g, &go).expect("start the original");
+    }
+    let took = settle_exactly_one_owner(&lab, &all, "Go-Go-Go");
+    eprintln!("FIGURE fleet=go-go-go start_to_one_owner={took:?}");
+    let t = crash_moves_only_its_vnis(&mut lab, &all, 1, &go);
+    eprintln!("FIGURE fleet=go-go-go crash=gw1(go) takeover={t:?}");
+
+    for (step, g) in [3, 2, 1].into_iter().enumerate() {
+        // The original hands over by going silent for 3 s, then turns every interface ON and
+        // exits (its flaw); ours puts them all down at its start.
+        let acted = lab.act(Event::Stop, g).expect("SIGTERM the original");
+        let (exit, _) = acted.exit.expect("exit");
+        assert!(exit.success(), "the original on gw{g} exited {exit}");
+        lab.start_as(g, &rust).expect("start ours");
+        kinds[g - 1] = "rust";
+        let fleet = kinds.join("-");
+        let took = settle_exactly_one_owner(&lab, &all, &fleet);
+        eprintln!(
+            "FIGURE fleet={fleet} step={} replaced=gw{g} one_owner_after={took:?}",
+            step + 1
+        );
+        if step == 1 {
+            // Go-Rust-Rust: the client reaches a VNI the original serves and one ours serves.
+            let e = lab.expected(&all);
+            let of = |gw: usize| *e.iter().find(|(_, o)| o == &&vec![gw]).expect("a vni").0;
+            client_reaches_owner(&lab, of(1));
+            client_reaches_owner(&lab, of(2));
+            // A drained gateway of ours is no candidate, so it falls silent to the original,
+            // which drops it: its VNIs go to gw1 (the original) and gw3 (ours), make before
+            // break, and come back on undrain.
+            // The gateway that lets go is read before the one that takes: a make-before-break handover
+            // read the other way round would look like a gap.
+            for (command, live, read) in [
+                ("drain", vec![1, 3], [2, 1, 3]),
+                ("undrain", vec![1, 2, 3], [1, 3, 2]),
+            ] {
+                cli_json(&sock(2), &[command]);
+                let want = lab.expected(&live);
+                wait(&lab, &format!("{command} of gw2"), || {
+                    let now = owners(&lab, &read);
+                    for (vni, o) in &now {
+                        assert!(!o.is_empty(), "vni {vni} had no owner during the {command}");
+                    }
+                    now == want
+                });
+                settle_exactly_one_owner(&lab, &live, &format!("{fleet}, gw2 {command}ed"));
+            }
+        }
+        // A crash of one gateway of each kind still present.
+        for c in [g, 1] {
+            let cfg = if kinds[c - 1] == "go" { &go } else { &rust };
+            let t = crash_moves_only_its_vnis(&mut lab, &all, c, cfg);
+            eprintln!(
+                "FIGURE fleet={fleet} crash=gw{c}({}) takeover={t:?}",
+                kinds[c - 1]
+            );
+            if c == g && kinds[0] == "rust" {
+                break;
+            }
+        }
+    }
+
+    // Rollback of gw1, Rust → Go. Our stop: peers take over, and gw1's interfaces are down
+    // without our reason bit.
+    let acted = lab.act(Event::Stop, 1).expect("SIGTERM ours");
+    let (exit, _) = acted.exit.expect("exit");
+    assert!(exit.success(), "ours on gw1 exited {exit}");
+    wait(&lab, "takeover after our stop", || {
+        owners(&lab, &[2, 3]) == lab.expected(&[2, 3])
+    });
+    for (vni, i) in lab.ifaces(1).expect("links") {
+        assert!(i.protodown, "our stop left vrrp4-{vni} without protodown");
+    }
+    assert_eq!(
+        reasons(&lab, 1),
+        Default::default(),
+        "reason bits left behind"
+    );
+    let logged = std::fs::read_to_string(lab.daemons.log(1))
+        .unwrap_or_default()
+        .len();
+    lab.start_as(1, &go).expect("start the original again");
+    let took = settle_exactly_one_owner(&lab, &all, "rollback go-rust-rust");
+    eprintln!("FIGURE fleet=go-rust-rust rollback=gw1 one_owner_after={took:?}");
+    let log = std::fs::read_to_string(lab.daemons.log(1)).unwrap_or_default();
+    assert!(
+        log.len() > logged && log[logged..].contains("ToggleProtodown"),
+        "the original's log says nothing of protodown: {}",
+        &log[logged..]
+    );
+    assert!(
+        !log[logged..].contains("device or resource busy"),
+        "the original could not clear protodown after our stop"
+    );
+
+    // The way out of compat mode, without an outage: gw1 ours again, then every gateway
+    // restarted with --go-compat-exit, one at a time. Until all allow it, the original's rule;
+    // then all switch to SipHash together (owning under both rules in between), and at no
+    // sampled moment is a VNI without an owner. The quiet period (20 s) outlasts the restarts,
+    // so that all three are members when the barrier opens.
+    let exit = daemon(&["--go-compat", "--go-compat-exit", "20s"]);
+    let logged: Vec<usize> = all
+        .iter()
+        .map(|&g| {
+            std::fs::read_to_string(lab.daemons.log(g))
+                .unwrap_or_default()
+                .len()
+        })
+        .collect();
+    let acted = lab.act(Event::Stop, 1).expect("SIGTERM the original");
+    assert!(acted.exit.expect("exit").0.success());
+    lab.start_as(1, &exit).expect("start ours");
+    settle_exactly_one_owner(&lab, &all, "gw1 ours again, exit allowed");
+    let acted = lab.act(Event::Stop, 2).expect("SIGTERM gw2");
+    assert!(acted.exit.expect("exit").0.success());
+    lab.start_as(2, &exit).expect("restart gw2");
+    settle_exactly_one_owner(&lab, &all, "gw2 allows the exit too");
+    let acted = lab.act(Event::Stop, 3).expect("SIGTERM gw3");
+    assert!(acted.exit.expect("exit").0.success());
+    let t0 = lab.start_as(3, &exit).expect("restart gw3").at;
+    settle_exactly_one_owner(&lab, &all, "gw3 allows the exit too");
+    // The switch, seen by the client: every gateway IP pinged every 20 ms (a handover between two
+    // gateways shows as a gap in its replies; reading three kernels one after the other cannot
+    // tell a make-before-break handover from a gap).
+    let targets: Vec<_> = spec().vni_range().map(plan::gateway_ip).collect();
+    let pinger = Pinger::start(
+        &lab.client(),
+        &targets,
+        Duration::from_millis(20),
+        lab.epoch,
+    )
+    .expect("pinger");
+    wait(&lab, "a reply from every gateway IP", || {
+        targets.iter().all(|&t| !pinger.replies(t).is_empty())
+    });
+    let e0 = lab.since_epoch(Instant::now());
+    lab.oracle = oracle::Oracle::Assign;
+    lab.wait("every gateway on SipHash", Duration::from_secs(60), || {
+        Ok(owners(&lab, &all) == lab.expected(&all))
+    })
+    .expect("the fleet left go-compat");
+    eprintln!(
+        "FIGURE go-compat exit: gw3 restarted -> every VNI on its SipHash owner {:?}",
+        t0.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let e1 = lab.since_epoch(Instant::now());
+    let mut worst = Duration::ZERO;
+    for &t in &targets {
+        let gap = wmgwd2_lab::analysis::max_gap(&pinger.replies(t), e0, e1);
+        worst = worst.max(gap);
+        assert!(
+            gap < Duration::from_millis(300),
+            "{t}: a ping gap of {gap:?} while leaving go-compat"
+        );
+    }
+    drop(pinger);
+    eprintln!("FIGURE go-compat exit: longest ping gap of 16 gateway IPs at 20 ms: {worst:?}");
+    // Each went through the barrier itself (its own log; the kernels above are the proof).
+    for g in all {
+        let log = std::fs::read_to_string(lab.daemons.log(g)).unwrap_or_default();
+        let log = &log[logged[g - 1]..];
+        assert!(
+            log.contains("owning under both rules") && log.contains("go-compat left"),
+            "gw{g} did not pass the phases"
+        );
+    }
+    settle_exactly_one_owner(&lab, &all, "left go-compat");
+    for g in all {
+        assert!(lab.daemons.alive(g), "gw{g} died");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

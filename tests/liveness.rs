@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use wmgwd2::liveness::{Liveness, Observation, PeerState, Refusal, LEGACY_HOLD};
+use wmgwd2::liveness::{Liveness, Observation, PeerState, Refusal, GO_START, LEGACY_HOLD};
 use wmgwd2::types::Uid;
 use wmgwd2::wire::{self, Frame, Heartbeat, FLAG_LEAVING, FLAG_STARTING};
 
@@ -318,6 +318,47 @@ fn own_uid_elsewhere_is_a_conflict() {
         }
     );
     assert!(l.peers().is_empty(), "we never list ourselves as a peer");
+}
+
+/// `--go-compat`: a legacy peer first heard after the presumption window has just started (the
+/// original owns nothing for its first 3 s): alive, a candidate only `GO_START` after its first
+/// frame; one first heard inside the window ran before us: a candidate at once.
+#[test]
+fn go_compat_legacy_peers_start_unless_presumed_running() {
+    assert_eq!(GO_START, Duration::from_secs(3));
+    let t0 = std::time::Instant::now();
+    let mut l = Liveness::new(ME, MY_INC).with_legacy_start(GO_START);
+    l.presume_legacy_running_until(t0 + ms(1500));
+    let legacy = |uid| Frame::Legacy { uid };
+    assert_eq!(
+        l.observe(&legacy(PEER), addr(), t0 + ms(1499)),
+        Observation::Joined {
+            uid: PEER,
+            starting: false
+        }
+    );
+    assert_eq!(
+        l.observe(&legacy(OTHER), addr(), t0 + ms(1500)),
+        Observation::Joined {
+            uid: OTHER,
+            starting: true
+        }
+    );
+    assert_eq!(ready_peers(&l), vec![PEER]);
+    // Its promotion is a deadline of the table, and refreshing frames do not promote it.
+    assert_eq!(l.peers()[&OTHER].ready_at, Some(t0 + ms(1500) + GO_START));
+    l.observe(&legacy(OTHER), addr(), t0 + ms(2500));
+    l.observe(&legacy(PEER), addr(), t0 + ms(2500));
+    assert_eq!(l.next_deadline(), Some(t0 + ms(1500) + GO_START));
+    assert_eq!(l.promote(t0 + ms(1500) + GO_START - NS), Vec::<Uid>::new());
+    assert_eq!(l.promote(t0 + ms(1500) + GO_START), vec![OTHER]);
+    assert_eq!(ready_peers(&l), vec![PEER, OTHER]);
+    assert_eq!(l.promote(t0 + ms(9000)), Vec::<Uid>::new());
+    // One that dies while starting was never a candidate: not reported dead.
+    let mut l = Liveness::new(ME, MY_INC).with_legacy_start(GO_START);
+    l.observe(&legacy(PEER), addr(), t0);
+    assert_eq!(l.expire(t0 + LEGACY_HOLD), Vec::<Uid>::new());
+    assert!(l.peers().is_empty());
 }
 
 #[test]

@@ -216,6 +216,46 @@ fn a_foreign_reason_bit_is_reported_busy_and_ours_is_still_cleared() {
     assert_eq!(j["proto_down_reason"], serde_json::json!(["7"]), "{j}");
 }
 
+/// `--go-compat`'s stop: protodown on with our reason bit cleared, so that a program that never
+/// sends a reason (the Go original: a plain IFLA_PROTO_DOWN 0) can clear protodown afterwards;
+/// another program's bit is left as it was.
+#[test]
+fn hand_back_leaves_protodown_on_without_our_reason_bit() {
+    let Some(ns) = Netns::new("handback") else {
+        return;
+    };
+    macvlans(&ns.0, 2);
+    ip(&ns.0, "link set m2 protodown_reason 7 on");
+    let results = ns.run(|_| {
+        Box::pin(async {
+            let (k, _ev) = NetlinkKernel::open(REASON_BIT).expect("open");
+            let snap = k.snapshot().await.expect("snapshot");
+            let names = by_name(&snap.links);
+            let (m1, m2) = (names["m1"].ifindex, names["m2"].ifindex);
+            // As the daemon leaves them while running: down with our bit; m1 also owned (up) once.
+            for r in k.set_protodown(&[(m1, true), (m2, true)]).await {
+                r.expect("on");
+            }
+            k.hand_back(&[m1, m2, IfIndex(999_999)]).await
+        })
+    });
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[2], Err(KernelError::NoDevice { .. })),
+        "{results:?}"
+    );
+    let j = link_json(&ns.0, "m1");
+    assert_eq!(j["proto_down"], true, "{j}");
+    assert!(j.get("proto_down_reason").is_none(), "{j}");
+    let j = link_json(&ns.0, "m2");
+    assert_eq!(j["proto_down"], true, "{j}");
+    assert_eq!(j["proto_down_reason"], serde_json::json!(["7"]), "{j}");
+    // What the original does to take it over: a plain clear, no reason. It works on m1.
+    ip(&ns.0, "link set m1 protodown off");
+    let j = link_json(&ns.0, "m1");
+    assert_ne!(j["proto_down"], true, "{j}");
+}
+
 #[test]
 fn fdb_flush_removes_the_gateway_mac_learnt_on_the_bridge_port() {
     let Some(ns) = Netns::new("fdb") else {
@@ -457,7 +497,7 @@ fn heartbeat_socket_sends_with_ttl_255_and_reports_ttl_and_ingress() {
     let (ours, theirs, lo) = ns.run(|_| {
         Box::pin(async {
             let lo = IfIndex(1);
-            let sock = wmgwd2::announce::heartbeat_socket(3999, None).expect("socket");
+            let sock = wmgwd2::announce::heartbeat_socket(&v4_socket(3999, None)).expect("socket");
             let mut buf = [0u8; 64];
             // Our own frame, looped back: TTL 255.
             sock.send_to(b"ours", "127.0.0.1:3999").await.expect("send");
@@ -545,4 +585,104 @@ fn ipv6_addresses_are_read_once_usable() {
     assert!(has("2001:db8:1::1", false, m1), "{seen:?}");
     assert!(has("2001:db8:2::2", false, m2), "tentative: {seen:?}");
     assert!(!has("2001:db8:2::2", true, m2), "tentative: {seen:?}");
+}
+
+fn v4_socket(port: u16, device: Option<&str>) -> wmgwd2::announce::SocketSpec {
+    wmgwd2::announce::SocketSpec {
+        port,
+        device: device.map(str::to_owned),
+        v6: false,
+        group: None,
+    }
+}
+
+/// The IPv6 heartbeat socket for real: dual-stack for a peer list (an IPv4 sender is reported
+/// as IPv4, with its TTL; an IPv6 one with its hop limit), and on a group, joined on its
+/// interface, hop limit 255 out, each frame read with its hop limit and ingress interface.
+#[test]
+fn ipv6_heartbeat_socket_is_dual_stack_and_joins_its_group_with_hop_limit_255() {
+    use std::net::{IpAddr, SocketAddr};
+    use wmgwd2::announce::{destination, heartbeat_socket, recv, SocketSpec};
+    let Some(ns) = Netns::new("heartbeat_socket_v6") else {
+        return;
+    };
+    let n = &ns.0;
+    // No duplicate address detection: the link-local addresses are usable at once.
+    let st = Command::new("ip")
+        .args(["netns", "exec", n, "sh", "-ec"])
+        .arg("echo 0 > /proc/sys/net/ipv6/conf/default/accept_dad; echo 0 > /proc/sys/net/ipv6/conf/all/accept_dad")
+        .status()
+        .expect("sysctl");
+    assert!(st.success());
+    ip(n, "link set lo up");
+    ip(n, "link add va type veth peer name vb");
+    ip(n, "link set va up");
+    ip(n, "link set vb up");
+    let group: std::net::Ipv6Addr = "ff02::6d67".parse().unwrap();
+    let (peers, got) = ns.run(move |_| {
+        Box::pin(async move {
+            let mut buf = [0u8; 64];
+            // A peer list: dual-stack.
+            let dual = SocketSpec {
+                port: 3997,
+                device: None,
+                v6: true,
+                group: None,
+            };
+            let sock = heartbeat_socket(&dual).expect("dual-stack socket");
+            let v4 = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            v4.set_ttl(64).expect("ttl");
+            v4.send_to(b"four", "127.0.0.1:3997").expect("send");
+            let four = recv(&sock, &mut buf).await.expect("recv");
+            let to = destination("127.0.0.1:3997".parse().unwrap(), true);
+            sock.send_to(b"mapped", to)
+                .await
+                .expect("send to a mapped address");
+            let mapped = recv(&sock, &mut buf).await.expect("recv");
+            sock.send_to(b"six", "[::1]:3997").await.expect("send");
+            let six = recv(&sock, &mut buf).await.expect("recv");
+            // The group on va and on vb: what one sends, the other reads.
+            let spec = |dev: &str| SocketSpec {
+                port: 3998,
+                device: Some(dev.into()),
+                v6: true,
+                group: Some(group),
+            };
+            let a = heartbeat_socket(&spec("va")).expect("socket on va");
+            let b = heartbeat_socket(&spec("vb")).expect("socket on vb");
+            let mut sent = 0;
+            let got = loop {
+                a.send_to(b"hello", SocketAddr::new(IpAddr::V6(group), 3998))
+                    .await
+                    .expect("send to the group");
+                sent += 1;
+                match tokio::time::timeout(Duration::from_millis(200), recv(&b, &mut buf)).await {
+                    Ok(r) => break r.expect("recv"),
+                    Err(_) if sent < 25 => continue,
+                    Err(_) => panic!("nothing arrived on vb"),
+                }
+            };
+            let vb = nix::net::if_::if_nametoindex("vb").expect("vb");
+            ((four, mapped, six), (got, vb))
+        })
+    });
+    let (four, mapped, six) = peers;
+    assert_eq!((four.len, four.ttl), (4, Some(64)));
+    assert!(four.from.is_ipv4(), "{:?}", four.from);
+    assert_eq!((mapped.len, mapped.ttl), (6, Some(255)));
+    assert_eq!(mapped.from.ip(), IpAddr::from([127, 0, 0, 1]));
+    assert_eq!((six.len, six.ttl), (3, Some(255)));
+    assert_eq!(six.from.ip(), "::1".parse::<IpAddr>().unwrap());
+    let (got, vb) = got;
+    assert_eq!(
+        (got.len, got.ttl, got.ifindex),
+        (5, Some(255), Some(IfIndex(vb)))
+    );
+    match got.from {
+        SocketAddr::V6(a) => {
+            assert_eq!(a.ip().segments()[0], 0xfe80, "{a}");
+            assert_eq!(a.port(), 3998);
+        }
+        other => panic!("from {other}"),
+    }
 }

@@ -13,6 +13,7 @@
 //!                             `start`, kernel changes only shape what its first read finds):
 //!   start                     the first read of the kernel
 //!   hb <uid> [inc=N] [seq=N] [hold=MS] [ttl=N] [via=IFNAME] [leaving] [starting] [settling]
+//!      [phase=N]              (phase: of leaving --go-compat, flag bits 3–4)
 //!                             a heartbeat from <uid> (TTL 255, in through eth0 unless given)
 //!                             (seq defaults to one more than that uid's last)
 //!   legacy <uid>              the Go original's 8-byte frame
@@ -40,7 +41,8 @@
 //!                             garp <vnis> · resync · rebind · heartbeat-now · stop-beacon ·
 //!                             (the IPv6 interfaces' on a line of their own: `protodown on v6
 //!                             <vnis>`, `flush-fdb v6 …`, `flush-neigh v6 …`, `na <vnis>`) ·
-//!                             heartbeat <flags> · exit clean | exit still-up <vnis>
+//!                             heartbeat <flags> · hand-back <vnis> ·
+//!                             exit clean | exit still-up <vnis>
 //! expect nothing              no effect since the last check
 //! notices on                  notices to the service manager are effects too: notify ready,
 //!                             notify status <line>, notify stopping, notify watchdog
@@ -52,7 +54,9 @@
 //! owned <vnis>|none           what the core owns now
 //! active <vnis>|none          the kernel's managed links that can carry traffic
 //! active6 <vnis>|none         …the IPv6 ones
-//! stat <name>=<n>             a counter
+//! reasons <vnis>|none         the kernel's managed links with our protodown reason bit set
+//! phase <n>                   our phase of leaving --go-compat, as our heartbeats carry it
+//! stat <name>=<n>             a counter (`frames_rejected.<reason>`: one reason's)
 //! ```
 //!
 //! `<vnis>` is a list of ranges (`1-3,6`). Effects that no `expect` checked before the end of the
@@ -229,6 +233,27 @@ impl Model {
         }
     }
 
+    /// `--go-compat`'s stop: our reason bit cleared and protodown set, in one request (Linux
+    /// applies the reason first); protodown drops carrier.
+    fn hand_back(&mut self, i: IfIndex) -> Result<(), KernelError> {
+        if let Some(&errno) = self.failing.get(&i) {
+            return Err(KernelError::Errno {
+                op: KernelOp::Protodown,
+                ifindex: i,
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+        if !self.links.contains_key(&i) {
+            return Err(KernelError::NoDevice { ifindex: i });
+        }
+        self.edit(i, |l| {
+            l.reason &= !OURS;
+            l.protodown = true;
+            l.carrier = false;
+        });
+        Ok(())
+    }
+
     /// Linux's rules: our reason bit follows the request; protodown can only be cleared when no
     /// reason is left; protodown drops carrier, releasing it brings carrier back.
     fn set_protodown(&mut self, i: IfIndex, on: bool) -> Result<(), KernelError> {
@@ -387,6 +412,7 @@ impl Run {
     /// Carries out the core's effects as the shell would, with the model for a kernel, and
     /// delivers the model's events, until both are quiet.
     fn settle(&mut self) {
+        self.totals_agree();
         loop {
             while let Some(e) = self.core.poll_effect() {
                 self.execute(e);
@@ -403,6 +429,19 @@ impl Run {
             let events = std::mem::take(&mut self.model.events);
             self.core.handle(Input::Kernel(events), self.now);
         }
+    }
+
+    /// What `/metrics` renders (the report without its lists) is the full report's totals.
+    fn totals_agree(&self) {
+        let stats = Default::default();
+        let mut full = self.core.report(self.now, 1, &stats);
+        let totals = self.core.report_totals(self.now, 1, &stats);
+        full.vnis.clear();
+        full.transitions.clear();
+        assert_eq!(
+            totals, full,
+            "report_totals differs from report beyond its lists"
+        );
     }
 
     fn execute(&mut self, e: Effect) {
@@ -430,6 +469,15 @@ impl Run {
                 let results = changes
                     .iter()
                     .map(|c| self.model.set_protodown(c.ifindex, c.on))
+                    .collect();
+                self.core.handle(Input::Applied { changes, results }, now);
+            }
+            Effect::HandBack(changes) => {
+                let v = changes.iter().map(|c| self.model.vni_of(c.ifindex));
+                self.log.push(format!("hand-back {}", show_vnis(v)));
+                let results = changes
+                    .iter()
+                    .map(|c| self.model.hand_back(c.ifindex))
                     .collect();
                 self.core.handle(Input::Applied { changes, results }, now);
             }
@@ -626,6 +674,10 @@ impl Run {
                                 digest: wire::view_digest(members.iter().copied()),
                                 candidates: members.len() as u16,
                             });
+                        }
+                        // `phase=N`: the sender's phase of leaving --go-compat (flag bits 3–4).
+                        Some(("phase", v)) => {
+                            hb.flags |= v.parse::<u8>().unwrap() << wire::COMPAT_PHASE_SHIFT
                         }
                         Some(("blocked", v)) => {
                             ext.blocked = v.split(',').map(|x| Vni(x.parse().unwrap())).collect()
@@ -894,6 +946,24 @@ fn run_script(path: &Path) {
                 let want = show_vnis(parse_vnis(words[1]));
                 assert_eq!(got, want, "{name}:{line}: IPv6 active in the kernel");
             }
+            // `phase <n>`: our phase of leaving --go-compat, as our heartbeats say it.
+            "phase" => {
+                let got = (r.core.heartbeat_flags() & wire::COMPAT_PHASE_MASK)
+                    >> wire::COMPAT_PHASE_SHIFT;
+                assert_eq!(got, words[1].parse::<u8>().unwrap(), "{name}:{line}: phase");
+            }
+            // `reasons <vnis>|none`: the managed links with our protodown reason bit set.
+            "reasons" => {
+                let got = show_vnis(
+                    r.model
+                        .links
+                        .values()
+                        .filter(|l| l.ifname.starts_with("vrrp4-") && l.reason & OURS != 0)
+                        .map(|l| r.model.vni_of(l.ifindex)),
+                );
+                let want = show_vnis(parse_vnis(words[1]));
+                assert_eq!(got, want, "{name}:{line}: our reason bit in the kernel");
+            }
             "active" => {
                 let got = show_vnis(r.model.active());
                 let want = show_vnis(parse_vnis(words[1]));
@@ -933,6 +1003,10 @@ fn run_script(path: &Path) {
                     "frames_stale" => s.frames_stale,
                     "frames_refused" => s.frames_refused.values().sum(),
                     "frames_rejected" => s.frames_rejected.values().sum(),
+                    k if k.starts_with("frames_rejected.") => {
+                        let reason = &k["frames_rejected.".len()..];
+                        s.frames_rejected.get(reason).copied().unwrap_or(0)
+                    }
                     "leaves_refuted" => s.leaves_refuted,
                     "local_stalls" => s.local_stalls,
                     "socket_drops" => s.socket_drops,

@@ -1,6 +1,6 @@
 //! What a datagram must pass before it counts: it decodes; it came from the segment (TTL 255,
-//! not in through a gateway interface); and, with a key, it is signed with a known key and the
-//! signature verifies. Everything else is dropped, counted by reason, and logged (rate-limited)
+//! not in through a gateway interface), or with `--peer` from a listed peer's address (any TTL:
+//! routed); and, with a key, it is signed with a known key and the signature verifies. Everything else is dropped, counted by reason, and logged (rate-limited)
 //! with the sender's address.
 
 use std::net::SocketAddr;
@@ -48,7 +48,7 @@ impl Core {
             }
         };
         let reason = self
-            .reject(&frame, ttl, ifindex)
+            .reject(&frame, from, ttl, ifindex)
             .or_else(|| self.authenticate(bytes, &frame, sig));
         if let Some(reason) = reason {
             *self.stats.frames_rejected.entry(reason).or_default() += 1;
@@ -68,18 +68,26 @@ impl Core {
     /// was routed (TTL below 255: it was not sent on this segment, or not by a wmgwd2 of this
     /// version), or any frame that came in on a managed gateway interface (sent into an overlay,
     /// to the gateway address: a tenant, not a gateway). Legacy frames carry no TTL promise (the Go
-    /// original sends 64).
+    /// original sends 64). With `--peer`, only the listed addresses count (`not_peer`), and their
+    /// frames may have been routed: no TTL rule (the key is what proves them, docs/security.md).
     fn reject(
         &self,
         frame: &Frame,
+        from: SocketAddr,
         ttl: Option<u8>,
         ifindex: Option<IfIndex>,
     ) -> Option<&'static str> {
-        if matches!(frame, Frame::Heartbeat(_)) && ttl.is_some_and(|t| t != wire::REQUIRED_TTL) {
+        if !self.cfg.peers.is_empty() {
+            if !self.cfg.is_peer(from.ip()) {
+                return Some("not_peer");
+            }
+        } else if matches!(frame, Frame::Heartbeat(_))
+            && ttl.is_some_and(|t| t != wire::REQUIRED_TTL)
+        {
             return Some("ttl");
         }
         let i = ifindex?;
-        let managed = self.links.managed().values().any(|l| l.ifindex == i);
+        let managed = self.links.is_managed(i);
         let elsewhere = self.links.uplink_index().is_some_and(|u| u != i);
         (managed || elsewhere).then_some("interface")
     }

@@ -17,7 +17,8 @@ use crate::types::{Uid, Vni};
 use crate::wire::{self, Extensions, Frame, Heartbeat};
 
 /// A peer's frames in a row that do not list us before we take it that it does not count us
-/// alive (one alone may be the first frame after it heard us).
+/// alive (one alone may be the first frame after it heard us). They must also span our hold
+/// time (see [`Core::unseen`]).
 pub const UNSEEN_AFTER: u8 = 2;
 /// Views that differ for this many of the peer's intervals are a split.
 pub const SPLIT_AFTER_INTERVALS: u32 = 4;
@@ -145,7 +146,7 @@ impl Core {
         let about = peer.about_us.clone();
         let mut changed = false;
         // Does it count us alive?
-        if ready && about.echoes && about.missing_us >= UNSEEN_AFTER && self.readiness.ready() {
+        if ready && self.unseen(&about, now) && self.readiness.ready() {
             if self.unseen_by.insert(uid) {
                 self.stats.one_way_out += 1;
                 warn!(peer = %uid, addr = %peer.addr, "one-way loss: peer does not hear us (it counts us dead): stepping back until it does");
@@ -183,6 +184,20 @@ impl Core {
             self.reassign(now, &format!("peer {uid}'s view of us"));
             self.reconcile(now);
         }
+    }
+
+    /// Does a peer that said `about` in its frames not hear us? Its ECHO has left us out for
+    /// [`UNSEEN_AFTER`] frames in a row, and for at least our hold time: it has dropped us and,
+    /// for as long as it took it to drop us, heard none of the heartbeats we kept sending: the
+    /// one-way loss it expired us for, not a late frame of ours that it has since heard (a peer
+    /// that expired us over one delay lists us again one interval after our next frame; on a
+    /// busy host at 10 ms, stepping back for that made every gateway step back in turn).
+    fn unseen(&self, about: &crate::liveness::AboutUs, now: Instant) -> bool {
+        about.echoes
+            && about.missing_us >= UNSEEN_AFTER
+            && about
+                .missing_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.hold)
     }
 
     /// Compares `uid`'s VIEW with ours; a difference that lasts [`SPLIT_AFTER_INTERVALS`] of its
@@ -238,6 +253,17 @@ impl Core {
         candidates: &BTreeSet<Uid>,
         mine: &[Vni],
     ) -> Option<Uid> {
+        self.owner_by(self.rule(), vni, candidates, mine)
+    }
+
+    /// [`Core::owner_of`] under `rule`.
+    fn owner_by(
+        &self,
+        rule: crate::assign::Rule,
+        vni: Vni,
+        candidates: &BTreeSet<Uid>,
+        mine: &[Vni],
+    ) -> Option<Uid> {
         let able = candidates.iter().copied().filter(|u| {
             if *u == self.me {
                 !mine.contains(&vni)
@@ -245,22 +271,32 @@ impl Core {
                 self.peer_blocked.get(u).is_none_or(|b| !b.contains(&vni))
             }
         });
-        crate::assign::owner(vni, able)
-            .or_else(|| crate::assign::owner(vni, candidates.iter().copied()))
+        rule.owner(vni, able)
+            .or_else(|| rule.owner(vni, candidates.iter().copied()))
     }
 
-    /// What we own among `peers` (ready peers) when we are a candidate.
+    /// What we own among `peers` (ready peers) when we are a candidate: under both rules while
+    /// leaving `--go-compat` (its phase 2, make before break).
     pub(super) fn owned_among(&self, peers: &BTreeSet<Uid>) -> BTreeSet<Vni> {
+        if self.compat_phase == super::compat::UNION {
+            let mut both = self.owned_by(crate::assign::Rule::GoCompat, peers);
+            both.extend(self.owned_by(crate::assign::Rule::SipHash, peers));
+            return both;
+        }
+        self.owned_by(self.rule(), peers)
+    }
+
+    fn owned_by(&self, rule: crate::assign::Rule, peers: &BTreeSet<Uid>) -> BTreeSet<Vni> {
         let mine = self.unservable();
         if mine.is_empty() && self.peer_blocked.is_empty() {
-            return crate::assign::owned(self.me, peers, self.cfg.vnis());
+            return rule.owned(self.me, peers, self.cfg.vnis());
         }
         let mut all = peers.clone();
         all.insert(self.me);
         self.cfg
             .vnis()
             .iter()
-            .filter(|&v| self.owner_of(v, &all, &mine) == Some(self.me))
+            .filter(|&v| self.owner_by(rule, v, &all, &mine) == Some(self.me))
             .collect()
     }
 
@@ -350,12 +386,13 @@ impl Core {
         let mut all: BTreeSet<Uid> = self.live.ready_peers().collect();
         all.insert(self.me);
         all.insert(uid);
+        let rule = self.rule();
         let theirs: Vec<crate::types::Slot> = self
             .garps
             .active()
             .keys()
             .copied()
-            .filter(|s| crate::assign::owner(s.vni, all.iter().copied()) == Some(uid))
+            .filter(|s| rule.owner(s.vni, all.iter().copied()) == Some(uid))
             .collect();
         if theirs.is_empty() {
             return;

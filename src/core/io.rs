@@ -89,6 +89,9 @@ pub struct GarpReport {
 pub enum Effect {
     /// Set or release protodown; report with [`Input::Applied`].
     SetProtodown(Vec<Protodown>),
+    /// Protodown on with our reason bit cleared (`--go-compat`'s stop: the Go original can take
+    /// these interfaces over); report with [`Input::Applied`].
+    HandBack(Vec<Protodown>),
     /// Remove released MACs from bridges; report with [`Input::FdbFlushed`].
     FlushFdb(Vec<FdbFlush>),
     /// Delete the dynamic neighbour entries of these links; report with

@@ -3,14 +3,21 @@
 //! over, then put every managed interface down, verify that with a fresh read of the kernel (up to
 //! [`STOP_ATTEMPTS`] times), say LEAVING once more and exit.
 
-use std::time::Instant;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
 use super::{Core, Effect, Exit, Notice, Phase};
-use crate::reconcile::Protodown;
-use crate::types::Slot;
+use crate::liveness::LEGACY_HOLD;
+use crate::reconcile::{self, Protodown};
+use crate::types::{vni_ranges, Slot, Uid, Vni};
 use crate::wire::FLAG_LEAVING;
+
+/// `--go-compat`: how long after we stop sending the original's frames its gateways have taken
+/// our VNIs over: it expires us 3 s after our last frame (at most now) and runs its assignment
+/// then; 1 s more for its loop and the kernel.
+pub const GO_TAKEOVER: Duration = Duration::from_secs(LEGACY_HOLD.as_secs() + 1);
 
 /// At a stop, how many times the core asks the kernel to put every managed interface down (each
 /// time verified by a fresh read) before it gives up and exits with an error.
@@ -39,8 +46,9 @@ impl Core {
         self.phase = Phase::Leaving {
             since: now,
             deadline: now + self.cfg.leave_wait,
-            waiting: self.live.ready_peers().collect(),
+            waiting: self.version_1_peers(),
             exit: true,
+            legacy_until: self.legacy_until(now),
         };
         self.leave_if_confirmed(now);
     }
@@ -60,8 +68,9 @@ impl Core {
         self.phase = Phase::Leaving {
             since: now,
             deadline: now + self.cfg.leave_wait,
-            waiting: self.live.ready_peers().collect(),
+            waiting: self.version_1_peers(),
             exit: false,
+            legacy_until: self.legacy_until(now),
         };
         self.leave_if_confirmed(now);
     }
@@ -76,13 +85,62 @@ impl Core {
         self.effects.push_back(Effect::HeartbeatNow);
     }
 
+    /// The ready peers that can confirm a takeover: those that speak version 1.
+    fn version_1_peers(&self) -> BTreeSet<Uid> {
+        let peers = self.live.peers();
+        self.live
+            .ready_peers()
+            .filter(|u| peers.get(u).is_some_and(|p| p.incarnation.is_some()))
+            .collect()
+    }
+
+    /// `--go-compat` with ready legacy peers: until when we keep what goes to them (they learn of
+    /// our departure only by expiring us; our frames stopped when we stopped being a candidate).
+    fn legacy_until(&self, now: Instant) -> Option<Instant> {
+        let peers = self.live.peers();
+        let legacy = self
+            .live
+            .ready_peers()
+            .any(|u| peers.get(&u).is_some_and(|p| p.incarnation.is_none()));
+        (self.cfg.go_compat && legacy).then_some(now + GO_TAKEOVER)
+    }
+
+    /// While legacy peers have yet to expire us: hand version-1 peers (which confirmed, or were
+    /// waited for) their VNIs, keep those that go to legacy peers. Make before break both ways.
+    fn hand_to_version_1(&mut self, now: Instant) {
+        let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
+        let all = self.live.peers();
+        let mine = self.unservable();
+        let keep: BTreeSet<Vni> = self
+            .owned
+            .iter()
+            .copied()
+            .filter(|&v| {
+                self.owner_of(v, &peers, &mine)
+                    .is_some_and(|o| all.get(&o).is_some_and(|p| p.incarnation.is_none()))
+            })
+            .collect();
+        if keep != self.owned {
+            let released: Vec<Vni> = self.owned.difference(&keep).copied().collect();
+            info!(
+                vnis = %vni_ranges(released.iter().copied()),
+                count = released.len(),
+                kept = keep.len(),
+                "releasing the vnis of version-1 peers; keeping the Go original's until it expires us"
+            );
+            self.owned = keep;
+            self.advert_dirty = true;
+            self.reconcile(now);
+        }
+    }
+
     /// Once every peer has confirmed (or the wait is over): release everything.
     pub(super) fn leave_if_confirmed(&mut self, now: Instant) {
         let Phase::Leaving {
-            since,
             deadline,
             waiting,
-            exit,
+            legacy_until,
+            ..
         } = &self.phase
         else {
             return;
@@ -90,6 +148,23 @@ impl Core {
         if !waiting.is_empty() && now < *deadline {
             return;
         }
+        if let Some(until) = legacy_until.filter(|&t| now < t) {
+            // The version-1 wait is over; what is left is the legacy peers' (no timer before).
+            if let Phase::Leaving { deadline, .. } = &mut self.phase {
+                *deadline = until;
+            }
+            self.hand_to_version_1(now);
+            return;
+        }
+        let Phase::Leaving {
+            since,
+            waiting,
+            exit,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
         let confirmed = waiting.is_empty();
         if !confirmed {
             info!(
@@ -116,15 +191,33 @@ impl Core {
         self.release_all();
     }
 
+    /// What a stop still has to change: every managed interface down (with `--go-compat`,
+    /// down without our reason bit: [`reconcile::hand_back`]).
+    fn stop_changes(&self) -> Vec<reconcile::Protodown> {
+        if self.cfg.go_compat {
+            reconcile::hand_back(
+                self.cfg.vnis(),
+                self.links.managed(),
+                self.cfg.protodown_reason,
+            )
+        } else {
+            self.plan_changes().changes
+        }
+    }
+
     /// At a stop: every managed interface down, whatever the backoff says (the last word).
     fn release_all(&mut self) {
-        let plan = self.plan_changes();
-        if plan.changes.is_empty() {
+        let changes = self.stop_changes();
+        if changes.is_empty() {
             // Verify with a fresh read all the same: the table may be behind the kernel.
             self.effects.push_back(Effect::Resync);
         } else {
             self.applying = true;
-            self.effects.push_back(Effect::SetProtodown(plan.changes));
+            self.effects.push_back(if self.cfg.go_compat {
+                Effect::HandBack(changes)
+            } else {
+                Effect::SetProtodown(changes)
+            });
         }
     }
 
@@ -138,8 +231,8 @@ impl Core {
         else {
             return;
         };
-        let plan = self.plan_changes();
-        if !plan.changes.is_empty() && attempts < STOP_ATTEMPTS {
+        let changes = self.stop_changes();
+        if !changes.is_empty() && attempts < STOP_ATTEMPTS {
             self.phase = Phase::Stopping {
                 since,
                 confirmed,
@@ -148,7 +241,7 @@ impl Core {
             self.release_all();
             return;
         }
-        let still_up: Vec<Slot> = plan.changes.iter().map(Protodown::slot).collect();
+        let still_up: Vec<Slot> = changes.iter().map(Protodown::slot).collect();
         self.effects.push_back(Effect::SendHeartbeat {
             flags: FLAG_LEAVING,
         });

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 mod admit;
 mod apply;
+mod compat;
 mod evidence;
 mod io;
 mod leave;
@@ -63,6 +64,9 @@ enum Phase {
         deadline: Instant,
         waiting: BTreeSet<Uid>,
         exit: bool,
+        /// `--go-compat` with legacy peers: they cannot confirm, and take over only once they
+        /// have expired us; until then we keep the VNIs that go to them (see `leave.rs`).
+        legacy_until: Option<Instant>,
     },
     /// Putting every managed interface down, each attempt verified by a fresh read.
     Stopping {
@@ -100,6 +104,10 @@ pub struct Core {
     last_unservable: Vec<Vni>,
     /// The advert for the heartbeat task changed.
     advert_dirty: bool,
+    /// Our phase of leaving `--go-compat` (see `compat.rs`), and when a frame of an original was
+    /// last heard (our start until one is).
+    compat_phase: u8,
+    last_legacy: Option<Instant>,
     live: Liveness,
     links: LinkTable,
     readiness: Readiness,
@@ -153,7 +161,15 @@ impl Core {
             hold: cfg.hold(),
             last_unservable: Vec::new(),
             advert_dirty: true,
-            live: Liveness::with_max_peers(me, incarnation, cfg.max_peers),
+            compat_phase: 0,
+            last_legacy: None,
+            live: Liveness::with_max_peers(me, incarnation, cfg.max_peers).with_legacy_start(
+                if cfg.go_compat {
+                    crate::liveness::GO_START
+                } else {
+                    Duration::ZERO
+                },
+            ),
             links: LinkTable::new(
                 cfg.pattern.clone(),
                 cfg.pattern6.clone(),
@@ -259,12 +275,18 @@ impl Core {
                 self.rebind_after,
                 self.watchdog_at,
                 self.yield_until,
+                self.compat_deadline(),
             ],
             // Only who is alive and how long we wait for them.
-            Phase::Leaving { deadline, .. } => [
+            Phase::Leaving {
+                deadline,
+                legacy_until,
+                ..
+            } => [
                 self.live.next_deadline(),
                 Some(*deadline),
                 self.watchdog_at,
+                *legacy_until,
                 None,
                 None,
                 None,
@@ -278,10 +300,11 @@ impl Core {
 
     /// The flags of the periodic heartbeats now.
     pub fn heartbeat_flags(&self) -> u8 {
+        let phase = self.compat_phase << crate::wire::COMPAT_PHASE_SHIFT;
         if self.candidate() {
-            0
+            phase
         } else {
-            FLAG_STARTING
+            phase | FLAG_STARTING
         }
     }
 
@@ -321,6 +344,11 @@ impl Core {
             return;
         }
         self.phase = Phase::Running;
+        if self.cfg.go_compat {
+            self.live
+                .presume_legacy_running_until(now + crate::wire::LEGACY_INTERVAL * 3 / 2);
+            self.last_legacy = Some(now);
+        }
         self.links.load(snap);
         // The socket was bound to the uplink by name just before this read.
         self.bound_uplink = self.links.uplink_index();
@@ -377,6 +405,9 @@ impl Core {
         else {
             return;
         };
+        if self.legacy_twin(&frame, from) {
+            return;
+        }
         if signed && !self.fresh(&frame, &ext, own_sequence) {
             self.heard_pending(&frame, now);
             *self.stats.frames_rejected.entry("not_fresh").or_default() += 1;
@@ -384,6 +415,9 @@ impl Core {
                 warn!(%from, reason = "not_fresh", "heartbeat rejected: it echoes none of our recent heartbeats (a replay, or a sender that has not heard us yet)");
             }
             return;
+        }
+        if matches!(frame, Frame::Legacy { .. }) {
+            self.last_legacy = Some(now);
         }
         let obs = self.live.observe(&frame, from, now);
         trace!(from = %from, ?obs, "heartbeat");
@@ -428,6 +462,22 @@ impl Core {
             }
             _ => {}
         }
+        self.compat_step(now);
+    }
+
+    /// `--go-compat`: an 8-byte frame that is our own, looped back (from our own address), or
+    /// the twin of a version-1 member's heartbeat (a gateway in this mode sends both): not news.
+    fn legacy_twin(&self, frame: &Frame, from: SocketAddr) -> bool {
+        let Frame::Legacy { uid } = *frame else {
+            return false;
+        };
+        self.cfg.go_compat
+            && ((uid == self.me && self.my_addr == Some(from))
+                || self
+                    .live
+                    .peers()
+                    .get(&uid)
+                    .is_some_and(|p| p.incarnation.is_some()))
     }
 
     /// The kernel dropped datagrams on the heartbeat socket (a flood filled its buffer): any of
@@ -529,8 +579,14 @@ impl Core {
             self.effects.push_back(Effect::HeartbeatNow);
         }
         let gone = self.live.expire(now);
-        if !gone.is_empty() {
+        let promoted = self.live.promote(now);
+        if !gone.is_empty() || !promoted.is_empty() {
             self.advert_dirty = true;
+        }
+        for uid in &promoted {
+            if self.logs.lines.allow(now, &mut self.stats) {
+                info!(peer = %uid, "legacy peer ready (its start-up is over)");
+            }
         }
         for uid in &gone {
             self.unseen_by.remove(uid);
@@ -551,9 +607,13 @@ impl Core {
         if self.phase != Phase::Running {
             return;
         }
-        if !gone.is_empty() {
-            let dead: Vec<String> = gone.iter().map(|u| format!("peer {u} dead")).collect();
-            reassign = Some(dead.join(", "));
+        if !gone.is_empty() || !promoted.is_empty() {
+            let why: Vec<String> = gone
+                .iter()
+                .map(|u| format!("peer {u} dead"))
+                .chain(promoted.iter().map(|u| format!("peer {u} ready")))
+                .collect();
+            reassign = Some(why.join(", "));
             self.effects.push_back(Effect::HeartbeatNow);
         }
         let reassigned = reassign.is_some();
@@ -579,5 +639,6 @@ impl Core {
             self.next_resync = Some(now + self.cfg.resync);
             self.effects.push_back(Effect::Resync);
         }
+        self.compat_step(now);
     }
 }

@@ -73,7 +73,7 @@ impl Core {
             then.remove(u);
         }
         then.extend(with.iter().copied());
-        crate::status::plan(self.cfg.vnis(), &now, &then)
+        crate::status::plan(self.rule(), self.cfg.vnis(), &now, &then)
     }
 
     /// This gateway's view at `now`. `extra` are counters the shell keeps (heartbeats sent).
@@ -81,8 +81,9 @@ impl Core {
         self.report_with(now, incarnation, extra, true)
     }
 
-    /// The same without the per-VNI list (`vnis` empty): what `/metrics` needs, which uses only
-    /// totals; at 1000 VNIs the list is most of a report's cost.
+    /// The same without the per-VNI list and the transitions (`vnis` and `transitions` empty):
+    /// what `/metrics` needs, which uses only totals and counters. At 1000 VNIs those lists are
+    /// nearly all of a report's cost (each kept transition's VNI sets become range strings).
     pub fn report_totals(&self, now: Instant, incarnation: u64, extra: &Stats) -> Report {
         self.report_with(now, incarnation, extra, false)
     }
@@ -139,13 +140,15 @@ impl Core {
                 blocked: vni_ranges(p.about_us.blocked.iter().copied()),
             })
             .collect();
-        let candidates = self.view_members();
-        let mine = self.unservable();
-        let vnis = self
-            .cfg
-            .vnis()
-            .iter()
-            .filter(|_| per_vni)
+        let (candidates, mine) = if per_vni {
+            (self.view_members(), self.unservable())
+        } else {
+            Default::default()
+        };
+        let vnis = per_vni
+            .then(|| self.cfg.vnis().iter())
+            .into_iter()
+            .flatten()
             .map(|vni| {
                 let owner = self.owner_of(vni, &candidates, &mine);
                 // A VNI's interfaces (IPv4, IPv6, or both): it is active when any of them is;
@@ -200,6 +203,7 @@ impl Core {
             transitions: self
                 .transitions
                 .iter()
+                .filter(|_| per_vni)
                 .map(|t| Change {
                     ms_ago: ms(now.saturating_duration_since(t.at)),
                     taken: vni_ranges(t.taken.iter().copied()),

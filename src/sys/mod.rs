@@ -135,6 +135,21 @@ impl Kernel for NetlinkKernel {
             .collect()
     }
 
+    async fn hand_back(&self, ifindexes: &[IfIndex]) -> Vec<Result<(), KernelError>> {
+        let msgs = ifindexes
+            .iter()
+            .map(|&ifindex| msg::hand_back(ifindex, self.reason_bit))
+            .collect();
+        let op = KernelOp::Protodown;
+        self.transport
+            .batch(msgs, op)
+            .await
+            .into_iter()
+            .zip(ifindexes)
+            .map(|(r, &ifindex)| r.map_err(|e| request_error(op, ifindex, e)))
+            .collect()
+    }
+
     async fn flush_neighbours(&self, ifindexes: &[IfIndex]) -> Result<usize, KernelError> {
         // IPv4 (ARP) and IPv6 (neighbour discovery) entries: one dump per family.
         let mut doomed = Vec::new();

@@ -183,6 +183,21 @@ pub(super) fn protodown(ifindex: IfIndex, reason_bit: u8, on: bool) -> RouteNetl
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// RTM_SETLINK: clears our protodown reason bit and sets the protodown flag, in one message (the
+/// kernel applies the reason first, then the flag; `--go-compat`'s stop, see
+/// [`crate::kernel::Kernel::hand_back`]).
+pub(super) fn hand_back(ifindex: IfIndex, reason_bit: u8) -> RouteNetlinkMessage {
+    let bit = 1u32 << reason_bit;
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex.0;
+    msg.attributes.push(LinkAttribute::ProtoDownReason(vec![
+        LinkProtocolDownReason::Mask(bit),
+        LinkProtocolDownReason::Value(0),
+    ]));
+    msg.attributes.push(LinkAttribute::ProtoDown(1));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// Whether a neighbour entry of the dump is a dynamic one of one of these links (the kind that
 /// [`crate::kernel::Kernel::flush_neighbours`] deletes).
 pub(super) fn flushable(n: &NeighbourMessage, ifindexes: &[IfIndex]) -> bool {

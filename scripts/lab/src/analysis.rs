@@ -245,6 +245,11 @@ pub fn is_control_frame(f: &[u8]) -> bool {
     }
 }
 
+/// The CPU time in `/proc/PID/task/TID/schedstat` (its first field, nanoseconds on a CPU).
+pub fn schedstat_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
 /// User + system CPU ticks from a `/proc/PID/stat` line.
 pub fn cpu_ticks(stat: &str) -> Option<u64> {
     // Fields after the command's closing parenthesis start at field 3 (state); utime and stime
@@ -709,6 +714,8 @@ mod tests {
     fn cpu_and_memory_of_a_process() {
         let stat = "4242 (wmgwd2 (x)) S 1 4242 4242 0 -1 4194560 300 0 0 0 17 5 0 0 20 0 2 0 100 9000000 1200 18446744073709551615";
         assert_eq!(cpu_ticks(stat), Some(22));
+        assert_eq!(schedstat_ns("192771685 16433227 679\n"), Some(192_771_685));
+        assert_eq!(schedstat_ns(""), None);
         assert_eq!(rss_kib("Name:\twmgwd2\nVmRSS:\t    4812 kB\n"), Some(4812));
     }
 

@@ -41,7 +41,7 @@ and --control-socket <lab dir>/gw<g>.sock. After convergence, R rounds of two wi
 seconds each: quiet (nothing asks the daemons anything), then scraped (every E, for every
 gateway, from inside its namespace: HTTP GET /metrics over TCP to 127.0.0.1:9842, and
 `ip netns exec <gw> wmgwd2 status --json --control-socket <sock>`). Per window, each daemon's
-CPU seconds (utime + stime from /proc/PID/stat, 10 ms ticks, scaled to exactly W, as the
+CPU seconds (the scheduler's account of every thread, /proc/PID/task/*/schedstat, in ns; scaled to exactly W, as the
 benchmark's steady window); per scrape its response time and size. Prints a Markdown table:
 quiet and scraped CPU per gateway (mean, min-max over the rounds), the difference per round,
 the /metrics body and status JSON sizes, the median (and longest) response times.

@@ -20,6 +20,9 @@ pub enum DaemonKind {
     /// keepalived (VRRPv3), one instance per VNI on `vrrp4-<v>` ([`keepalived_conf`]); the lab
     /// must be built with [`plan::GatewayIp::Vrrp`].
     Keepalived,
+    /// The Go original (`../shared/interop/wmgwd2-go`): `-uid`, `-minvni`, `-maxvni`, nothing
+    /// else ([`go_command_line`]); for the rolling upgrade from it (`--go-compat`).
+    GoOriginal,
 }
 
 /// How the daemons run: which, the binary, `--interval`, and extra flags for every gateway
@@ -33,6 +36,16 @@ pub struct DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// The Go original from `bin`.
+    pub fn go_original(bin: impl Into<PathBuf>) -> DaemonConfig {
+        DaemonConfig {
+            kind: DaemonKind::GoOriginal,
+            bin: bin.into(),
+            interval: "1s".into(),
+            extra: Vec::new(),
+        }
+    }
+
     /// wmgwd2 from `bin`.
     pub fn wmgwd2(bin: impl Into<PathBuf>, interval: &str, extra: &[&str]) -> DaemonConfig {
         DaemonConfig {
@@ -62,6 +75,23 @@ pub fn keepalived_conf(spec: &Spec, g: usize, interval_ms: u64) -> String {
         ));
     }
     s
+}
+
+/// The Go original's command line for gateway g in namespace `ns`: the same UID as wmgwd2's
+/// gateway g (decimal: its parser reads a leading 0 as octal), the spec's VNIs. It has no other
+/// option: it sends to and listens on 10.0.1.255:3000, the lab's segment.
+pub fn go_command_line(bin: &Path, spec: &Spec, ns: &str, g: usize) -> Vec<String> {
+    let mut a: Vec<String> = ["ip", "netns", "exec", ns].map(String::from).to_vec();
+    a.push(bin.display().to_string());
+    a.extend([
+        "-uid".to_owned(),
+        plan::uid(g).to_string(),
+        "-minvni".to_owned(),
+        spec.first().to_string(),
+        "-maxvni".to_owned(),
+        spec.last().to_string(),
+    ]);
+    a
 }
 
 /// keepalived's command line for gateway g, its files in `dir`.
@@ -97,6 +127,17 @@ pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<
     if !cfg.extra.iter().any(|x| x == "--uid") {
         a.extend(["--uid".to_owned(), format!("{:#x}", plan::uid(g))]);
     }
+    // Where the heartbeats go: the segment's broadcast address, or every other gateway.
+    let to: Vec<String> = match spec.underlay {
+        plan::Underlay::Segment => vec!["--broadcast".to_owned(), plan::BROADCAST.to_string()],
+        plan::Underlay::Ipv6 => vec!["--ipv6".to_owned()],
+        plan::Underlay::Routed => spec
+            .all_gateways()
+            .into_iter()
+            .filter(|&p| p != g)
+            .flat_map(|p| ["--peer".to_owned(), spec.underlay_of(Some(p)).to_string()])
+            .collect(),
+    };
     a.extend(
         [
             "--minvni".to_owned(),
@@ -105,12 +146,10 @@ pub fn command_line(cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Vec<
             spec.last().to_string(),
             "--interval".to_owned(),
             cfg.interval.clone(),
-            "--broadcast".to_owned(),
-            plan::BROADCAST.to_string(),
-            "--bind-interface".to_owned(),
-            "eth0".to_owned(),
         ]
         .into_iter()
+        .chain(to)
+        .chain(["--bind-interface".to_owned(), "eth0".to_owned()])
         // `{g}` in an extra flag stands for the gateway's number (a socket path of its own).
         .chain(cfg.extra.iter().map(|x| x.replace("{g}", &g.to_string()))),
     );
@@ -173,15 +212,22 @@ impl Daemons {
 
     /// Starts gateway g's daemon in namespace `ns` (its log appended to).
     pub fn start(&mut self, spec: &Spec, ns: &str, g: usize) -> Result<()> {
+        let cfg = self.cfg.clone();
+        self.start_as(&cfg, spec, ns, g)
+    }
+
+    /// Starts gateway g's daemon as `cfg` says rather than as the lab's (a mixed fleet).
+    pub fn start_as(&mut self, cfg: &DaemonConfig, spec: &Spec, ns: &str, g: usize) -> Result<()> {
         let log = File::options()
             .create(true)
             .append(true)
             .open(self.log(g))
             .map_err(io_err(format!("log of gw{g}")))?;
-        let argv = match self.cfg.kind {
-            DaemonKind::Wmgwd2 => command_line(&self.cfg, spec, ns, g),
+        let argv = match cfg.kind {
+            DaemonKind::Wmgwd2 => command_line(cfg, spec, ns, g),
+            DaemonKind::GoOriginal => go_command_line(&cfg.bin, spec, ns, g),
             DaemonKind::Keepalived => {
-                let ms = analysis::interval_ms(&self.cfg.interval).unwrap_or(1000);
+                let ms = analysis::interval_ms(&cfg.interval).unwrap_or(1000);
                 let conf = self.logs.join(format!("gw{g}.conf"));
                 std::fs::write(&conf, keepalived_conf(spec, g, ms))
                     .map_err(io_err(format!("write {}", conf.display())))?;
@@ -190,7 +236,7 @@ impl Daemons {
                 for f in ["pid", "vrrp.pid"] {
                     let _ = std::fs::remove_file(self.logs.join(format!("gw{g}.{f}")));
                 }
-                keepalived_command_line(&self.cfg.bin, ns, g, &self.logs)
+                keepalived_command_line(&cfg.bin, ns, g, &self.logs)
             }
         };
         let out = log.try_clone().map_err(io_err("log file"))?;
@@ -198,7 +244,7 @@ impl Daemons {
             .args(&argv[1..])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(if self.cfg.kind == DaemonKind::Keepalived {
+            .stdout(if cfg.kind == DaemonKind::Keepalived {
                 Stdio::from(out)
             } else {
                 Stdio::null()
@@ -314,6 +360,14 @@ mod tests {
             command_line(&cfg, &Spec::new(3, 16), "wl1-gw2", 2).join(" "),
             "ip netns exec wl1-gw2 /b/wmgwd2 --uid 0x1002 --minvni 1 --maxvni 16 \
              --interval 100ms --broadcast 10.0.1.255 --bind-interface eth0 --dead-after 5"
+        );
+    }
+
+    #[test]
+    fn the_go_originals_command_line() {
+        assert_eq!(
+            go_command_line(Path::new("/s/wmgwd2-go"), &Spec::new(3, 30), "wg1-gw3", 3).join(" "),
+            "ip netns exec wg1-gw3 /s/wmgwd2-go -uid 4099 -minvni 1 -maxvni 30"
         );
     }
 

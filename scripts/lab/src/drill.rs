@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crate::analysis::{self, secs};
 use crate::daemon::DaemonConfig;
 use crate::kernel;
-use crate::plan::Spec;
+use crate::nft;
+use crate::plan::{Spec, Underlay};
 use crate::scenario::{self, Event, Lab, LiveRule};
 use crate::session::{backlog_drops, Session};
 use crate::Result;
@@ -25,12 +26,17 @@ one wmgwd2 per gateway, then crashes, stops, cuts and brings back gateways while
 from the kernel and the wire, what a client lives through.
 
 Usage (as root; scripts/drill.sh builds the binaries and apt-get installs iproute2 if missing):
-  scripts/drill.sh [-g G] [-v V] [-i INTERVAL] [-m distinct|shared] [-b BIN] [-- DAEMON-ARGS...]
+  scripts/drill.sh [-g G] [-v V] [-i INTERVAL] [-m distinct|shared] [-u segment|routed|ipv6]
+                   [-b BIN] [-- DAEMON-ARGS...]
   (the same as: cargo run --release -p wmgwd2-lab -- drill [OPTIONS])
     -g G         gateways (2-200, default 3)
     -v V         VNIs 1..V (default 100)
     -i INTERVAL  heartbeat interval, ms or s (default 100ms)
     -m MODE      MAC of the vrrp4-<VNI> macvlans: distinct per gateway (default) or shared
+    -u UNDERLAY  segment (default: one L2 segment, broadcast heartbeats), routed (a subnet per
+                 host behind a router namespace, --peer heartbeats, broadcast ones dropped by
+                 nftables; prints the measured control traffic) or ipv6 (the segment, --ipv6
+                 heartbeats, IPv4 ones dropped)
     -b BIN       run this wmgwd2 binary (default: the wmgwd2 built beside this binary)
     -- ARGS      extra daemon flags, e.g. -- --dead-after 5 --garp-count 1
   Exit status 0 when every step passed, 1 when one failed, 2 on a usage error.
@@ -146,6 +152,40 @@ fn anomaly(n: usize, max: Duration) -> String {
     }
 }
 
+/// The heartbeats every gateway received over a 5 s window of the converged routed lab (its
+/// nftables counters of unicast heartbeats), per interval: G-1 each with unicast peers, so the
+/// lab carries G x (G-1) frames per interval.
+fn control_traffic(lab: &Lab, interval_ms: u64) -> Result<String> {
+    let g_n = lab.spec.gateways;
+    let read = |g: usize| -> Result<(u64, u64)> {
+        let c = nft::route_counter_bytes(&lab.gw(g))?;
+        Ok(c.get("offered:unicast").copied().unwrap_or((0, 0)))
+    };
+    let before: Vec<(u64, u64)> = (1..=g_n).map(read).collect::<Result<_>>()?;
+    let t0 = Instant::now();
+    scenario::nap(Duration::from_secs(5))?;
+    let after: Vec<(u64, u64)> = (1..=g_n).map(read).collect::<Result<_>>()?;
+    let intervals = t0.elapsed().as_secs_f64() * 1000.0 / interval_ms as f64;
+    let (mut frames, mut bytes) = (0u64, 0u64);
+    let per: Vec<String> = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .map(|(i, (b, a))| {
+            frames += a.0 - b.0;
+            bytes += a.1 - b.1;
+            format!("gw{} {:.2}", i + 1, (a.0 - b.0) as f64 / intervals)
+        })
+        .collect();
+    Ok(format!(
+        "control traffic (nftables, 5 s converged): heartbeats received per interval: {}; all gateways: {:.1} frames per interval (G x (G-1) = {}), {:.0} bytes each (IP)",
+        per.join(", "),
+        frames as f64 / intervals,
+        g_n * (g_n - 1),
+        if frames > 0 { bytes as f64 / frames as f64 } else { 0.0 }
+    ))
+}
+
 /// Runs the drill, writing progress and the table to `out`; true when every step passed.
 pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
     let spec = &cfg.spec;
@@ -202,6 +242,10 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> Result<bool> {
                 .join(", ")
         ),
     );
+
+    if spec.underlay == Underlay::Routed {
+        p(out, control_traffic(&d.lab, interval_ms)?);
+    }
 
     // Sampled VNIs for pings: among those of the gateways the steps take away.
     let steps = steps(g_n);

@@ -59,6 +59,7 @@ pub fn spec(gateways: usize, mac: MacMode) -> Spec {
         mac,
         gateway_ip: GatewayIp::Shared,
         ipv6: false,
+        underlay: crate::plan::Underlay::Segment,
     }
 }
 

@@ -115,7 +115,7 @@ fn need_root() -> Result<(), Fail> {
 }
 
 fn drill_main(args: &[String]) -> Result<bool, Fail> {
-    let (opts, extra) = parse(args, &["-g", "-v", "-i", "-m", "-b"])?;
+    let (opts, extra) = parse(args, &["-g", "-v", "-i", "-m", "-b", "-u"])?;
     let gateways = number(&opts, "-g", 3usize, 2..=200, "2-200")?;
     let vnis = number(
         &opts,
@@ -134,6 +134,12 @@ fn drill_main(args: &[String]) -> Result<bool, Fail> {
     let bin = binary(&opts)?;
     let mut spec = Spec::new(gateways, vnis);
     spec.mac = mac;
+    spec.underlay = match opts.get("-u").map(String::as_str) {
+        None | Some("segment") => plan::Underlay::Segment,
+        Some("routed") => plan::Underlay::Routed,
+        Some("ipv6") => plan::Underlay::Ipv6,
+        Some(_) => return Err(Fail::Usage("-u must be segment, routed or ipv6".into())),
+    };
     let cfg = Config {
         spec,
         daemon: DaemonConfig {

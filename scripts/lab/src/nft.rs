@@ -130,6 +130,11 @@ pub fn ruleset(own: usize, drops: &[Drop]) -> String {
 /// The packet counters of the table's rules (`nft -j list table ...` or `list ruleset`), by
 /// comment.
 pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>> {
+    parse_table_counters(json, TABLE)
+}
+
+/// The packet counters of table `table`'s rules, by comment.
+pub fn parse_table_counters(json: &str, table: &str) -> Result<BTreeMap<String, u64>> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|e| LabError::Parse {
         what: "nft -j list".into(),
         detail: e.to_string(),
@@ -137,7 +142,7 @@ pub fn parse_counters(json: &str) -> Result<BTreeMap<String, u64>> {
     let mut m = BTreeMap::new();
     for item in v["nftables"].as_array().into_iter().flatten() {
         let rule = &item["rule"];
-        if rule["table"].as_str() != Some(TABLE) {
+        if rule["table"].as_str() != Some(table) {
             continue;
         }
         let Some(comment) = rule["comment"].as_str() else {
@@ -220,6 +225,84 @@ fn nft(ns: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The table of a routed lab's gateways: broadcast and multicast heartbeats are dropped on
+/// the way in (and counted), unicast ones counted, so a test can show that the daemons live on
+/// unicast alone.
+pub const ROUTE_TABLE: &str = "wmgwd2route";
+
+/// The `nft -f` script of [`ROUTE_TABLE`].
+pub fn block_broadcast_script() -> String {
+    format!(
+        "table ip {ROUTE_TABLE} {{\n  chain input {{\n    type filter hook input priority -20; policy accept;\n    \
+         udp dport {PORT} meta pkttype {{ broadcast, multicast }} counter drop comment \"dropped:broadcast\"\n    \
+         udp dport {PORT} meta pkttype host counter comment \"offered:unicast\"\n  }}\n}}\n"
+    )
+}
+
+/// Installs [`block_broadcast_script`] in namespace `ns`.
+pub fn block_broadcast_heartbeats(ns: &str) -> Result<()> {
+    nft(ns, &["-f", "-"], Some(&block_broadcast_script())).map(drop)
+}
+
+/// The counters of [`ROUTE_TABLE`] in `ns`, by comment (`dropped:broadcast`, `offered:unicast`).
+pub fn route_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
+    parse_table_counters(
+        &nft(ns, &["-j", "list", "table", "ip", ROUTE_TABLE], None)?,
+        ROUTE_TABLE,
+    )
+}
+
+/// The (packets, bytes) counters of [`ROUTE_TABLE`] in `ns`, by comment.
+pub fn route_counter_bytes(ns: &str) -> Result<BTreeMap<String, (u64, u64)>> {
+    let json = nft(ns, &["-j", "list", "table", "ip", ROUTE_TABLE], None)?;
+    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| LabError::Parse {
+        what: "nft -j list".into(),
+        detail: e.to_string(),
+    })?;
+    let mut m = BTreeMap::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        let Some(comment) = rule["comment"].as_str() else {
+            continue;
+        };
+        let counter = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|e| e["counter"].as_object().cloned());
+        if let Some(c) = counter {
+            let n = |k: &str| c.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+            m.insert(comment.to_owned(), (n("packets"), n("bytes")));
+        }
+    }
+    Ok(m)
+}
+
+/// The table of an IPv6-heartbeat lab's gateways: IPv4 heartbeats dropped, IPv6 ones counted.
+pub const V6_TABLE: &str = "wmgwd2v6";
+
+/// The `nft -f` script of [`V6_TABLE`].
+pub fn block_ipv4_script() -> String {
+    format!(
+        "table inet {V6_TABLE} {{\n  chain input {{\n    type filter hook input priority -20; policy accept;\n    \
+         meta nfproto ipv4 udp dport {PORT} counter drop comment \"dropped:ipv4\"\n    \
+         meta nfproto ipv6 udp dport {PORT} counter comment \"offered:ipv6\"\n  }}\n}}\n"
+    )
+}
+
+/// Installs [`block_ipv4_script`] in namespace `ns`.
+pub fn block_ipv4_heartbeats(ns: &str) -> Result<()> {
+    nft(ns, &["-f", "-"], Some(&block_ipv4_script())).map(drop)
+}
+
+/// The counters of [`V6_TABLE`] in `ns`, by comment (`dropped:ipv4`, `offered:ipv6`).
+pub fn v6_counters(ns: &str) -> Result<BTreeMap<String, u64>> {
+    parse_table_counters(
+        &nft(ns, &["-j", "list", "table", "inet", V6_TABLE], None)?,
+        V6_TABLE,
+    )
 }
 
 /// Is `nft` there?

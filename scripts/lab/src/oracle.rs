@@ -15,6 +15,9 @@ pub fn owner(vni: u32, uids: &[u64]) -> Option<u64> {
 pub enum Oracle {
     /// wmgwd2: rendezvous hashing over the live gateways' UIDs.
     Assign,
+    /// wmgwd2 `--go-compat` beside the Go original: the original's rule
+    /// (`wmgwd2::assign::Rule::GoCompat`) over the live gateways' UIDs.
+    GoCompat,
     /// VRRP with [`vrrp_priority`]: the live gateway with the highest priority, then the highest
     /// address (gateway g's own address ends in 128+g).
     VrrpPriority,
@@ -32,6 +35,16 @@ pub fn vrrp_priority(g: usize, v: u32, gateways: usize) -> u8 {
 pub fn expected_by(oracle: Oracle, spec: &Spec, live: &[usize]) -> OwnerMap {
     match oracle {
         Oracle::Assign => expected(spec, live),
+        Oracle::GoCompat => {
+            use wmgwd2::types::{Uid, Vni};
+            let uids: Vec<Uid> = live.iter().map(|&g| Uid(uid(g))).collect();
+            spec.vni_range()
+                .map(|v| {
+                    let o = wmgwd2::assign::Rule::GoCompat.owner(Vni(v), uids.iter().copied());
+                    (v, o.map(|u| gateway_of_uid(u.0)).into_iter().collect())
+                })
+                .collect()
+        }
         Oracle::VrrpPriority => spec
             .vni_range()
             .map(|v| {
@@ -65,6 +78,18 @@ mod tests {
         assert_eq!(e.len(), 64);
         assert!(e.values().all(|o| o.len() == 1 && (o[0] == 1 || o[0] == 3)));
         assert!(expected(&spec, &[]).values().all(|o| o.is_empty()));
+    }
+
+    #[test]
+    fn go_compat_owners_are_the_originals() {
+        // The lab fleet of shared/interop/README.md (uids 1, 2, 3 there; 0x1001.. here): one
+        // live owner per VNI, and not the SipHash owners.
+        let spec = Spec::new(3, 30);
+        let e = expected_by(Oracle::GoCompat, &spec, &[1, 2, 3]);
+        assert!(e.values().all(|o| o.len() == 1));
+        assert_ne!(e, expected(&spec, &[1, 2, 3]));
+        let e = expected_by(Oracle::GoCompat, &spec, &[2]);
+        assert!(e.values().all(|o| o == &[2]));
     }
 
     #[test]

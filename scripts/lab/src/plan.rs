@@ -9,6 +9,12 @@
 //! - with [`Spec::ipv6`]: per VNI also the macvlan `vrrp6-<v>` on `vxlan<v>` holding
 //!   `2001:db8:0:<v hex>::1/64` and `fe80::1/64` (the gateway's global and link-local router
 //!   addresses, the same on every gateway), the client `...::100/64` on its `vxlan<v>`
+//!
+//! With [`Underlay::Routed`] (issue 11) the switch namespace is a router instead: gateway g's
+//! eth0 is `10.2.g.2/24` behind the router's `p<g>` `10.2.g.1/24` (a subnet per gateway), the
+//! client's `10.2.250.2/24`; every host routes through the router; the daemons get `--peer`
+//! with the other gateways' addresses instead of `--broadcast`, and nftables in every gateway
+//! drops broadcast and multicast heartbeats.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
@@ -61,6 +67,18 @@ impl std::fmt::Display for MacMode {
     }
 }
 
+/// How the gateways (and the client) reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// One L2 segment (a bridge), broadcast heartbeats.
+    Segment,
+    /// A subnet per host behind a router namespace, unicast heartbeats (`--peer`).
+    Routed,
+    /// The segment, heartbeats over IPv6 (`--ipv6`: the link-local multicast group on eth0,
+    /// IPv6 enabled on eth0 alone), IPv4 heartbeats dropped by nftables. VXLAN stays IPv4.
+    Ipv6,
+}
+
 /// The lab's shape: G gateways, VNIs `vni_base..vni_base+vnis-1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
@@ -71,6 +89,7 @@ pub struct Spec {
     pub gateway_ip: GatewayIp,
     /// IPv6 gateways too: a `vrrp6-<v>` per VNI (see the module's address plan).
     pub ipv6: bool,
+    pub underlay: Underlay,
 }
 
 impl Spec {
@@ -83,7 +102,34 @@ impl Spec {
             mac: MacMode::Distinct,
             gateway_ip: GatewayIp::Shared,
             ipv6: false,
+            underlay: Underlay::Segment,
         }
+    }
+
+    /// The same lab, heartbeats over IPv6.
+    pub fn ipv6(mut self) -> Spec {
+        self.underlay = Underlay::Ipv6;
+        self
+    }
+
+    /// The same lab, routed.
+    pub fn routed(mut self) -> Spec {
+        self.underlay = Underlay::Routed;
+        self
+    }
+
+    /// The underlay address of gateway `Some(g)` or of the client (`None`).
+    pub fn underlay_of(&self, g: Option<usize>) -> Ipv4Addr {
+        match (self.underlay, g) {
+            (Underlay::Segment | Underlay::Ipv6, Some(g)) => underlay_ip(g),
+            (Underlay::Segment | Underlay::Ipv6, None) => CLIENT_UNDERLAY,
+            (Underlay::Routed, g) => routed_ip(g.unwrap_or(ROUTED_CLIENT), 2),
+        }
+    }
+
+    /// The router's address in the subnet of gateway `Some(g)` or of the client.
+    pub fn router_of(&self, g: Option<usize>) -> Ipv4Addr {
+        routed_ip(g.unwrap_or(ROUTED_CLIENT), 1)
     }
 
     pub fn first(&self) -> u32 {
@@ -135,6 +181,20 @@ pub fn uid(g: usize) -> u64 {
 /// The gateway number of a UID from [`uid`].
 pub fn gateway_of_uid(uid: u64) -> usize {
     (uid - 0x1000) as usize
+}
+
+/// Gateway g's IPv6 address on eth0 in an [`Underlay::Ipv6`] lab: `2001:db8:1::g`.
+pub fn underlay_ip6(g: usize) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, g as u16)
+}
+
+/// The client's subnet number in a routed lab (10.2.250.0/24).
+pub const ROUTED_CLIENT: usize = 250;
+
+/// Host `host` of subnet `10.2.n.0/24` (routed lab: n is a gateway's number or
+/// [`ROUTED_CLIENT`]; the router is host 1).
+pub fn routed_ip(n: usize, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 2, n as u8, host)
 }
 
 pub fn underlay_ip(g: usize) -> Ipv4Addr {
@@ -230,6 +290,11 @@ mod tests {
         assert_eq!(client6_ip(1).to_string(), "2001:db8:0:1::100");
         assert_eq!(shared6_mac(0x01_02_03), "02:00:5f:01:02:03");
         assert_eq!(gateway6_ip(MAX_VNI).segments()[3] as u32, MAX_VNI);
+        let routed = Spec::new(3, 1).routed();
+        assert_eq!(routed.underlay_of(Some(3)), Ipv4Addr::new(10, 2, 3, 2));
+        assert_eq!(routed.router_of(Some(3)), Ipv4Addr::new(10, 2, 3, 1));
+        assert_eq!(routed.underlay_of(None), Ipv4Addr::new(10, 2, 250, 2));
+        assert_eq!(Spec::new(3, 1).underlay_of(Some(3)), underlay_ip(3));
     }
 
     #[test]

@@ -170,6 +170,25 @@ impl Lab {
     }
 
     /// Makes `event` happen to gateway g and records g's liveness.
+    /// Starts gateway g's daemon as `cfg` says (a mixed fleet: the Go original on some
+    /// gateways), recorded as a start like [`Lab::act`]'s.
+    pub fn start_as(&mut self, g: usize, cfg: &DaemonConfig) -> Result<Acted> {
+        let at = Instant::now();
+        let ns = self.gw(g);
+        self.daemons.start_as(cfg, &self.spec, &ns, g)?;
+        let at_live = self.since_epoch(at);
+        let (live, port) = (self.is_live(g), self.port_up[g]);
+        self.liveness.push(Timed {
+            at: at_live,
+            rec: Record::Live { g, live },
+        });
+        self.port_liveness.push(Timed {
+            at: at_live,
+            rec: Record::Live { g, live: port },
+        });
+        Ok(Acted { at, exit: None })
+    }
+
     pub fn act(&mut self, event: Event, g: usize) -> Result<Acted> {
         let at = Instant::now();
         let mut exit = None;

@@ -15,6 +15,14 @@
 //!  advertisement, not neighbour unreachability detection, moves one within a test's bounds).
 //! ```
 //! The sysctls are written before any interface but lo exists, so `default` applies to all.
+//!
+//! Routed ([`Underlay::Routed`], issue 11): `NAME-sw` is a router (ip_forward on), its `p<g>`
+//! holds `10.2.g.1/24` and gateway g's eth0 `10.2.g.2/24` with a default route through it (the
+//! client: `10.2.250.0/24`); VXLAN goes from VTEP to VTEP through the router; each gateway's
+//! nftables table `ip wmgwd2route` drops broadcast and multicast heartbeats it receives.
+//! IPv6 heartbeats ([`Underlay::Ipv6`]): the segment, IPv6 enabled on each gateway's eth0 (a
+//! link-local address, and `2001:db8:1::g/64` for IPv6 peers), and a table `inet wmgwd2v6`
+//! dropping IPv4 heartbeats.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -22,7 +30,7 @@ use std::process::Command;
 use std::thread;
 
 use crate::netns;
-use crate::plan::{self, GatewayIp, MacMode, Spec};
+use crate::plan::{self, GatewayIp, MacMode, Spec, Underlay};
 use crate::{LabError, Result};
 
 /// The namespaces of one lab; dropping it deletes them.
@@ -58,6 +66,24 @@ pub fn sysctl_script6(gateway: bool) -> String {
     s
 }
 
+/// The router namespace's `ip -batch` script (routed labs): a veth per host, the router's
+/// address in each host's subnet.
+pub fn router_batch(spec: &Spec, name: &str) -> String {
+    let mut s = String::from("link set lo up\n");
+    let hosts = (1..=spec.gateways)
+        .map(|g| (format!("p{g}"), format!("gw{g}"), Some(g)))
+        .chain([("pcl".to_owned(), "cl".to_owned(), None)]);
+    for (port, role, g) in hosts {
+        let _ = writeln!(
+            s,
+            "link add {port} mtu 1600 up type veth peer name eth0 mtu 1600 netns {}",
+            ns_name(name, &role)
+        );
+        let _ = writeln!(s, "addr add {}/24 dev {port}", spec.router_of(g));
+    }
+    s
+}
+
 /// The switch namespace's `ip -batch` script.
 pub fn switch_batch(spec: &Spec, name: &str) -> String {
     let mut s = String::from(
@@ -81,8 +107,14 @@ pub fn switch_batch(spec: &Spec, name: &str) -> String {
 
 /// The `ip -batch` script of a VTEP: gateway `Some(g)` or the client (`None`).
 pub fn vtep_batch(spec: &Spec, gateway: Option<usize>) -> String {
-    let local = gateway.map_or(plan::CLIENT_UNDERLAY, plan::underlay_ip);
-    let mut s = eth0_batch(&local.to_string());
+    let local = spec.underlay_of(gateway);
+    let mut s = match spec.underlay {
+        Underlay::Segment | Underlay::Ipv6 => eth0_batch(&local.to_string()),
+        Underlay::Routed => format!(
+            "link set lo up\nlink set eth0 up\naddr add {local}/24 dev eth0\nroute add default via {}\n",
+            spec.router_of(gateway)
+        ),
+    };
     for v in spec.vni_range() {
         let _ = writeln!(
             s,
@@ -149,10 +181,10 @@ pub fn eth0_batch(local: &str) -> String {
 
 /// The `bridge -batch` script of a VTEP: flood every VNI to every other VTEP.
 pub fn fdb_batch(spec: &Spec, gateway: Option<usize>) -> String {
-    let local = gateway.map_or(plan::CLIENT_UNDERLAY, plan::underlay_ip);
+    let local = spec.underlay_of(gateway);
     let peers: Vec<Ipv4Addr> = (1..=spec.gateways)
-        .map(plan::underlay_ip)
-        .chain([plan::CLIENT_UNDERLAY])
+        .map(|g| spec.underlay_of(Some(g)))
+        .chain([spec.underlay_of(None)])
         .filter(|&p| p != local)
         .collect();
     let mut s = String::new();
@@ -223,7 +255,22 @@ impl Topology {
         for g in 1..=spec.gateways {
             topo.add(&format!("gw{g}"), true)?;
         }
-        netns::batch("ip", &topo.switch(), &switch_batch(spec, name))?;
+        match spec.underlay {
+            Underlay::Segment | Underlay::Ipv6 => {
+                netns::batch("ip", &topo.switch(), &switch_batch(spec, name))?
+            }
+            Underlay::Routed => {
+                netns::run(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &topo.switch(),
+                    "sh",
+                    "-ec",
+                    "echo 1 > /proc/sys/net/ipv4/ip_forward",
+                ]))?;
+                netns::batch("ip", &topo.switch(), &router_batch(spec, name))?
+            }
+        }
         // The hosts in parallel: one ip and one bridge process per namespace.
         let jobs: Vec<_> = (1..=spec.gateways)
             .map(Some)
@@ -234,9 +281,41 @@ impl Topology {
                     None => topo.client(),
                 };
                 let (ipb, fdb) = (vtep_batch(spec, gw), fdb_batch(spec, gw));
+                let underlay = gw.map(|_| spec.underlay);
                 thread::spawn(move || {
                     netns::batch("ip", &ns, &ipb)?;
-                    netns::batch("bridge", &ns, &fdb)
+                    netns::batch("bridge", &ns, &fdb)?;
+                    match underlay {
+                        Some(Underlay::Routed) => crate::nft::block_broadcast_heartbeats(&ns)?,
+                        Some(Underlay::Ipv6) => {
+                            netns::run(Command::new("ip").args([
+                                "netns",
+                                "exec",
+                                &ns,
+                                "sh",
+                                "-ec",
+                                "echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+                            ]))?;
+                            // A global address too, for IPv6 unicast peers.
+                            let g = gw.unwrap_or_default();
+                            let v6 = plan::underlay_ip6(g).to_string();
+                            netns::ip(
+                                &ns,
+                                &[
+                                    "-6",
+                                    "addr",
+                                    "add",
+                                    &format!("{v6}/64"),
+                                    "dev",
+                                    "eth0",
+                                    "nodad",
+                                ],
+                            )?;
+                            crate::nft::block_ipv4_heartbeats(&ns)?
+                        }
+                        _ => {}
+                    }
+                    Ok(())
                 })
             })
             .collect();
@@ -350,5 +429,29 @@ mod tests {
             "link add p2 mtu 1600 master br0 up type veth peer name eth0 mtu 1600 netns wl1-gw2\n"
         ));
         assert!(sw.contains("netns wl1-cl\n"));
+    }
+
+    #[test]
+    fn routed_lab_puts_every_host_in_its_own_subnet_behind_the_router() {
+        let spec = Spec::new(2, 1).routed();
+        assert_eq!(
+            router_batch(&spec, "wr1"),
+            "link set lo up\n\
+             link add p1 mtu 1600 up type veth peer name eth0 mtu 1600 netns wr1-gw1\n\
+             addr add 10.2.1.1/24 dev p1\n\
+             link add p2 mtu 1600 up type veth peer name eth0 mtu 1600 netns wr1-gw2\n\
+             addr add 10.2.2.1/24 dev p2\n\
+             link add pcl mtu 1600 up type veth peer name eth0 mtu 1600 netns wr1-cl\n\
+             addr add 10.2.250.1/24 dev pcl\n"
+        );
+        assert!(vtep_batch(&spec, Some(2)).starts_with(
+            "link set lo up\nlink set eth0 up\naddr add 10.2.2.2/24 dev eth0\nroute add default via 10.2.2.1\n\
+             link add vxlan1 mtu 1500 up type vxlan id 1 local 10.2.2.2 dstport 4789 dev eth0\n"
+        ));
+        assert_eq!(
+            fdb_batch(&spec, Some(1)),
+            "fdb append 00:00:00:00:00:00 dev vxlan1 dst 10.2.2.2\n\
+             fdb append 00:00:00:00:00:00 dev vxlan1 dst 10.2.250.2\n"
+        );
     }
 }
