@@ -40,9 +40,13 @@ pub(crate) struct BeaconShared {
     pub(crate) errors: AtomicU64,
     pub(crate) last_error_log: Mutex<Option<Instant>>,
     /// The beacon found it had sent nothing for longer than our hold time (the process or the
-    /// host was stalled: SIGSTOP, a VM pause, swap): the peers have expired us. Until the loop
-    /// has told the core, heartbeats say STARTING, so that nobody takes us for a candidate.
+    /// host was stalled: SIGSTOP, a VM pause, swap): the peers may have expired us. The beacon
+    /// holds its heartbeats until the loop has read what was queued and the core has decided
+    /// (release and say STARTING if a peer expired us, carry on if none did), for at most one
+    /// hold time; after that it says STARTING, so that nobody takes us for a candidate.
     pub(crate) stalled: AtomicBool,
+    /// Wakes the loop when the beacon sets `stalled`.
+    pub(crate) stall_notice: Notify,
     /// The longest such silence, in milliseconds.
     pub(crate) stall_ms: AtomicU64,
     /// How late the last periodic heartbeat went out against its slot, in microseconds.
@@ -163,6 +167,8 @@ impl Beacon {
         let mut next = now();
         let mut next_legacy = next;
         let mut last: Option<Instant> = None;
+        // While the loop decides about a stall of ours: until when the beacon waits for it.
+        let mut verdict_until: Option<Instant> = None;
         let hold = Duration::from_millis(u64::from(self.template.hold_ms));
         loop {
             let legacy_due = async {
@@ -197,6 +203,8 @@ impl Beacon {
                     let ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
                     self.shared.stall_ms.fetch_max(ms, Ordering::Relaxed);
                     self.shared.stalled.store(true, Ordering::Relaxed);
+                    self.shared.stall_notice.notify_one();
+                    verdict_until = Some(t + hold);
                 }
             }
             let mut flags = self.shared.flags.load(Ordering::Relaxed);
@@ -204,7 +212,17 @@ impl Beacon {
                 flags |= FLAG_SETTLING;
             }
             if self.shared.stalled.load(Ordering::Relaxed) {
+                if verdict_until.is_some_and(|u| t < u) {
+                    // Not yet: a ready heartbeat now could make peers that expired us take us
+                    // back at once, and a STARTING one would make peers that did not hand our
+                    // VNIs over. The loop wakes us when it has decided.
+                    last = Some(t);
+                    next = (next + self.interval).max(t + self.interval);
+                    continue;
+                }
                 flags |= FLAG_STARTING;
+            } else {
+                verdict_until = None;
             }
             self.send(flags).await;
             if woken {

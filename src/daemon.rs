@@ -268,6 +268,8 @@ impl<K: Kernel> Daemon<K> {
                     self.read_queued(&sock, &mut buf);
                     self.core.handle(Input::Timer, now());
                 }
+                // The beacon found itself stalled: handled below, after this select.
+                _ = self.shared.stall_notice.notified() => {}
                 Some(()) = recv_opt(&mut status) => self.log_status(),
                 Some(reply) = recv_opt_chan(&mut metrics) => {
                     self.facts.heartbeat_lag =
@@ -296,18 +298,22 @@ impl<K: Kernel> Daemon<K> {
                     }
                 },
             }
-            let stalled = self.shared.stalled.load(Ordering::Relaxed);
-            if stalled {
+            if self.shared.stalled.load(Ordering::Relaxed) {
+                // What the peers sent while we were stalled tells whether they expired us.
+                self.read_queued(&sock, &mut buf);
                 let ms = self.shared.stall_ms.swap(0, Ordering::Relaxed);
                 let silent = Duration::from_millis(ms);
                 self.core.handle(Input::LocalStall { silent }, now());
+                // The flags say what the core decided before the beacon, waiting for it, sends
+                // again (the kernel work of a release comes after).
+                self.shared
+                    .flags
+                    .store(self.core.heartbeat_flags(), Ordering::Relaxed);
+                self.shared.stalled.store(false, Ordering::Relaxed);
+                self.shared.now.notify_one();
             }
             if let Some(exit) = self.execute(&mut socket).await {
                 return self.exit(exit);
-            }
-            if stalled {
-                // The core has heard of it, and the heartbeat flags now say what it decided.
-                self.shared.stalled.store(false, Ordering::Relaxed);
             }
         }
     }

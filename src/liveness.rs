@@ -775,6 +775,23 @@ impl Liveness {
     }
 
     /// The earliest deadline in the table: when `expire` has something to do next.
+    /// How long ago the earliest member deadline passed (zero if none has).
+    pub fn overdue(&self, now: Instant) -> Duration {
+        self.peers
+            .values()
+            .map(|p| now.saturating_duration_since(p.deadline))
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Gives every member one whole hold time from `now` to be heard: we could not have heard
+    /// anyone while our own process or host was held up, which is no evidence against them.
+    pub fn renew_all(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            p.deadline = p.deadline.max(now + p.hold);
+        }
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         self.peers
             .values()

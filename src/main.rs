@@ -362,7 +362,14 @@ fn main() -> ExitCode {
         Err(e) => usage_error(e),
     };
     let (_flush_at_exit, dropped) = init_logging(&cfg);
-    let result = tokio::runtime::Builder::new_current_thread()
+    // The event loop runs on this thread (`block_on`); the heartbeat task and the small tasks
+    // (signals, control connections) on one worker thread of their own, so that heartbeats go
+    // out on time while the loop is held in a long system call (a netlink batch of hundreds of
+    // protodown changes runs in the kernel inside one sendmsg) or in a long computation. A
+    // stuck loop is still caught: the systemd watchdog is fed by the loop alone.
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("wmgwd2-beacon")
         .enable_all()
         .build()
         .map_err(Fatal::Runtime)

@@ -218,6 +218,12 @@ pub fn render(report: &Report, facts: &ShellFacts) -> String {
         "Stalls of this gateway longer than its hold time",
         get("local_stalls"),
     );
+    counter(
+        &mut r,
+        "late_wakes",
+        "Deadlines acted on a hold time or more late (this process or host was held up; members got a hold time more)",
+        get("late_wakes"),
+    );
     gauge_f(
         &mut r,
         "heartbeat_send_lag_seconds",

@@ -386,6 +386,42 @@ impl Harness {
         }));
     }
 
+    /// Sends a heartbeat of `uid` whose ECHO lists us (as the last heartbeat of ours it saw) or
+    /// leaves us out (it has expired us).
+    fn send_peer_echoing(&mut self, uid: Uid, hold_ms: u32, lists_us: bool) {
+        self.read_heartbeats();
+        self.peer_seq += 1;
+        let ours = self.seen.last().expect("a heartbeat of ours");
+        let entries = if lists_us {
+            vec![wire::Echo {
+                uid: ME,
+                incarnation: ours.incarnation,
+                sequence: ours.sequence,
+                age_ms: 0,
+                loss_permille: 0,
+                direct: true,
+            }]
+        } else {
+            Vec::new()
+        };
+        let ext = wire::Extensions {
+            echo: Some(wire::Echoes {
+                entries,
+                truncated: false,
+            }),
+            ..Default::default()
+        };
+        let hb = Heartbeat {
+            uid,
+            incarnation: 1,
+            sequence: self.peer_seq,
+            flags: 0,
+            interval_ms: 100,
+            hold_ms,
+        };
+        self.send(&wire::encode_full(&hb, &ext, None));
+    }
+
     /// Waits for the end of the hold-down (the first ready heartbeat) and for every VNI to be up.
     /// (The links start up, as left by an earlier run: `up()` alone proves nothing at first.)
     async fn takeover(&mut self) {
@@ -1239,15 +1275,22 @@ async fn a_large_takeover_announces_every_address() {
 }
 
 /// The whole process stalls (SIGSTOP, a VM pause: here the clock jumps) for longer than its hold
-/// time: its peers expired it meanwhile. The heartbeat task notices the silence first, so not one
-/// heartbeat after the stall says "ready"; the core releases everything and rejoins through the
-/// hold-down.
+/// time, and its peer expired it meanwhile (the peer's heartbeats queued during the stall leave
+/// it out). The heartbeat task notices the silence first and waits for the loop's verdict, so not
+/// one heartbeat after the stall says "ready"; the core releases everything and rejoins through
+/// the hold-down.
 #[tokio::test(start_paused = true)]
-async fn a_stall_longer_than_the_hold_time_releases_everything_and_rejoins() {
+async fn a_stall_after_which_a_peer_has_expired_us_releases_everything_and_rejoins() {
     local(async {
         let mut h = Harness::start().await;
         h.takeover().await;
+        h.send_peer_echoing(PEER, 60_000, true);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
         let before = h.seen.len();
+        // Sent during our stall: the peer no longer counts us.
+        h.send_peer_echoing(PEER, 60_000, false);
         tokio::time::advance(ms(1000)).await;
         h.until("everything down after the stall", SOON, |h| h.all_down())
             .await;
@@ -1257,9 +1300,44 @@ async fn a_stall_longer_than_the_hold_time_releases_everything_and_rejoins() {
             after.iter().all(|hb| hb.flags & FLAG_STARTING != 0),
             "a heartbeat after the stall did not say STARTING: {after:?}"
         );
-        h.takeover().await;
+        // Through the hold-down, back to our share (the peer lists us again).
+        h.send_peer_echoing(PEER, 60_000, true);
+        h.until("our share back after the hold-down", SOON, |h| {
+            h.up() == mine && h.seen.last().is_some_and(|hb| hb.flags == 0)
+        })
+        .await;
         let stats = h.stop().await;
         assert!(h.all_down());
+        assert_eq!(stats.local_stalls, 1);
+    })
+    .await;
+}
+
+/// The same stall, but nobody expired us: a lone gateway, or peers held up with us (the whole
+/// host stalled; here the peer's heartbeat read after the stall still lists us). Releasing
+/// everything would be the outage: the daemon keeps what it owns, and its first heartbeat after
+/// the stall says "ready", not STARTING.
+#[tokio::test(start_paused = true)]
+async fn a_stall_after_which_every_peer_still_counts_us_keeps_everything() {
+    local(async {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer_echoing(PEER, 60_000, true);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        let before = h.seen.len();
+        h.send_peer_echoing(PEER, 60_000, true);
+        tokio::time::advance(ms(1000)).await;
+        h.pass(ms(500)).await;
+        let after = &h.seen[before..];
+        assert!(!after.is_empty(), "no heartbeat after the stall");
+        assert!(
+            after.iter().all(|hb| hb.flags & FLAG_STARTING == 0),
+            "a heartbeat after the stall said STARTING: {after:?}"
+        );
+        assert_eq!(h.up(), mine, "what we own moved");
+        let stats = h.stop().await;
         assert_eq!(stats.local_stalls, 1);
     })
     .await;

@@ -931,6 +931,12 @@ fn run_script(path: &Path) {
                     r.check_effects(&std::mem::take(&mut expected), line);
                 }
             }
+            // `held <ms>`: the clock moves on to <ms> without any timer firing on the way (the
+            // process or host was held up); the next `at` fires what is overdue, late.
+            "held" => {
+                let ms: u64 = words[1].parse().expect("held <ms>");
+                r.now = r.now.max(r.t0 + Duration::from_millis(ms));
+            }
             "at" => {
                 let ms: u64 = words[1].parse().expect("at <ms>");
                 r.advance(r.t0 + Duration::from_millis(ms));
@@ -1009,6 +1015,7 @@ fn run_script(path: &Path) {
                     }
                     "leaves_refuted" => s.leaves_refuted,
                     "local_stalls" => s.local_stalls,
+                    "late_wakes" => s.late_wakes,
                     "socket_drops" => s.socket_drops,
                     "uid_conflicts" => s.uid_conflicts,
                     "one_way_in" => s.one_way_in,

@@ -167,6 +167,9 @@ pub struct Stats {
     pub socket_drops: u64,
     /// Stalls of this gateway longer than its hold time (see `Input::LocalStall`).
     pub local_stalls: u64,
+    /// Deadlines acted on a hold time or more late (see `Core::timer`): every member was given
+    /// a hold time from then to be heard.
+    pub late_wakes: u64,
     pub heartbeats_sent: u64,
     pub send_errors: u64,
     pub actions_applied: u64,

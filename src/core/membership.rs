@@ -8,7 +8,7 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::{Core, Effect, Notice, OwnershipChange, Phase, TRANSITIONS_KEPT};
-use crate::liveness::Observation;
+use crate::liveness::{Observation, PeerState};
 use crate::types::{vni_ranges, Uid, Vni};
 
 /// A reason's kind, for the counter (the reason itself names peers).
@@ -113,19 +113,43 @@ impl Core {
         }
     }
 
-    /// We were silent longer than our hold time: the peers have expired us and own our VNIs.
-    /// Keeping them would make duplicates, and taking them back at once a second move: release
-    /// everything and rejoin through the hold-down, as a restarted gateway does.
+    /// We were silent longer than our hold time. If a peer has expired us (the heartbeats it
+    /// sent meanwhile, read before this, leave us out), it owns our VNIs: keeping them would make
+    /// duplicates, and taking them back at once a second move, so release everything and rejoin
+    /// through the hold-down, as a restarted gateway does. If every peer still counts us alive,
+    /// the peers were held up too (the whole host, or every gateway's, was stalled; each gives
+    /// the others the time it lost itself, see `Core::timer`): nothing moved, and releasing
+    /// everything would be the outage.
     pub(super) fn local_stall(&mut self, silent: std::time::Duration, now: Instant) {
         if self.phase != Phase::Running {
             return;
         }
         self.stats.local_stalls += 1;
+        let expired_by: Vec<String> = self
+            .live
+            .peers()
+            .iter()
+            .filter(|(_, p)| {
+                p.state == PeerState::Ready && p.about_us.echoes && p.about_us.missing_us > 0
+            })
+            .map(|(uid, _)| uid.to_string())
+            .collect();
+        if expired_by.is_empty() {
+            warn!(
+                silent_ms = silent.as_millis() as u64,
+                hold_ms = self.cfg.hold().as_millis() as u64,
+                owned = self.owned.len(),
+                "this gateway sent no heartbeat for longer than its hold time (stalled), but every peer still counts it alive: keeping what it owns"
+            );
+            self.effects.push_back(Effect::HeartbeatNow);
+            return;
+        }
         warn!(
             silent_ms = silent.as_millis() as u64,
             hold_ms = self.cfg.hold().as_millis() as u64,
             owned = self.owned.len(),
-            "this gateway sent no heartbeat for longer than its hold time (stalled): releasing everything, rejoining through the hold-down"
+            expired_by = ?expired_by,
+            "this gateway sent no heartbeat for longer than its hold time (stalled) and peers have expired it: releasing everything, rejoining through the hold-down"
         );
         self.readiness.start(now, self.uplink_usable());
         self.effects.push_back(Effect::HeartbeatNow);

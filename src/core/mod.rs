@@ -578,6 +578,24 @@ impl Core {
             reassign = Some("duplicate uid gone".into());
             self.effects.push_back(Effect::HeartbeatNow);
         }
+        // Our own stall is not everyone else's death: a deadline acted on a whole hold time late
+        // means this loop (or its host) was held up for that long, and heard nobody meanwhile
+        // (what was queued has just been read). Peers that were held up with us sent nothing
+        // either; every member gets one whole hold time from now to be heard before anyone is
+        // expired. A member that really died is then found that much later, once.
+        {
+            let late = self.live.overdue(now);
+            if late >= self.cfg.hold() {
+                self.live.renew_all(now);
+                self.stats.late_wakes += 1;
+                if self.logs.lines.allow(now, &mut self.stats) {
+                    warn!(
+                        late_ms = late.as_millis() as u64,
+                        "this gateway acted on a deadline later than its hold time (its process or host was held up): every member gets a hold time from now to be heard"
+                    );
+                }
+            }
+        }
         let gone = self.live.expire(now);
         let promoted = self.live.promote(now);
         if !gone.is_empty() || !promoted.is_empty() {

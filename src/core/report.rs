@@ -38,6 +38,7 @@ impl Stats {
             ("split_views", self.split_views),
             ("socket_drops", self.socket_drops),
             ("local_stalls", self.local_stalls),
+            ("late_wakes", self.late_wakes),
             ("heartbeats_sent", self.heartbeats_sent),
             ("send_errors", self.send_errors),
             ("actions_applied", self.actions_applied),

@@ -182,7 +182,7 @@ fn clk_tck() -> f64 {
 /// CPU time of `pids` in nanoseconds: the scheduler's own account of every thread
 /// (`/proc/PID/task/*/schedstat`, first field), which `/proc/PID/stat`'s 10 ms ticks would
 /// round to a handful of ticks per window at these loads; the ticks where schedstat is missing.
-fn cpu_ns(pids: &[u32]) -> u64 {
+pub(crate) fn cpu_ns(pids: &[u32]) -> u64 {
     pids.iter().map(|&p| process_cpu_ns(p)).sum()
 }
 

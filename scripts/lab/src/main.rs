@@ -157,10 +157,7 @@ fn drill_main(args: &[String]) -> Result<bool, Fail> {
 }
 
 fn stall_main(args: &[String]) -> Result<bool, Fail> {
-    let (opts, extra) = parse(args, &["-g", "-v", "-i", "-s", "-b"])?;
-    if !extra.is_empty() {
-        return Err(Fail::Usage("no daemon arguments here".into()));
-    }
+    let (opts, extra) = parse(args, &["-g", "-v", "-i", "-s", "-b", "--logs"])?;
     let gateways = number(&opts, "-g", 3usize, 1..=plan::MAX_GATEWAYS, "1-200")?;
     let vnis = number(
         &opts,
@@ -177,13 +174,15 @@ fn stall_main(args: &[String]) -> Result<bool, Fail> {
         kind: DaemonKind::Wmgwd2,
         bin,
         interval,
-        extra: Vec::new(),
+        extra,
     };
+    let logs = opts.get("--logs").map(PathBuf::from);
     scenario::interrupt_on_signals();
     stall::run(
         &Spec::new(gateways, vnis),
         daemon,
         secs,
+        logs.as_deref(),
         &mut std::io::stdout(),
     )
     .map(|()| true)

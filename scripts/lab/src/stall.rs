@@ -23,9 +23,12 @@ in a 1 ms sleep loop, how long this machine keeps a process waiting. Prints the 
 spurious). docs/benchmarks.md (\"10 ms\") compares this with the benchmark.
 
 Usage (as root): scripts/stall-check.sh [-g G] [-v V] [-i INTERVAL] [-s SECONDS] [-b BIN]
+                 [--logs DIR] [-- DAEMON ARGS]
   (the same as: cargo run --release -p wmgwd2-lab -- stall-check [OPTIONS])
   defaults: -g 3 -v 1000 -i 10ms -s 35; -b: the wmgwd2 binary (default: the one built beside
-  this binary)
+  this binary); --logs: copy the daemons' logs there (gw<g>.log); after --: more arguments for
+  every daemon. Also prints each daemon's CPU seconds over the watch (the scheduler's account,
+  /proc/PID/task/*/schedstat).
 Namespaces wsc<pid><n>-*, removed on exit; only the daemons it started are stopped, by PID.
 ";
 
@@ -54,7 +57,13 @@ pub fn peer_dead_lines(log: &str) -> usize {
 }
 
 /// Runs the check, writing to `out`.
-pub fn run(spec: &Spec, daemon: DaemonConfig, secs: u64, out: &mut dyn Write) -> Result<()> {
+pub fn run(
+    spec: &Spec,
+    daemon: DaemonConfig,
+    secs: u64,
+    logs: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut lab = Lab::up("wsc", spec, daemon)?;
     for g in 1..=spec.gateways {
         lab.start(g)?;
@@ -67,7 +76,14 @@ pub fn run(spec: &Spec, daemon: DaemonConfig, secs: u64, out: &mut dyn Write) ->
         spec.vnis,
         lab.daemons.cfg.interval
     );
+    let pids: Vec<Vec<u32>> = (1..=spec.gateways).map(|g| lab.daemons.pids(g)).collect();
+    let before: Vec<u64> = pids.iter().map(|p| crate::bench::cpu_ns(p)).collect();
     let (stalls, worst) = sleep_loop(Duration::from_secs(secs), Duration::from_millis(15));
+    let cpu: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| crate::bench::cpu_ns(p).saturating_sub(*b) as f64 / 1e9)
+        .collect();
     if scenario::interrupted() {
         return Err(LabError::Interrupted);
     }
@@ -84,6 +100,22 @@ pub fn run(spec: &Spec, daemon: DaemonConfig, secs: u64, out: &mut dyn Write) ->
         "longest wait for the CPU in a 1 ms sleep loop: {:.1} ms",
         worst.as_secs_f64() * 1000.0
     );
+    let _ = writeln!(
+        out,
+        "CPU seconds per gateway over the {secs} s: {}",
+        cpu.iter()
+            .map(|c| format!("{c:.2}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    if let Some(dir) = logs {
+        std::fs::create_dir_all(dir).map_err(crate::io_err(dir.display().to_string()))?;
+        for g in 1..=spec.gateways {
+            let to = dir.join(format!("gw{g}.log"));
+            std::fs::copy(lab.daemons.log(g), &to)
+                .map_err(crate::io_err(to.display().to_string()))?;
+        }
+    }
     let dead: usize = (1..=spec.gateways)
         .map(|g| peer_dead_lines(&std::fs::read_to_string(lab.daemons.log(g)).unwrap_or_default()))
         .sum();
