@@ -19,6 +19,8 @@ use crate::wire::{self, Heartbeat, FLAG_SETTLING, FLAG_STARTING};
 
 /// At most one line per this period for a failing send.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// The worst send delay is kept over this window and the one before it.
+const LAG_WINDOW: Duration = Duration::from_secs(30);
 
 /// The moment `now` on the clock the daemon uses (tokio's, so tests can pause it).
 pub(crate) fn now() -> Instant {
@@ -51,6 +53,9 @@ pub(crate) struct BeaconShared {
     pub(crate) stall_ms: AtomicU64,
     /// How late the last periodic heartbeat went out against its slot, in microseconds.
     pub(crate) lag_us: AtomicU64,
+    /// The worst such delay lately (this [`LAG_WINDOW`] and the one before), in microseconds:
+    /// the loop hands it to the core, which raises the hold time we ask for to cover it.
+    pub(crate) worst_lag_us: AtomicU64,
     /// What the heartbeats carry besides the header (echoes, view, blocked VNIs) and the hold
     /// time they ask for, as the loop last published it.
     pub(crate) advert: Mutex<Option<Arc<Advert>>>,
@@ -80,7 +85,8 @@ enum Wake {
 }
 
 impl Beacon {
-    pub(crate) async fn send(&self, flags: u8) {
+    /// Sends one heartbeat; returns the hold time it asked for.
+    pub(crate) async fn send(&self, flags: u8) -> Duration {
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let advert = self
             .shared
@@ -109,6 +115,7 @@ impl Beacon {
         for &to in &self.to {
             self.send_to(&frame, to, sequence, flags).await;
         }
+        hb.hold()
     }
 
     async fn send_to(&self, frame: &[u8], to: SocketAddr, sequence: u64, flags: u8) {
@@ -169,7 +176,10 @@ impl Beacon {
         let mut last: Option<Instant> = None;
         // While the loop decides about a stall of ours: until when the beacon waits for it.
         let mut verdict_until: Option<Instant> = None;
-        let hold = Duration::from_millis(u64::from(self.template.hold_ms));
+        // What our last heartbeat asked the peers to wait for us: a longer silence is a stall.
+        let mut hold = Duration::from_millis(u64::from(self.template.hold_ms));
+        // The worst send delay in this window and in the one before.
+        let (mut window_start, mut lag_now, mut lag_before) = (next, 0u64, 0u64);
         loop {
             let legacy_due = async {
                 match self.legacy {
@@ -197,6 +207,16 @@ impl Beacon {
                 let lag = u64::try_from(t.saturating_duration_since(next).as_micros())
                     .unwrap_or(u64::MAX);
                 self.shared.lag_us.store(lag, Ordering::Relaxed);
+                if t.saturating_duration_since(window_start) >= LAG_WINDOW {
+                    (window_start, lag_before, lag_now) = (t, lag_now, 0);
+                }
+                // A delay as long as the hold time is a stall (below), not jitter to cover.
+                if lag < u64::try_from(hold.as_micros()).unwrap_or(u64::MAX) {
+                    lag_now = lag_now.max(lag);
+                }
+                self.shared
+                    .worst_lag_us
+                    .store(lag_now.max(lag_before), Ordering::Relaxed);
             }
             if let Some(gap) = last.map(|l| t.saturating_duration_since(l)) {
                 if gap > hold {
@@ -224,7 +244,7 @@ impl Beacon {
             } else {
                 verdict_until = None;
             }
-            self.send(flags).await;
+            hold = self.send(flags).await;
             if woken {
                 // A change (we became a candidate, say): the original hears it at once too.
                 self.send_legacy().await;

@@ -57,6 +57,8 @@ pub struct Daemon<K: Kernel> {
     status_requests: Option<mpsc::UnboundedReceiver<()>>,
     shared: Arc<BeaconShared>,
     beacon: Option<JoinHandle<()>>,
+    /// The beacon's worst recent send delay as last handed to the core.
+    fed_lag: Duration,
     last_recv_log: Option<Instant>,
     /// Makes a new heartbeat socket (the uplink was created again under a new index).
     new_socket: SocketFactory,
@@ -113,6 +115,7 @@ impl<K: Kernel> Daemon<K> {
             status_requests: None,
             shared: Arc::default(),
             beacon: None,
+            fed_lag: Duration::ZERO,
             last_recv_log: None,
             new_socket: Box::new(move || heartbeat_socket(&socket_spec).map_err(|e| e.to_string())),
             notifier: Box::new(NoNotifier),
@@ -298,6 +301,11 @@ impl<K: Kernel> Daemon<K> {
                     }
                 },
             }
+            let lag = Duration::from_micros(self.shared.worst_lag_us.load(Ordering::Relaxed));
+            if lag != self.fed_lag {
+                self.fed_lag = lag;
+                self.core.handle(Input::SendLag(lag), now());
+            }
             if self.shared.stalled.load(Ordering::Relaxed) {
                 // What the peers sent while we were stalled tells whether they expired us.
                 self.read_queued(&sock, &mut buf);
@@ -392,7 +400,9 @@ impl<K: Kernel> Daemon<K> {
                         let _ = b.await;
                     }
                 }
-                Effect::SendHeartbeat { flags } => self.beacon_for(socket).send(flags).await,
+                Effect::SendHeartbeat { flags } => {
+                    self.beacon_for(socket).send(flags).await;
+                }
                 Effect::Notify(notice) => self.notifier.notify(&notice),
                 Effect::RebindSocket => {
                     let result = (self.new_socket)().map(|new| {

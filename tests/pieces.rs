@@ -388,6 +388,31 @@ fn link_table_follows_the_uplink_by_name() {
 }
 
 #[test]
+fn the_hold_time_covers_our_own_send_delays_up_to_twice_the_configured_one() {
+    use std::time::Duration;
+    use wmgwd2::core::lag_multiple;
+    let ms = Duration::from_millis;
+    // On time, or late by less than the slack of the configured hold: unchanged.
+    assert_eq!(lag_multiple(3, ms(10), ms(0)), 3);
+    assert_eq!(lag_multiple(3, ms(10), ms(10)), 3);
+    // Late by 15 ms at 10 ms: a gap of 25 ms and room for the next frame, 4 intervals.
+    assert_eq!(lag_multiple(3, ms(10), ms(15)), 4);
+    assert_eq!(lag_multiple(3, ms(10), ms(21)), 6);
+    // Never beyond twice the configured hold, whatever the delay.
+    assert_eq!(lag_multiple(3, ms(10), ms(40)), 6);
+    assert_eq!(lag_multiple(3, ms(10), Duration::from_secs(3600)), 6);
+    assert_eq!(lag_multiple(3, Duration::ZERO, ms(1)), 6);
+    // At 1 s, scheduling delays of a busy host change nothing.
+    assert_eq!(lag_multiple(3, ms(1000), ms(40)), 3);
+    let mut prev = 3;
+    for l in 0..100 {
+        let k = lag_multiple(3, ms(10), ms(l));
+        assert!((3..=6).contains(&k) && k >= prev, "monotonic at {l} ms");
+        prev = k;
+    }
+}
+
+#[test]
 fn the_hold_time_grows_with_measured_loss_up_to_twice_the_configured_one() {
     use wmgwd2::core::adaptive_multiple;
     assert_eq!(adaptive_multiple(3, 0), 3);

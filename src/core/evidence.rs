@@ -67,6 +67,23 @@ pub fn adaptive_multiple(dead_after: u32, permille: u16) -> u32 {
     (k as u32).clamp(dead_after, most)
 }
 
+/// The hold time, in intervals, that a peer needs to keep us through our own heartbeats going out
+/// `lag` late (the gap between two of them is then up to an interval plus the lag; twice the lag
+/// leaves room for the next one): from `dead_after` up to twice that.
+pub fn lag_multiple(
+    dead_after: u32,
+    interval: std::time::Duration,
+    lag: std::time::Duration,
+) -> u32 {
+    let most = dead_after.saturating_mul(2);
+    if interval.is_zero() {
+        return most;
+    }
+    let need = (interval + lag.saturating_mul(2)).as_nanos();
+    let k = need.div_ceil(interval.as_nanos());
+    u32::try_from(k).unwrap_or(u32::MAX).clamp(dead_after, most)
+}
+
 impl Core {
     /// Are we a candidate owner now? Ready (hold-down over, not drained, uplink up), heard by
     /// every candidate peer, and not the lower incarnation of a duplicated UID.
@@ -318,7 +335,7 @@ impl Core {
     }
 
     /// Raises our hold time under the loss our peers measure of our frames (the worst one).
-    fn adapt_hold(&mut self) {
+    pub(super) fn adapt_hold(&mut self) {
         let worst = self
             .live
             .peers()
@@ -327,14 +344,19 @@ impl Core {
             .map(|p| p.about_us.our_loss_permille)
             .max()
             .unwrap_or(0);
-        let k = adaptive_multiple(self.cfg.dead_after, worst);
+        let k = adaptive_multiple(self.cfg.dead_after, worst).max(lag_multiple(
+            self.cfg.dead_after,
+            self.cfg.interval,
+            self.send_lag,
+        ));
         let hold = self.cfg.interval * k;
         if hold != self.hold {
             if k > self.cfg.dead_after || self.hold > self.cfg.hold() {
                 info!(
                     loss_permille = worst,
+                    send_lag_ms = self.send_lag.as_millis() as u64,
                     hold_ms = hold.as_millis() as u64,
-                    "hold time adapted to the loss peers measure of our heartbeats"
+                    "hold time adapted to the loss peers measure of our heartbeats and to how late they go out"
                 );
             }
             self.hold = hold;

@@ -55,8 +55,11 @@ pub enum Input<'a> {
     /// The result of [`Effect::RebindSocket`].
     Rebound(Result<(), String>),
     /// This gateway sent no heartbeat for `silent`, longer than its hold time (its process or
-    /// host was stalled): its peers have expired it and taken its VNIs.
+    /// host was stalled): its peers may have expired it and taken its VNIs.
     LocalStall { silent: std::time::Duration },
+    /// The worst delay of our own periodic heartbeats against their slots lately (the host's
+    /// scheduling delays as the heartbeat thread sees them): the hold time we ask for covers it.
+    SendLag(std::time::Duration),
     /// An operator's command.
     Command(Command),
 }

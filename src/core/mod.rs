@@ -33,7 +33,7 @@ pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, OwnershipChange, 
 
 /// How many ownership changes a status shows.
 pub const TRANSITIONS_KEPT: usize = 64;
-pub use evidence::{adaptive_multiple, Advert};
+pub use evidence::{adaptive_multiple, lag_multiple, Advert};
 pub use leave::STOP_ATTEMPTS;
 
 use tracing::{debug, info, trace, warn};
@@ -100,6 +100,8 @@ pub struct Core {
     pending: BTreeMap<Uid, (u64, u64, Instant)>,
     /// Our hold time now (raised under loss).
     hold: Duration,
+    /// The worst recent delay of our periodic heartbeats (`Input::SendLag`).
+    send_lag: Duration,
     /// The VNIs we last said we cannot serve.
     last_unservable: Vec<Vni>,
     /// The advert for the heartbeat task changed.
@@ -159,6 +161,7 @@ impl Core {
             yield_until: None,
             pending: BTreeMap::new(),
             hold: cfg.hold(),
+            send_lag: Duration::ZERO,
             last_unservable: Vec::new(),
             advert_dirty: true,
             compat_phase: 0,
@@ -252,6 +255,10 @@ impl Core {
             Input::Timer => self.timer(now),
             Input::Rebound(result) => self.rebound(result, now),
             Input::LocalStall { silent } => self.local_stall(silent, now),
+            Input::SendLag(lag) => {
+                self.send_lag = lag;
+                self.adapt_hold();
+            }
             Input::Command(Command::Stop) => self.stop(now),
             Input::Command(Command::Drain) => self.drain(now),
             Input::Command(Command::Undrain) => self.undrain(now),
