@@ -150,6 +150,11 @@ impl Core {
         if self.live.heard_directly(uid) {
             info!(peer = %uid, "peer heard directly again");
         }
+        let left_us_out = self
+            .live
+            .peers()
+            .get(&uid)
+            .is_some_and(|p| p.about_us.echoes && p.about_us.missing_us > 0);
         let relayed = self.live.observe_extensions(uid, ext, now);
         for p in relayed.now_indirect {
             self.stats.one_way_in += 1;
@@ -172,6 +177,11 @@ impl Core {
         } else if about.missing_us == 0 && self.unseen_by.remove(&uid) {
             info!(peer = %uid, "peer hears us again");
             changed = true;
+        }
+        // It had left us out (it expired us, and may have taken and announced our VNIs) and
+        // lists us again: clients may have learnt its MAC meanwhile; announce what we serve.
+        if left_us_out && about.echoes && about.missing_us == 0 {
+            self.reannounce_ours(uid, now);
         }
         // Does it hear us itself?
         if about.echoes && about.missing_us == 0 && about.our_sequence.is_some() {
@@ -421,6 +431,20 @@ impl Core {
         }
         info!(peer = %uid, vnis = %crate::types::vni_ranges(theirs.iter().map(|s| s.vni)), "peer (re)started: announcing the VNIs it had again");
         for s in theirs {
+            self.garps.again(s, now);
+        }
+        self.send_due_garps(now);
+    }
+
+    /// Announces again every slot we have active (a new burst): `uid` counted us dead for a
+    /// while and may have announced some of them as its own.
+    fn reannounce_ours(&mut self, uid: Uid, now: Instant) {
+        let ours: Vec<crate::types::Slot> = self.garps.active().keys().copied().collect();
+        if ours.is_empty() {
+            return;
+        }
+        info!(peer = %uid, vnis = %crate::types::vni_ranges(ours.iter().map(|s| s.vni)), "peer lists us again after leaving us out: announcing our VNIs again");
+        for s in ours {
             self.garps.again(s, now);
         }
         self.send_due_garps(now);
