@@ -118,6 +118,10 @@ pub struct AboutUs {
     pub view_differs_since: Option<Instant>,
     /// The VNIs it cannot serve (BLOCKED).
     pub blocked: Vec<crate::types::Vni>,
+    /// Its ECHO has listed us since this entry began.
+    pub listed_us: bool,
+    /// It listed us, then left us out (it expired us), and has not listed us again since.
+    pub dropped_us: bool,
 }
 
 /// The share of a peer's frames lost lately, from its sequence numbers: counts halved whenever
@@ -675,11 +679,13 @@ impl Liveness {
             Some(e) => {
                 about.missing_us = 0;
                 about.missing_since = None;
+                about.listed_us = true;
                 about.direct = e.direct;
                 about.our_loss_permille = e.loss_permille;
                 about.our_sequence = Some((e.incarnation, e.sequence));
             }
             None if !echo.truncated => {
+                about.dropped_us |= about.listed_us;
                 about.missing_us = about.missing_us.saturating_add(1);
                 about.missing_since.get_or_insert(now);
                 about.direct = false;

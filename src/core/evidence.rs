@@ -150,11 +150,6 @@ impl Core {
         if self.live.heard_directly(uid) {
             info!(peer = %uid, "peer heard directly again");
         }
-        let left_us_out = self
-            .live
-            .peers()
-            .get(&uid)
-            .is_some_and(|p| p.about_us.echoes && p.about_us.missing_us > 0);
         let relayed = self.live.observe_extensions(uid, ext, now);
         for p in relayed.now_indirect {
             self.stats.one_way_in += 1;
@@ -178,9 +173,12 @@ impl Core {
             info!(peer = %uid, "peer hears us again");
             changed = true;
         }
-        // It had left us out (it expired us, and may have taken and announced our VNIs) and
-        // lists us again: clients may have learnt its MAC meanwhile; announce what we serve.
-        if left_us_out && about.echoes && about.missing_us == 0 {
+        // It had listed us, then left us out (it expired us, and may have taken and announced
+        // our VNIs), and lists us again: clients may have learnt its MAC meanwhile; announce what we serve.
+        if about.dropped_us && about.missing_us == 0 {
+            if let Some(a) = self.live.about_mut(uid) {
+                a.dropped_us = false;
+            }
             self.reannounce_ours(uid, now);
         }
         // Does it hear us itself?
