@@ -813,6 +813,14 @@ impl Liveness {
             .map(|(&uid, _)| uid)
     }
 
+    /// Peers in their start-up hold-down that speak this protocol (not legacy ones).
+    pub fn starting_peers(&self) -> impl Iterator<Item = Uid> + '_ {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.state == PeerState::Starting && p.incarnation.is_some())
+            .map(|(&uid, _)| uid)
+    }
+
     /// Every peer we keep an entry for, tombstones included.
     pub fn peers(&self) -> &BTreeMap<Uid, Peer> {
         &self.peers

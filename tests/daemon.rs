@@ -422,6 +422,18 @@ impl Harness {
         self.send(&wire::encode_full(&hb, &ext, None));
     }
 
+    /// A daemon that took everything, then shares the VNIs with `PEER`, whose heartbeats list it;
+    /// with our share.
+    async fn split_with_echoing_peer() -> (Harness, BTreeSet<u32>) {
+        let mut h = Harness::start().await;
+        h.takeover().await;
+        h.send_peer_echoing(PEER, 60_000, true);
+        let mine = mine_with_peer();
+        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
+            .await;
+        (h, mine)
+    }
+
     /// Waits for the end of the hold-down (the first ready heartbeat) and for every VNI to be up.
     /// (The links start up, as left by an earlier run: `up()` alone proves nothing at first.)
     async fn takeover(&mut self) {
@@ -1282,12 +1294,7 @@ async fn a_large_takeover_announces_every_address() {
 #[tokio::test(start_paused = true)]
 async fn a_stall_after_which_a_peer_has_expired_us_releases_everything_and_rejoins() {
     local(async {
-        let mut h = Harness::start().await;
-        h.takeover().await;
-        h.send_peer_echoing(PEER, 60_000, true);
-        let mine = mine_with_peer();
-        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
-            .await;
+        let (mut h, mine) = Harness::split_with_echoing_peer().await;
         let before = h.seen.len();
         // Sent during our stall: the peer no longer counts us.
         h.send_peer_echoing(PEER, 60_000, false);
@@ -1320,12 +1327,7 @@ async fn a_stall_after_which_a_peer_has_expired_us_releases_everything_and_rejoi
 #[tokio::test(start_paused = true)]
 async fn a_stall_after_which_every_peer_still_counts_us_keeps_everything() {
     local(async {
-        let mut h = Harness::start().await;
-        h.takeover().await;
-        h.send_peer_echoing(PEER, 60_000, true);
-        let mine = mine_with_peer();
-        h.until("the peer's VNIs released", SOON, |h| h.up() == mine)
-            .await;
+        let (mut h, mine) = Harness::split_with_echoing_peer().await;
         let before = h.seen.len();
         h.send_peer_echoing(PEER, 60_000, true);
         tokio::time::advance(ms(1000)).await;

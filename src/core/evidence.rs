@@ -424,25 +424,39 @@ impl Core {
             .copied()
             .filter(|s| rule.owner(s.vni, all.iter().copied()) == Some(uid))
             .collect();
-        if theirs.is_empty() {
-            return;
-        }
-        info!(peer = %uid, vnis = %crate::types::vni_ranges(theirs.iter().map(|s| s.vni)), "peer (re)started: announcing the VNIs it had again");
-        for s in theirs {
-            self.garps.again(s, now);
-        }
-        self.send_due_garps(now);
+        self.announce_again(
+            uid,
+            theirs,
+            "peer (re)started: announcing the VNIs it had again",
+            now,
+        );
     }
 
     /// Announces again every slot we have active (a new burst): `uid` counted us dead for a
     /// while and may have announced some of them as its own.
     fn reannounce_ours(&mut self, uid: Uid, now: Instant) {
         let ours: Vec<crate::types::Slot> = self.garps.active().keys().copied().collect();
-        if ours.is_empty() {
+        self.announce_again(
+            uid,
+            ours,
+            "peer lists us again after leaving us out: announcing our VNIs again",
+            now,
+        );
+    }
+
+    /// A new burst of announcements for `slots` now, said with `why` (naming `uid`).
+    fn announce_again(
+        &mut self,
+        uid: Uid,
+        slots: Vec<crate::types::Slot>,
+        why: &str,
+        now: Instant,
+    ) {
+        if slots.is_empty() {
             return;
         }
-        info!(peer = %uid, vnis = %crate::types::vni_ranges(ours.iter().map(|s| s.vni)), "peer lists us again after leaving us out: announcing our VNIs again");
-        for s in ours {
+        info!(peer = %uid, vnis = %crate::types::vni_ranges(slots.iter().map(|s| s.vni)), "{why}");
+        for s in slots {
             self.garps.again(s, now);
         }
         self.send_due_garps(now);

@@ -159,8 +159,38 @@ impl Core {
 
     /// Recomputes what we own and logs the change: one line for what we take, one per new owner
     /// for what we release, VNIs as ranges.
+    /// At the end of our hold-down: if no peer is a candidate yet but some are starting with us
+    /// (a cold start of the fleet: every gateway started within moments of the others), count
+    /// them as candidates for up to two of our hold times, so that we take only our share. Before,
+    /// the first gateway ready took every VNI and released two thirds of them a moment later, and
+    /// a released macvlan keeps running until the kernel's link-watch gets to it (seconds, at
+    /// 1000 VNIs): it answered clients' ARP and drew them to a MAC that then went dead. Nothing is
+    /// served before a cold start, so leaving the starting peers their shares costs at most the
+    /// moments until they are ready.
+    pub(super) fn presume_starting_peers(&mut self, now: Instant) {
+        if self.live.ready_peers().next().is_some() {
+            return;
+        }
+        self.presumed = self.live.starting_peers().collect();
+        if self.presumed.is_empty() {
+            self.presumed_until = None;
+            return;
+        }
+        let until = self.cfg.hold() * 2;
+        self.presumed_until = Some(now + until);
+        info!(
+            peers = ?self.presumed.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+            wait_ms = until.as_millis() as u64,
+            "cold start: leaving peers that start with us their shares until they are ready"
+        );
+    }
+
     pub(super) fn reassign(&mut self, now: Instant, why: &str) {
-        let peers: BTreeSet<Uid> = self.live.ready_peers().collect();
+        let mut peers: BTreeSet<Uid> = self.live.ready_peers().collect();
+        if self.presumed_until.is_some() {
+            let starting: BTreeSet<Uid> = self.live.starting_peers().collect();
+            peers.extend(self.presumed.intersection(&starting).copied());
+        }
         let owned = if self.candidate() {
             self.owned_among(&peers)
         } else {

@@ -94,6 +94,10 @@ pub struct Core {
     peer_blocked: BTreeMap<Uid, Vec<Vni>>,
     /// A later process with our UID was heard: we own nothing until then.
     yield_until: Option<Instant>,
+    /// A cold start (no candidate peer when our hold-down ended, some starting with us): the
+    /// starting peers, counted as candidates until they are ready or `presumed_until` passes.
+    presumed: BTreeSet<Uid>,
+    presumed_until: Option<Instant>,
     /// Signed frames that verified but did not prove freshness (yet), by sender: echoed with
     /// our next heartbeats, so that their senders can prove it (two gateways that start at once
     /// must each hear the other first). At most `max_peers`, each for the longest hold time.
@@ -159,6 +163,8 @@ impl Core {
             split_with: BTreeSet::new(),
             peer_blocked: BTreeMap::new(),
             yield_until: None,
+            presumed: BTreeSet::new(),
+            presumed_until: None,
             pending: BTreeMap::new(),
             hold: cfg.hold(),
             send_lag: Duration::ZERO,
@@ -283,6 +289,7 @@ impl Core {
                 self.watchdog_at,
                 self.yield_until,
                 self.compat_deadline(),
+                self.presumed_until,
             ],
             // Only who is alive and how long we wait for them.
             Phase::Leaving {
@@ -294,6 +301,7 @@ impl Core {
                 Some(*deadline),
                 self.watchdog_at,
                 *legacy_until,
+                None,
                 None,
                 None,
                 None,
@@ -573,8 +581,23 @@ impl Core {
                     peers = self.live.ready_peers().count(),
                     "hold-down over, taking ownership"
                 );
+                self.presume_starting_peers(now);
                 reassign = Some("hold-down over".into());
                 self.effects.push_back(Effect::HeartbeatNow);
+            }
+        }
+        if self.presumed_until.is_some_and(|t| t <= now) {
+            self.presumed_until = None;
+            let late: Vec<Uid> = std::mem::take(&mut self.presumed)
+                .into_iter()
+                .filter(|u| self.live.starting_peers().any(|s| s == *u))
+                .collect();
+            if !late.is_empty() {
+                info!(
+                    peers = ?late.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+                    "peers that started with us are not ready yet: taking their shares"
+                );
+                reassign = Some("starting peers not ready in time".into());
             }
         }
         if self.yield_until.is_some_and(|t| t <= now) {
