@@ -43,6 +43,9 @@ impl Core {
         let line = |core: &mut Core| core.logs.lines.allow(now, &mut core.stats);
         match obs {
             Observation::Joined { uid, starting } => {
+                if starting && !self.readiness.ready() {
+                    self.cold.insert(uid);
+                }
                 if line(self) {
                     info!(peer = %uid, %from, starting, "peer joined")
                 }
@@ -53,6 +56,9 @@ impl Core {
                 }
             }
             Observation::Restarted { uid, starting } => {
+                if starting && !self.readiness.ready() {
+                    self.cold.insert(uid);
+                }
                 if line(self) {
                     info!(peer = %uid, starting, "peer restarted")
                 }
@@ -159,8 +165,9 @@ impl Core {
 
     /// Recomputes what we own and logs the change: one line for what we take, one per new owner
     /// for what we release, VNIs as ranges.
-    /// At the end of our hold-down: if no peer is a candidate yet but some are starting with us
-    /// (a cold start of the fleet: every gateway started within moments of the others), count
+    /// At the end of our hold-down: if no peer is a candidate yet, or only peers that started
+    /// with us, and some are still starting (a cold start of the fleet: every gateway started
+    /// within moments of the others), count
     /// them as candidates for up to two of our hold times, so that we take only our share. Before,
     /// the first gateway ready took every VNI and released two thirds of them a moment later, and
     /// a released macvlan keeps running until the kernel's link-watch gets to it (seconds, at
@@ -168,7 +175,11 @@ impl Core {
     /// served before a cold start, so leaving the starting peers their shares costs at most the
     /// moments until they are ready.
     pub(super) fn presume_starting_peers(&mut self, now: Instant) {
-        if self.live.ready_peers().next().is_some() {
+        let cold = std::mem::take(&mut self.cold);
+        // Every candidate peer started with us (we heard it starting during our hold-down): it
+        // did the same when its hold-down ended, so all agree. One that was a candidate before
+        // (a running fleet) serves every VNI, and a presumed peer's share would be nobody's.
+        if !self.live.ready_peers().all(|u| cold.contains(&u)) {
             return;
         }
         self.presumed = self.live.starting_peers().collect();

@@ -98,6 +98,8 @@ pub struct Core {
     /// starting peers, counted as candidates until they are ready or `presumed_until` passes.
     presumed: BTreeSet<Uid>,
     presumed_until: Option<Instant>,
+    /// Peers heard starting during our current hold-down.
+    cold: BTreeSet<Uid>,
     /// Signed frames that verified but did not prove freshness (yet), by sender: echoed with
     /// our next heartbeats, so that their senders can prove it (two gateways that start at once
     /// must each hear the other first). At most `max_peers`, each for the longest hold time.
@@ -165,6 +167,7 @@ impl Core {
             yield_until: None,
             presumed: BTreeSet::new(),
             presumed_until: None,
+            cold: BTreeSet::new(),
             pending: BTreeMap::new(),
             hold: cfg.hold(),
             send_lag: Duration::ZERO,
