@@ -128,9 +128,6 @@ struct Model {
     next_ifindex: u32,
     /// The heartbeat socket cannot be bound (the next rebinds fail).
     rebind_fails: bool,
-    /// The kernel's link-watch is late: a link cleared of protodown gets carrier but is not
-    /// running until the script says `set <vni> carrier=on`.
-    linkwatch_late: bool,
 }
 
 impl Model {
@@ -150,7 +147,6 @@ impl Model {
             failing: BTreeMap::new(),
             next_ifindex: 1000,
             rebind_fails: false,
-            linkwatch_late: false,
         };
         m.put(link(UPLINK, "eth0", None, None));
         m.put(link(VETH, "veth-gw", Some(VETH_PEER), None));
@@ -282,7 +278,7 @@ impl Model {
         } else {
             l.protodown = on;
             l.carrier = !on;
-            l.running = !on && !self.linkwatch_late;
+            l.running = !on;
             Ok(())
         };
         self.links.insert(i, l.clone());
@@ -723,8 +719,6 @@ impl Run {
             ["drain"] => self.core.handle(Input::Command(Command::Drain), self.now),
             ["undrain"] => self.core.handle(Input::Command(Command::Undrain), self.now),
             ["timer"] => {}
-            // `linkwatch late|prompt`: see `Model::linkwatch_late`.
-            ["linkwatch", how] => self.model.linkwatch_late = *how == "late",
             ["set", who, fields @ ..] => {
                 let i = match who.parse() {
                     Ok(vni) => self.model.by_vni(vni),
@@ -957,11 +951,6 @@ fn run_script(path: &Path) {
                 let got = show_vnis(r.model.active_named("vrrp6-"));
                 let want = show_vnis(parse_vnis(words[1]));
                 assert_eq!(got, want, "{name}:{line}: IPv6 active in the kernel");
-            }
-            // `ready yes|no`: do our heartbeats say we are a candidate (not STARTING)?
-            "ready" => {
-                let got = r.core.heartbeat_flags() & wire::FLAG_STARTING == 0;
-                assert_eq!(got, words[1] == "yes", "{name}:{line}: ready");
             }
             // `phase <n>`: our phase of leaving --go-compat, as our heartbeats say it.
             "phase" => {

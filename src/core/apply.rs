@@ -60,7 +60,6 @@ impl Core {
         let todo = self.backoff.admit(changes, now);
         if todo.is_empty() {
             self.update_active(now);
-            self.check_coming_up();
             return;
         }
         self.applying = true;
@@ -153,12 +152,6 @@ impl Core {
             .collect();
         self.garps.update(active, now);
         self.send_due_garps(now);
-    }
-
-    /// After the kernel's events (not right after our request, whose acknowledgement comes
-    /// before them): are the interfaces we took at the end of the hold-down all running? Then
-    /// our heartbeats say ready, at once if one said otherwise meanwhile.
-    fn check_coming_up(&mut self) {
         if self.coming_up_until.is_some() {
             if self.coming_up() {
                 self.withheld = true;
@@ -171,15 +164,12 @@ impl Core {
         }
     }
 
-    /// Is an interface of an owned VNI not carrying traffic yet that will (ours to clear: admin
-    /// up, no other reason bit)? Its protodown may still show on here: the kernel's events
-    /// follow the acknowledgement of our request.
+    /// Is an interface of an owned VNI cleared of protodown but not yet carrying traffic?
     fn coming_up(&self) -> bool {
-        let ours = 1u32 << self.cfg.protodown_reason;
         self.owned
             .iter()
             .flat_map(|&vni| self.links.of_vni(vni))
-            .any(|(_, l)| l.admin_up && l.reason & !ours == 0 && !l.active())
+            .any(|(_, l)| !l.protodown && l.admin_up && !l.active())
     }
 
     pub(super) fn send_due_garps(&mut self, now: Instant) {
