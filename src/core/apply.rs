@@ -152,24 +152,6 @@ impl Core {
             .collect();
         self.garps.update(active, now);
         self.send_due_garps(now);
-        if self.coming_up_until.is_some() {
-            if self.coming_up() {
-                self.withheld = true;
-            } else {
-                self.coming_up_until = None;
-                if std::mem::take(&mut self.withheld) {
-                    self.effects.push_back(Effect::HeartbeatNow);
-                }
-            }
-        }
-    }
-
-    /// Is an interface of an owned VNI cleared of protodown but not yet carrying traffic?
-    fn coming_up(&self) -> bool {
-        self.owned
-            .iter()
-            .flat_map(|&vni| self.links.of_vni(vni))
-            .any(|(_, l)| !l.protodown && l.admin_up && !l.active())
     }
 
     pub(super) fn send_due_garps(&mut self, now: Instant) {

@@ -33,10 +33,6 @@ pub use io::{Command, Effect, Exit, GarpReport, Input, Notice, OwnershipChange, 
 
 /// How many ownership changes a status shows.
 pub const TRANSITIONS_KEPT: usize = 64;
-/// The longest our heartbeats keep saying STARTING after our hold-down while the interfaces we
-/// took come up (see `Core::coming_up_until`).
-const COMING_UP_MAX: std::time::Duration = std::time::Duration::from_secs(2);
-
 pub use evidence::{adaptive_multiple, lag_multiple, Advert};
 pub use leave::STOP_ATTEMPTS;
 
@@ -104,12 +100,6 @@ pub struct Core {
     presumed_until: Option<Instant>,
     /// Peers heard starting during our current hold-down.
     cold: BTreeSet<Uid>,
-    /// After our hold-down: until when our heartbeats keep saying STARTING while the interfaces
-    /// we took are not yet running (the kernel's link-watch raises carrier a moment, at times a
-    /// second, after protodown is cleared), so that peers release them only once ours carry
-    /// traffic; and whether a heartbeat said so meanwhile.
-    coming_up_until: Option<Instant>,
-    withheld: bool,
     /// Signed frames that verified but did not prove freshness (yet), by sender: echoed with
     /// our next heartbeats, so that their senders can prove it (two gateways that start at once
     /// must each hear the other first). At most `max_peers`, each for the longest hold time.
@@ -178,8 +168,6 @@ impl Core {
             presumed: BTreeSet::new(),
             presumed_until: None,
             cold: BTreeSet::new(),
-            coming_up_until: None,
-            withheld: false,
             pending: BTreeMap::new(),
             hold: cfg.hold(),
             send_lag: Duration::ZERO,
@@ -305,7 +293,6 @@ impl Core {
                 self.yield_until,
                 self.compat_deadline(),
                 self.presumed_until,
-                self.coming_up_until,
             ],
             // Only who is alive and how long we wait for them.
             Phase::Leaving {
@@ -323,7 +310,6 @@ impl Core {
                 None,
                 None,
                 None,
-                None,
             ],
             _ => return None,
         };
@@ -333,7 +319,7 @@ impl Core {
     /// The flags of the periodic heartbeats now.
     pub fn heartbeat_flags(&self) -> u8 {
         let phase = self.compat_phase << crate::wire::COMPAT_PHASE_SHIFT;
-        if self.candidate() && self.coming_up_until.is_none() {
+        if self.candidate() {
             phase
         } else {
             phase | FLAG_STARTING
@@ -599,16 +585,7 @@ impl Core {
                     "hold-down over, taking ownership"
                 );
                 self.presume_starting_peers(now);
-                self.coming_up_until = Some(now + COMING_UP_MAX);
-                self.withheld = false;
                 reassign = Some("hold-down over".into());
-                self.effects.push_back(Effect::HeartbeatNow);
-            }
-        }
-        if self.coming_up_until.is_some_and(|t| t <= now) {
-            self.coming_up_until = None;
-            if std::mem::take(&mut self.withheld) {
-                warn!("interfaces taken at the end of the hold-down are not all running yet: saying ready all the same");
                 self.effects.push_back(Effect::HeartbeatNow);
             }
         }
