@@ -275,7 +275,7 @@ def section(rows, meta):
           "in every gateway namespace, replayed in time order. A gateway counts while its switch "
           "port is up, whether or not its daemon runs: a killed daemon leaves its interfaces as "
           "they were and they still answer ARP. Per failure: the VNIs that had no owner (or two) "
-          "at some moment, and the longest such moment; moments under 1 ms are not counted "
+          "at some moment, and the longest such moment; moments under 5 ms are not counted "
           "(each namespace's monitor stamps records when it reads them).",
           "- Daemon crash: the killed daemon's interfaces stay as they were (wmgwd2: protodown "
           "off; keepalived: the gateway IP stays), so its gateway keeps answering beside the new "

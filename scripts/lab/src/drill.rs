@@ -62,8 +62,8 @@ Columns, each measured live for the one step:
              IPs, sampled among the VNIs of the targeted gateways) around the event
   ownerless  VNIs with no live owner at some moment, and the longest such moment
   2 owners   VNIs with two or more live owners at some moment, and the longest such moment
-             (moments under 1 ms are not counted: each gateway's monitor stamps its records
-             when it reads them, so two gateways' records are ordered only to about 1 ms)
+             (moments under 5 ms are not counted: each gateway's monitor stamps its records
+             when it reads them, so two gateways' records are ordered only to a few ms)
   owners     VNIs per gateway afterwards (- = not live)
 \"Live\" gateway: its daemon runs and its switch port is up. A gateway whose daemon was killed
 keeps the protodown state the daemon left (the kernel cannot know); it counts again from the
