@@ -248,7 +248,7 @@ impl<K: Kernel> Daemon<K> {
                     stopping = true;
                     // Heartbeats already queued were sent before our LEAVING: they confirm nothing.
                     self.read_queued(&sock, &mut buf);
-                    self.core.handle(Input::Command(Command::Stop), now());
+                    self.input(Input::Command(Command::Stop), now());
                 }
                 r = announce::recv(&sock, &mut buf) => match r {
                     Ok(got) => self.feed(&buf, got),
@@ -261,7 +261,7 @@ impl<K: Kernel> Daemon<K> {
                     }
                 },
                 batch = events.next_batch(), if events_open => match batch {
-                    Some(batch) => self.core.handle(Input::Kernel(batch), now()),
+                    Some(batch) => self.input(Input::Kernel(batch), now()),
                     None => {
                         error!("kernel event stream ended; relying on periodic resync");
                         events_open = false;
@@ -269,7 +269,7 @@ impl<K: Kernel> Daemon<K> {
                 },
                 _ = sleep_opt(deadline) => {
                     self.read_queued(&sock, &mut buf);
-                    self.core.handle(Input::Timer, now());
+                    self.input(Input::Timer, now());
                 }
                 // The beacon found itself stalled: handled below, after this select.
                 _ = self.shared.stall_notice.notified() => {}
@@ -295,7 +295,7 @@ impl<K: Kernel> Daemon<K> {
                         // Heartbeats already queued were sent before the drain: they confirm
                         // nothing.
                         self.read_queued(&sock, &mut buf);
-                        self.core.handle(Input::Command(command), now());
+                        self.input(Input::Command(command), now());
                         let state = self.report().gateway.state;
                         let _ = reply.send(to_json(&serde_json::json!({ "state": state })));
                     }
@@ -304,14 +304,14 @@ impl<K: Kernel> Daemon<K> {
             let lag = Duration::from_micros(self.shared.worst_lag_us.load(Ordering::Relaxed));
             if lag != self.fed_lag {
                 self.fed_lag = lag;
-                self.core.handle(Input::SendLag(lag), now());
+                self.input(Input::SendLag(lag), now());
             }
             if self.shared.stalled.load(Ordering::Relaxed) {
                 // What the peers sent while we were stalled tells whether they expired us.
                 self.read_queued(&sock, &mut buf);
                 let ms = self.shared.stall_ms.swap(0, Ordering::Relaxed);
                 let silent = Duration::from_millis(ms);
-                self.core.handle(Input::LocalStall { silent }, now());
+                self.input(Input::LocalStall { silent }, now());
                 // The flags say what the core decided before the beacon, waiting for it, sends
                 // again (the kernel work of a release comes after).
                 self.shared
@@ -324,6 +324,15 @@ impl<K: Kernel> Daemon<K> {
                 return self.exit(exit);
             }
         }
+    }
+
+    /// Hands the core one input from the loop. Heartbeats say SETTLING from here until the
+    /// effects are carried out (`execute` clears it): the heartbeat thread runs beside the loop,
+    /// and a heartbeat it sent between the core's decision to take over and the kernel's
+    /// acknowledgement must not confirm that takeover to a draining or leaving peer.
+    fn input(&mut self, input: Input, at: Instant) {
+        self.shared.busy.store(true, Ordering::Relaxed);
+        self.core.handle(input, at);
     }
 
     /// Feeds the datagrams already queued on the socket, at most [`READ_QUEUED_MAX`].
@@ -345,7 +354,7 @@ impl<K: Kernel> Daemon<K> {
             dropped: got.dropped,
             own_sequence: self.shared.sequence.load(Ordering::Relaxed),
         };
-        self.core.handle(input, now());
+        self.input(input, now());
     }
 
     /// Carries out the core's effects in order, feeding back their results, until none is left;
