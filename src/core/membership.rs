@@ -51,6 +51,9 @@ impl Core {
                 }
             }
             Observation::Ready { uid } => {
+                // Heard ready: a candidate in its own right from now on, no longer presumed (a
+                // presumption outliving that would count it after it stepped back, a drain, say).
+                self.presumed.remove(&uid);
                 if line(self) {
                     info!(peer = %uid, "peer ready")
                 }
@@ -69,6 +72,7 @@ impl Core {
                 }
             }
             Observation::Withdrew { uid } => {
+                self.presumed.remove(&uid);
                 if line(self) {
                     info!(peer = %uid, "peer stepped back (no longer a candidate)")
                 }

@@ -461,6 +461,7 @@ impl Core {
                 self.reannounce_for(hb.uid, now);
             }
         }
+        let view = matches!(self.phase, Phase::Leaving { .. }).then(|| self.view().digest);
         match &mut self.phase {
             Phase::Running if obs.changes_candidates() => {
                 self.effects.push_back(Effect::HeartbeatNow);
@@ -471,8 +472,13 @@ impl Core {
                 // A peer confirms with a heartbeat sent once its kernel is done: one sent while it
                 // was still applying our departure (SETTLING) does not count. A peer that leaves
                 // too confirms nothing, but is no longer waited for.
+                // Its VIEW (when it sends one) must also be ours: the candidates without us, so
+                // that a heartbeat it sent before it read our step-back (the heartbeat task runs
+                // beside its loop) does not count, nor one from a peer that still counts us or
+                // someone else in (it would not have taken what we hand it).
                 if let Frame::Heartbeat(hb) = frame {
-                    if !hb.settling() || hb.leaving() {
+                    let agrees = ext.view.is_none_or(|v| Some(v.digest) == view);
+                    if hb.leaving() || (!hb.settling() && agrees) {
                         waiting.remove(&hb.uid);
                     }
                 }
