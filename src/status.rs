@@ -46,6 +46,15 @@ pub struct Gateway {
     pub blocked: usize,
     #[serde(default)]
     pub missing: usize,
+    /// With `--go-compat`, which rule names the owners: `original` (the Go original's; phase 0),
+    /// `exit-ready` (still the original's; `--go-compat-exit` allows leaving and no original was
+    /// heard for that long), `both` (owning under either rule while every member switches),
+    /// `siphash` (left compat mode). Absent (null) without `--go-compat`.
+    #[serde(default)]
+    pub go_compat: Option<String>,
+    /// Where our heartbeats go: the broadcast address, the IPv6 group, or each `--peer`.
+    #[serde(default)]
+    pub heartbeats_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +132,12 @@ impl Report {
             "VNIs {}: {} managed, {} owned, {} active",
             g.range, g.managed, g.owned, g.active
         );
+        if !g.heartbeats_to.is_empty() {
+            let _ = writeln!(out, "heartbeats to {}", g.heartbeats_to.join(", "));
+        }
+        if let Some(rule) = &g.go_compat {
+            let _ = writeln!(out, "go-compat: {rule}");
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,

@@ -1680,6 +1680,8 @@ fn the_example_alert_rules_are_valid_and_use_exported_metrics() {
                 active: 1,
                 blocked: 0,
                 missing: 0,
+                go_compat: None,
+                heartbeats_to: vec![],
             },
             members: vec![],
             vnis: vec![],

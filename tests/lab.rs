@@ -794,6 +794,12 @@ fn status_plan_and_drain_against_the_kernel() {
             assert_eq!(v["active"], want[&vni] == [g], "gw{g} vni {vni}");
         }
         assert_eq!(s["members"].as_array().unwrap().len(), 2, "gw{g}");
+        assert_eq!(
+            s["gateway"]["heartbeats_to"],
+            serde_json::json!(["10.0.1.255:3000"]),
+            "gw{g}"
+        );
+        assert_eq!(s["gateway"]["go_compat"], serde_json::Value::Null, "gw{g}");
     }
 
     // The plan for gw2's stop, asked of gw1, then the stop itself.

@@ -957,6 +957,18 @@ fn run_script(path: &Path) {
                 let got = (r.core.heartbeat_flags() & wire::COMPAT_PHASE_MASK)
                     >> wire::COMPAT_PHASE_SHIFT;
                 assert_eq!(got, words[1].parse::<u8>().unwrap(), "{name}:{line}: phase");
+                // …and `wmgwd2 status` says the same.
+                let rule = r
+                    .core
+                    .report(r.now, 1, &Default::default())
+                    .gateway
+                    .go_compat;
+                let want = ["original", "exit-ready", "both", "siphash"][usize::from(got)];
+                assert_eq!(
+                    rule.as_deref(),
+                    Some(want),
+                    "{name}:{line}: status go_compat"
+                );
             }
             // `reasons <vnis>|none`: the managed links with our protodown reason bit set.
             "reasons" => {

@@ -197,6 +197,21 @@ impl Core {
                 active: crate::types::count_vnis(self.garps.active().keys()),
                 blocked: self.blocked.len(),
                 missing: self.missing.len(),
+                go_compat: self.cfg.go_compat.then(|| {
+                    match self.compat_phase {
+                        0 => "original",
+                        super::compat::READY => "exit-ready",
+                        super::compat::UNION => "both",
+                        _ => "siphash",
+                    }
+                    .to_owned()
+                }),
+                heartbeats_to: self
+                    .cfg
+                    .destinations()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
             },
             members,
             vnis,
