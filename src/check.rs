@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::cli::Config;
 use crate::links::{LinkState, Snapshot};
@@ -43,6 +43,42 @@ pub struct IfAddr {
     pub netmask: Ipv4Addr,
 }
 
+/// An IPv6 address on an interface, with the kernel's flags for it (`IFA_F_*`), as
+/// `/proc/net/if_inet6` lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inet6Addr {
+    pub ifname: String,
+    pub addr: Ipv6Addr,
+    pub flags: u32,
+}
+
+/// `IFA_F_NODAD`: added without duplicate address detection.
+pub const IFA_F_NODAD: u32 = 0x02;
+/// `IFA_F_DADFAILED`: duplicate address detection found the address in use; the kernel does not
+/// use it.
+pub const IFA_F_DADFAILED: u32 = 0x08;
+
+/// Reads `/proc/net/if_inet6` (address, ifindex, prefix length, scope, flags, name; hex but the
+/// name). Lines that do not parse are skipped.
+pub fn parse_if_inet6(text: &str) -> Vec<Inet6Addr> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [hex, _, _, _, flags, ifname] = f.as_slice() else {
+                return None;
+            };
+            let bits = u128::from_str_radix(hex, 16)
+                .ok()
+                .filter(|_| hex.len() == 32)?;
+            Some(Inet6Addr {
+                ifname: (*ifname).to_owned(),
+                addr: Ipv6Addr::from(bits),
+                flags: u32::from_str_radix(flags, 16).ok()?,
+            })
+        })
+        .collect()
+}
+
 /// The source address the routes would send to a peer from and the interface holding it, or
 /// why nothing would be sent.
 pub type PeerRoute = Result<(IpAddr, Option<String>), String>;
@@ -68,6 +104,10 @@ pub struct Host {
     pub peer_routes: Vec<(SocketAddr, PeerRoute)>,
     /// Whether `--key-file` was given (its content is checked when the daemon starts).
     pub keyed: bool,
+    /// Every IPv6 address with its flags. With the IPv6 managed interfaces' sysctls
+    /// `net.ipv6.conf.<name>.{disable_ipv6,accept_dad,addr_gen_mode}` in `sysctls`, as keys
+    /// `ipv6.<key>`.
+    pub inet6: Vec<Inet6Addr>,
 }
 
 fn finding(level: Level, text: impl Into<String>) -> Finding {
@@ -90,6 +130,7 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
     let mut no_lower: Vec<Vni> = vec![];
     let mut no_addr: Vec<Vni> = vec![];
     let mut foreign: Vec<Vni> = vec![];
+    let mut v6 = V6Setup::default();
     let ours = 1u32 << cfg.protodown_reason;
     for vni in cfg.vnis().iter() {
         // A VNI has an IPv4 interface, an IPv6 one, or both; it is missing with neither.
@@ -123,6 +164,9 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
             }
             if l.reason & !ours != 0 {
                 flag(&mut foreign);
+            }
+            if family == Family::V6 {
+                ipv6_setup(&name, vni, host, &mut v6);
             }
         }
     }
@@ -172,6 +216,26 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
         (
             &foreign,
             "are held down by another program's protodown reason bit (owned, they stay down)",
+            Level::Warn,
+        ),
+        (
+            &v6.disabled,
+            "have IPv6 disabled (net.ipv6.conf.<name>.disable_ipv6=1): no IPv6 gateway address to serve",
+            Level::Error,
+        ),
+        (
+            &v6.dad_failed,
+            "hold an IPv6 address that failed duplicate address detection (the kernel does not use it: delete it and add it again `nodad`)",
+            Level::Error,
+        ),
+        (
+            &v6.dad_on,
+            "hold IPv6 addresses added without `nodad` while accept_dad is on (after every takeover the address is tentative and not announced, and it fails for good if another gateway still answers for it)",
+            Level::Warn,
+        ),
+        (
+            &v6.own_link_local,
+            "make a link-local address of their own (addr_gen_mode is not none, 1): clients may take it for their router, and it differs between gateways",
             Level::Warn,
         ),
     ] {
@@ -301,6 +365,41 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// The IPv6 managed interfaces set up otherwise than docs/operations.md ("IPv6 gateways") says,
+/// by VNI.
+#[derive(Debug, Default)]
+struct V6Setup {
+    disabled: Vec<Vni>,
+    dad_failed: Vec<Vni>,
+    dad_on: Vec<Vni>,
+    own_link_local: Vec<Vni>,
+}
+
+/// Judges the IPv6 managed interface `name` of `vni` (what was not read is not judged).
+fn ipv6_setup(name: &str, vni: Vni, host: &Host, out: &mut V6Setup) {
+    let sysctl = |key: &str| {
+        host.sysctls
+            .get(&(name.to_owned(), format!("ipv6.{key}")))
+            .copied()
+    };
+    if sysctl("disable_ipv6").is_some_and(|v| v != 0) {
+        out.disabled.push(vni);
+        return;
+    }
+    let addrs: Vec<&Inet6Addr> = host.inet6.iter().filter(|a| a.ifname == name).collect();
+    if addrs.iter().any(|a| a.flags & IFA_F_DADFAILED != 0) {
+        out.dad_failed.push(vni);
+    }
+    if sysctl("accept_dad").is_some_and(|v| v > 0)
+        && addrs.iter().any(|a| a.flags & IFA_F_NODAD == 0)
+    {
+        out.dad_on.push(vni);
+    }
+    if sysctl("addr_gen_mode").is_some_and(|v| v != 1) {
+        out.own_link_local.push(vni);
+    }
 }
 
 /// With `--peer`: a route to each peer (this gateway's own address may be listed), and a key.

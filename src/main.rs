@@ -286,6 +286,28 @@ fn preflight(cfg: &Config) -> ExitCode {
                 .insert((dev.clone(), "ipv6.disable_ipv6".to_owned()), v);
         }
     }
+    // The IPv6 managed interfaces: their sysctls and addresses' flags (DAD).
+    let present: std::collections::BTreeSet<&str> =
+        snapshot.links.iter().map(|l| l.ifname.as_str()).collect();
+    for vni in cfg.vnis().iter() {
+        let name = cfg.ifname(wmgwd2::types::Slot::v6(vni));
+        if !present.contains(name.as_str()) {
+            continue;
+        }
+        for key in ["disable_ipv6", "accept_dad", "addr_gen_mode"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
+            let value = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            if let Some(v) = value {
+                host.sysctls
+                    .insert((name.clone(), format!("ipv6.{key}")), v);
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string("/proc/net/if_inet6") {
+        host.inet6 = check::parse_if_inet6(&text);
+    }
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             let v4 = |s: Option<nix::sys::socket::SockaddrStorage>| {

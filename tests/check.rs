@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use wmgwd2::check::{judge, Finding, Host, IfAddr, Level};
+use wmgwd2::check::{judge, parse_if_inet6, Finding, Host, IfAddr, Level};
 use wmgwd2::cli::Config;
 use wmgwd2::links::{LinkState, Snapshot};
 use wmgwd2::types::IfIndex;
@@ -64,6 +64,7 @@ fn good() -> Host {
         port_free: true,
         peer_routes: vec![],
         keyed: false,
+        inet6: vec![],
     }
 }
 
@@ -259,4 +260,107 @@ fn ipv6_group_heartbeats_need_no_ipv4_segment() {
         .remove(&("eth0".to_owned(), "ipv6.disable_ipv6".to_owned()));
     let e = errors(&judge(&v6, &h)).join("\n");
     assert!(e.starts_with("no IPv6 on eth0"), "{e}");
+}
+
+/// `/proc/net/if_inet6` as this kernel writes it (address, ifindex, prefix length, scope, flags,
+/// name), with a line that does not parse.
+#[test]
+fn if_inet6_is_read_with_the_flags() {
+    let text = "20010db8000000020000000000000001 0c 40 00 82  vrrp6-2\n\
+                fe800000000000000000000000000001 0c 40 20 c2  vrrp6-2\n\
+                20010db8000000030000000000000001 0d 40 00 08  vrrp6-3\n\
+                fe80 0d 40 20 80 vrrp6-3\n\
+                00000000000000000000000000000001 01 80 10 80       lo\n";
+    let got = parse_if_inet6(text);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[0].ifname, "vrrp6-2");
+    assert_eq!(
+        got[0].addr,
+        "2001:db8:0:2::1".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(got[0].flags, 0x82);
+    assert_eq!(
+        got[1].addr,
+        "fe80::1".parse::<std::net::Ipv6Addr>().unwrap()
+    );
+    assert_eq!(got[2].flags, 0x08);
+    assert_eq!(got[3].ifname, "lo");
+}
+
+/// The IPv6 host setup of docs/operations.md ("IPv6 gateways"), judged per interface: IPv6
+/// disabled and a failed DAD are errors; an address without `nodad` while `accept_dad` is on,
+/// and a link-local address of the interface's own (`addr_gen_mode` not none), are warnings. A
+/// gateway set up as the docs say has none of them.
+#[test]
+fn ipv6_interfaces_set_up_otherwise_than_documented_are_named() {
+    let mut h = good();
+    for v in 1..=4u32 {
+        let name = format!("vrrp6-{v}");
+        h.snapshot.links.push(link(200 + v, &name, Some(3)));
+        h.kinds.insert(name.clone(), "macvlan".into());
+        h.snapshot.addrs.insert(
+            IfIndex(200 + v),
+            vec![
+                format!("2001:db8:{v}::1").parse().unwrap(),
+                "fe80::1".parse().unwrap(),
+            ],
+        );
+        for (key, value) in [("disable_ipv6", 0), ("accept_dad", 1), ("addr_gen_mode", 1)] {
+            h.sysctls
+                .insert((name.clone(), format!("ipv6.{key}")), value);
+        }
+        let line = format!(
+            "20010db800{v:02x}0000000000000000000001 0c 40 00 82 {name}\n\
+             fe800000000000000000000000000001 0c 40 20 82 {name}\n"
+        );
+        h.inet6.extend(parse_if_inet6(&line));
+    }
+    let f = judge(&cfg(), &h);
+    assert!(f.iter().all(|x| x.level == Level::Ok), "{f:#?}");
+
+    // VNI 1: IPv6 disabled; 2: DAD failed; 3: added without nodad; 4: its own link-local.
+    h.sysctls
+        .insert(("vrrp6-1".into(), "ipv6.disable_ipv6".into()), 1);
+    h.inet6
+        .iter_mut()
+        .filter(|a| a.ifname == "vrrp6-2")
+        .for_each(|a| a.flags |= wmgwd2::check::IFA_F_DADFAILED);
+    h.inet6
+        .iter_mut()
+        .filter(|a| a.ifname == "vrrp6-3")
+        .for_each(|a| a.flags &= !wmgwd2::check::IFA_F_NODAD);
+    h.sysctls
+        .insert(("vrrp6-4".into(), "ipv6.addr_gen_mode".into()), 0);
+    let f = judge(&cfg(), &h);
+    let all = f
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for want in [
+        "ERROR 1 of 4 managed interfaces have IPv6 disabled",
+        "ERROR 1 of 4 managed interfaces hold an IPv6 address that failed duplicate address detection",
+        "warn  1 of 4 managed interfaces hold IPv6 addresses added without `nodad` while accept_dad is on",
+        "warn  1 of 4 managed interfaces make a link-local address of their own",
+    ] {
+        assert!(all.contains(want), "no {want:?} in\n{all}");
+    }
+    for (want, vni) in [
+        ("have IPv6 disabled", 1),
+        ("failed duplicate address", 2),
+        ("without `nodad`", 3),
+        ("link-local address of their own", 4),
+    ] {
+        let line = all.lines().find(|l| l.contains(want)).unwrap();
+        assert!(line.ends_with(&format!("VNIs {vni}")), "{line}");
+    }
+    // accept_dad off covers addresses added without nodad.
+    h.sysctls
+        .insert(("vrrp6-3".into(), "ipv6.accept_dad".into()), 0);
+    let all = judge(&cfg(), &h)
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!all.contains("without `nodad`"), "{all}");
 }

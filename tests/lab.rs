@@ -995,6 +995,15 @@ fn flood(keyed: bool) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `sysctl -qw <setting>` in namespace `ns`.
+fn sysctl_in(ns: &str, setting: &str) {
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw", setting])
+        .status()
+        .expect("sysctl");
+    assert!(st.success(), "sysctl {setting} in {ns}");
+}
+
 /// `wmgwd2 check` in gateway 1's namespace with the flags its daemon would get.
 fn check_gw1(lab: &Lab) -> (bool, String) {
     let out = std::process::Command::new("ip")
@@ -1024,6 +1033,58 @@ fn check_passes_a_correct_gateway_and_names_what_is_wrong() {
     let Some(lab) = lab_up("check", &[]) else {
         return;
     };
+    // IPv6 gateways beside vrrp4-6..8 (same lower device): vrrp6-6 as docs/operations.md says
+    // (addrgenmode none, addresses nodad), vrrp6-7 with its address added without nodad,
+    // vrrp6-8 with IPv6 disabled.
+    let gw = lab.gw(1);
+    for v in 6..=8 {
+        let shown = ip(&gw, &["-o", "link", "show", &format!("vrrp4-{v}")]);
+        let lower = shown
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.trim_end_matches(':').split_once('@'))
+            .map(|(_, l)| l.to_owned())
+            .expect("vrrp4's lower device");
+        let name = format!("vrrp6-{v}");
+        ip(
+            &gw,
+            &[
+                "link", "add", "link", &lower, "name", &name, "type", "macvlan", "mode", "bridge",
+            ],
+        );
+        // (The IPv4 lab's namespaces have IPv6 off by default.)
+        sysctl_in(&gw, &format!("net.ipv6.conf.{name}.disable_ipv6=0"));
+        ip(&gw, &["link", "set", &name, "addrgenmode", "none"]);
+        ip(&gw, &["link", "set", &name, "up"]);
+        let nodad: &[&str] = if v == 7 { &[] } else { &["nodad"] };
+        for a in [format!("2001:db8:0:{v}::1/64"), "fe80::1/64".to_owned()] {
+            ip(
+                &gw,
+                &[&["addr", "add", a.as_str(), "dev", &name][..], nodad].concat(),
+            );
+        }
+        if v == 8 {
+            sysctl_in(&gw, &format!("net.ipv6.conf.{name}.disable_ipv6=1"));
+        }
+    }
+    let (ok, out) = check_gw1(&lab);
+    assert!(!ok, "check passed IPv6 disabled on vrrp6-8:\n{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{out}");
+    assert!(
+        errors[0].contains("have IPv6 disabled") && errors[0].ends_with("VNIs 8"),
+        "{out}"
+    );
+    let dad = out
+        .lines()
+        .find(|l| l.contains("without `nodad` while accept_dad is on"))
+        .unwrap_or_else(|| panic!("no accept_dad warning:\n{out}"));
+    assert!(dad.starts_with("warn") && dad.ends_with("VNIs 7"), "{out}");
+    assert!(!out.contains("link-local address of their own"), "{out}");
+    for v in 6..=8 {
+        ip(&gw, &["link", "del", &format!("vrrp6-{v}")]);
+    }
+
     let (ok, out) = check_gw1(&lab);
     assert!(ok, "check failed on a correct gateway:\n{out}");
     assert!(!out.contains("ERROR"), "{out}");
