@@ -263,45 +263,38 @@ fn preflight(cfg: &Config) -> ExitCode {
         kinds,
         ..check::Host::default()
     };
-    let mut names = vec!["all".to_owned()];
-    names.extend(cfg.bind_interface.clone());
-    for name in names {
-        for key in ["arp_ignore", "arp_announce", "rp_filter"] {
-            let path = format!("/proc/sys/net/ipv4/conf/{name}/{key}");
-            let value = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(v) = value {
-                host.sysctls.insert((name.clone(), key.to_owned()), v);
-            }
-        }
-    }
-    if let (true, Some(dev)) = (cfg.heartbeat_v6(), &cfg.bind_interface) {
-        let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+    // `net.<family>.conf.<name>.<key>`, stored as (name, key) for IPv4 and (name, `ipv6.<key>`).
+    let mut read = |family: &str, name: &str, key: &str| {
+        let path = format!("/proc/sys/net/{family}/conf/{name}/{key}");
         let value = std::fs::read_to_string(path)
             .ok()
             .and_then(|v| v.trim().parse().ok());
         if let Some(v) = value {
-            host.sysctls
-                .insert((dev.clone(), "ipv6.disable_ipv6".to_owned()), v);
+            let key = match family {
+                "ipv4" => key.to_owned(),
+                _ => format!("{family}.{key}"),
+            };
+            host.sysctls.insert((name.to_owned(), key), v);
+        }
+    };
+    let mut names = vec!["all".to_owned()];
+    names.extend(cfg.bind_interface.clone());
+    for name in names {
+        for key in ["arp_ignore", "arp_announce", "rp_filter"] {
+            read("ipv4", &name, key);
         }
     }
-    // The IPv6 managed interfaces: their sysctls and addresses' flags (DAD).
+    if let (true, Some(dev)) = (cfg.heartbeat_v6(), &cfg.bind_interface) {
+        read("ipv6", dev, "disable_ipv6");
+    }
+    // The IPv6 managed interfaces: their sysctls (and below, their addresses' DAD flags).
     let present: std::collections::BTreeSet<&str> =
         snapshot.links.iter().map(|l| l.ifname.as_str()).collect();
     for vni in cfg.vnis().iter() {
         let name = cfg.ifname(wmgwd2::types::Slot::v6(vni));
-        if !present.contains(name.as_str()) {
-            continue;
-        }
-        for key in ["disable_ipv6", "accept_dad", "addr_gen_mode"] {
-            let path = format!("/proc/sys/net/ipv6/conf/{name}/{key}");
-            let value = std::fs::read_to_string(path)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
-            if let Some(v) = value {
-                host.sysctls
-                    .insert((name.clone(), format!("ipv6.{key}")), v);
+        if present.contains(name.as_str()) {
+            for key in ["disable_ipv6", "accept_dad", "addr_gen_mode"] {
+                read("ipv6", &name, key);
             }
         }
     }
