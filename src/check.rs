@@ -131,6 +131,10 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
     let mut no_addr: Vec<Vni> = vec![];
     let mut foreign: Vec<Vni> = vec![];
     let mut v6 = V6Setup::default();
+    let mut inet6: BTreeMap<&str, Vec<&Inet6Addr>> = BTreeMap::new();
+    for a in &host.inet6 {
+        inet6.entry(a.ifname.as_str()).or_default().push(a);
+    }
     let ours = 1u32 << cfg.protodown_reason;
     for vni in cfg.vnis().iter() {
         // A VNI has an IPv4 interface, an IPv6 one, or both; it is missing with neither.
@@ -166,7 +170,8 @@ pub fn judge(cfg: &Config, host: &Host) -> Vec<Finding> {
                 flag(&mut foreign);
             }
             if family == Family::V6 {
-                ipv6_setup(&name, vni, host, &mut v6);
+                let addrs = inet6.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+                ipv6_setup(&name, vni, addrs, host, &mut v6);
             }
         }
     }
@@ -377,8 +382,9 @@ struct V6Setup {
     own_link_local: Vec<Vni>,
 }
 
-/// Judges the IPv6 managed interface `name` of `vni` (what was not read is not judged).
-fn ipv6_setup(name: &str, vni: Vni, host: &Host, out: &mut V6Setup) {
+/// Judges the IPv6 managed interface `name` of `vni`, holding `addrs` (what was not read is not
+/// judged).
+fn ipv6_setup(name: &str, vni: Vni, addrs: &[&Inet6Addr], host: &Host, out: &mut V6Setup) {
     let sysctl = |key: &str| {
         host.sysctls
             .get(&(name.to_owned(), format!("ipv6.{key}")))
@@ -388,7 +394,6 @@ fn ipv6_setup(name: &str, vni: Vni, host: &Host, out: &mut V6Setup) {
         out.disabled.push(vni);
         return;
     }
-    let addrs: Vec<&Inet6Addr> = host.inet6.iter().filter(|a| a.ifname == name).collect();
     if addrs.iter().any(|a| a.flags & IFA_F_DADFAILED != 0) {
         out.dad_failed.push(vni);
     }
